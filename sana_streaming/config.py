@@ -1,0 +1,358 @@
+"""Typed configuration: one dataclass per component, loaded from the release's YAML files.
+
+The YAML sections (`model`, `vae`, `text_encoder`, `scheduler`) keep the release's key names so the
+release's config files load unchanged. `DiTConfig` is the *resolved* model description (explicit
+dimensions), built from the `model` section through `MODEL_TABLE`, the way the release's registry
+functions fix the dimensions of a named model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Variant = Literal["bidirectional", "streaming"]
+
+# Registry of named models -> explicit dimensions.
+# Source: NVlabs/Sana (fork meefs/Sana @ 5498e5b), diffusion/model/nets/sana_multi_scale_video_v2v.py,
+# registry function SanaMSVideoV2V_2000M_P1_D20.
+MODEL_TABLE: dict[str, dict[str, Any]] = {
+    "SanaMSVideoV2V_2000M_P1_D20": {
+        "depth": 20,
+        "hidden_size": 2240,
+        "patch_size": (1, 1, 1),
+        "num_heads": 20,
+    },
+}
+
+# Text encoder name -> hidden size (DiT `caption_channels`) and hub repository.
+# Source: NVlabs/Sana, diffusion/model/builder.py (get_tokenizer_and_text_encoder) and
+# diffusion/utils/config.py (TextEncoderConfig default caption_channels=2304).
+TEXT_ENCODER_TABLE: dict[str, dict[str, Any]] = {
+    "gemma-2-2b-it": {"caption_channels": 2304, "repo": "Efficient-Large-Model/gemma-2-2b-it"},
+}
+
+# Attention class names of the release -> our variant.
+_VARIANT_BY_ATTN_TYPE: dict[str, Variant] = {
+    "V2VBiGDNAttention": "bidirectional",
+    "V2VStateCachedBiGDNAttention": "streaming",
+}
+_EXPECTED_TYPES: dict[Variant, dict[str, str]] = {
+    "bidirectional": {
+        "softmax_attn_type": "V2VGatedSoftmaxAttention",
+        "ffn_type": "GLUMBConvTemp",
+        "pos_embed_type": "wan_rope",
+    },
+    "streaming": {
+        "softmax_attn_type": "V2VAfterRoPEGatedSoftmaxAttention",
+        "ffn_type": "CachedGLUMBConvTemp",
+        "pos_embed_type": "casual_wan_rope",  # sic: the release's spelling
+    },
+}
+
+PACKAGED_CONFIG_DIR = "configs/sana_streaming"
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The YAML `model:` section (release keys). Either `model` names an entry of `MODEL_TABLE`,
+    or `hidden_size`, `depth`, `num_heads` and `patch_size` are given explicitly."""
+
+    model: str | None = None
+    image_size: int = 720
+    aspect_ratio_type: str = "ASPECT_RATIO_VIDEO_720_MS_DIV32"
+    mixed_precision: str = "bf16"
+    fp32_attention: bool = True
+    multi_scale: bool = True
+    attn_type: str = "V2VStateCachedBiGDNAttention"
+    additional_inchannels: int = 128
+    softmax_ratio: float = 0.25
+    softmax_layer_indices: tuple[int, ...] | None = None
+    softmax_attn_type: str = "V2VAfterRoPEGatedSoftmaxAttention"
+    linear_head_dim: int = 112
+    ffn_type: str = "CachedGLUMBConvTemp"
+    t_kernel_size: int = 3
+    mlp_acts: tuple[str | None, ...] = ("silu", "silu", None)
+    mlp_ratio: float = 3.0
+    use_pe: bool = True
+    pos_embed_type: str = "casual_wan_rope"
+    qk_norm: bool = True
+    cross_norm: bool = True
+    class_dropout_prob: float = 0.1
+    # Explicit dimensions (our tiny configs); the release gets them from MODEL_TABLE.
+    hidden_size: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    patch_size: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """The YAML `vae:` section (release keys), plus `architecture` for random-weight test VAEs."""
+
+    vae_type: str = "LTX2VAE_chunk_tile"
+    vae_pretrained: str = "Lightricks/LTX-2"
+    weight_dtype: str = "bfloat16"
+    vae_latent_dim: int = 128
+    vae_downsample_rate: int = 32
+    vae_stride: tuple[int, int, int] = (8, 32, 32)
+    use_framewise_encoding: bool = True
+    use_framewise_decoding: bool = True
+    tile_sample_stride_num_frames: int = 64
+    tile_sample_min_num_frames: int = 96
+    # diffusers `AutoencoderKLLTX2Video` constructor kwargs for a random-weight VAE (tiny configs).
+    architecture: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """The YAML `text_encoder:` section (release keys), plus `architecture` for random-weight tests."""
+
+    text_encoder_name: str = "gemma-2-2b-it"
+    y_norm: bool = True
+    y_norm_scale_factor: float = 0.01
+    model_max_length: int = 300
+    chi_prompt: tuple[str, ...] = ()
+    # Hidden size of the encoder = DiT `caption_channels`; None means "from TEXT_ENCODER_TABLE".
+    caption_channels: int | None = None
+    # transformers `Gemma2Config` kwargs for a random-weight encoder (tiny configs).
+    architecture: dict[str, Any] | None = None
+
+    @property
+    def resolved_caption_channels(self) -> int:
+        if self.caption_channels is not None:
+            return self.caption_channels
+        if self.text_encoder_name not in TEXT_ENCODER_TABLE:
+            raise ConfigError(
+                f"unknown text encoder {self.text_encoder_name!r}: set text_encoder.caption_channels"
+            )
+        return TEXT_ENCODER_TABLE[self.text_encoder_name]["caption_channels"]
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """The YAML `scheduler:` section (release keys)."""
+
+    predict_flow_v: bool = True
+    noise_schedule: str = "linear_flow"
+    pred_sigma: bool = False
+    flow_shift: float = 3.0
+    inference_flow_shift: float | None = 8.0
+    vis_sampler: str = "sana_streaming_sampler"
+
+
+Mode = Literal["bidirectional_short", "long_streaming"]
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Run-time sampling settings of one mode (the release's CLI defaults, `MODE_SAMPLERS`)."""
+
+    mode: Mode
+    steps: int
+    cfg_scale: float
+    flow_shift: float | None = None  # None: scheduler.inference_flow_shift, else scheduler.flow_shift
+    base_chunk_frames: int = 3  # 24 // vae_stride[0]: latent frames per streaming chunk
+    num_cached_blocks: int = 2
+    sink_token: bool = True
+
+
+# Source: NVlabs/Sana, inference_video_scripts/v2v/inference_sana_streaming.py (per-mode defaults).
+MODE_SAMPLERS: dict[str, SamplerConfig] = {
+    "bidirectional_short": SamplerConfig(mode="bidirectional_short", steps=50, cfg_scale=6.0),
+    "long_streaming": SamplerConfig(mode="long_streaming", steps=4, cfg_scale=1.0),
+}
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Resolved DiT description: every dimension explicit. Build it with `SanaStreamingConfig.dit`."""
+
+    variant: Variant
+    hidden_size: int
+    depth: int
+    num_heads: int
+    linear_head_dim: int
+    mlp_ratio: float
+    in_channels: int
+    additional_inchannels: int
+    out_channels: int
+    caption_channels: int
+    model_max_length: int
+    patch_size: tuple[int, int, int]
+    t_kernel_size: int
+    softmax_layer_indices: tuple[int, ...]
+    input_size: int
+    qk_norm: bool = True
+    cross_norm: bool = True
+    y_norm: bool = True
+    timestep_norm_scale_factor: float = 1.0
+
+    @property
+    def linear_heads(self) -> int:
+        return self.hidden_size // self.linear_head_dim
+
+    @property
+    def ffn_hidden(self) -> int:
+        return int(self.hidden_size * self.mlp_ratio)
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.linear_head_dim:
+            raise ConfigError(f"hidden_size {self.hidden_size} not divisible by {self.linear_head_dim}")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
+        if self.patch_size != (1, 1, 1):
+            raise ConfigError(f"only patch_size (1, 1, 1) is supported, got {self.patch_size}")
+        bad = [i for i in self.softmax_layer_indices if not 0 <= i < self.depth]
+        if bad:
+            raise ConfigError(f"softmax layer indices {bad} outside depth {self.depth}")
+
+
+def softmax_layer_indices(depth: int, softmax_ratio: float) -> tuple[int, ...]:
+    """Blocks that use softmax attention; the rest use GDN.
+
+    Same rule as the release's `get_softmax_layer_indices` (its docstring's [4, 9, 14, 19] is wrong;
+    depth 20, ratio 0.25 gives [3, 7, 11, 15, 19])."""
+    count = max(1, int(depth * softmax_ratio))
+    step = depth / count
+    return tuple(int((k + 1) * step) - 1 for k in range(count))
+
+
+@dataclass(frozen=True)
+class SanaStreamingConfig:
+    """A whole config file: the release's four sections."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    source: str | None = None
+
+    @property
+    def dit(self) -> DiTConfig:
+        return resolve_dit_config(self)
+
+
+def resolve_dit_config(config: SanaStreamingConfig) -> DiTConfig:
+    """Map the `model` section (name or explicit dims) to a `DiTConfig`."""
+    m = config.model
+    dims: dict[str, Any] = {}
+    if m.model is not None:
+        if m.model not in MODEL_TABLE:
+            raise ConfigError(f"unknown model {m.model!r}; known: {sorted(MODEL_TABLE)}")
+        dims.update(MODEL_TABLE[m.model])
+    for key in ("hidden_size", "depth", "num_heads", "patch_size"):
+        if getattr(m, key) is not None:
+            dims[key] = getattr(m, key)
+    missing = [k for k in ("hidden_size", "depth", "num_heads", "patch_size") if k not in dims]
+    if missing:
+        raise ConfigError(f"model section needs `model: <name>` or explicit {missing}")
+    if m.attn_type not in _VARIANT_BY_ATTN_TYPE:
+        raise ConfigError(f"unknown attn_type {m.attn_type!r}; known: {sorted(_VARIANT_BY_ATTN_TYPE)}")
+    variant = _VARIANT_BY_ATTN_TYPE[m.attn_type]
+    for key, expected in _EXPECTED_TYPES[variant].items():
+        if getattr(m, key) != expected:
+            raise ConfigError(f"{m.attn_type} needs {key}={expected!r}, got {getattr(m, key)!r}")
+    if tuple(m.mlp_acts) != ("silu", "silu", None):
+        raise ConfigError(f"only mlp_acts (silu, silu, None) is supported, got {m.mlp_acts}")
+    if not (m.use_pe and m.qk_norm):
+        raise ConfigError("the SANA-Streaming DiT needs use_pe and qk_norm")
+    depth = int(dims["depth"])
+    indices = m.softmax_layer_indices
+    if indices is None:
+        indices = softmax_layer_indices(depth, m.softmax_ratio)
+    return DiTConfig(
+        variant=variant,
+        hidden_size=int(dims["hidden_size"]),
+        depth=depth,
+        num_heads=int(dims["num_heads"]),
+        linear_head_dim=m.linear_head_dim,
+        mlp_ratio=m.mlp_ratio,
+        in_channels=config.vae.vae_latent_dim,
+        additional_inchannels=m.additional_inchannels,
+        out_channels=config.vae.vae_latent_dim,  # pred_sigma is False in both release configs
+        caption_channels=config.text_encoder.resolved_caption_channels,
+        model_max_length=config.text_encoder.model_max_length,
+        patch_size=tuple(int(p) for p in dims["patch_size"]),  # type: ignore[arg-type]
+        t_kernel_size=m.t_kernel_size,
+        softmax_layer_indices=tuple(indices),
+        input_size=m.image_size // config.vae.vae_downsample_rate,
+        qk_norm=m.qk_norm,
+        cross_norm=m.cross_norm,
+        y_norm=config.text_encoder.y_norm,
+    )
+
+
+def _section(cls: type, raw: Any, name: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"section {name!r} must be a mapping, got {type(raw).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in section {name!r}: {unknown}")
+    values = {}
+    for key, value in raw.items():
+        values[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
+
+
+def config_from_dict(raw: dict[str, Any], source: str | None = None) -> SanaStreamingConfig:
+    """Build a config from the parsed YAML mapping, rejecting unknown sections and keys."""
+    sections = {
+        "model": ModelConfig,
+        "vae": VAEConfig,
+        "text_encoder": TextEncoderConfig,
+        "scheduler": SchedulerConfig,
+    }
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(f"unknown section(s) {unknown}; expected {sorted(sections)}")
+    parts = {name: _section(cls, raw.get(name), name) for name, cls in sections.items()}
+    return SanaStreamingConfig(**parts, source=source)
+
+
+def packaged_config_names() -> list[str]:
+    """Names of the YAML configs shipped inside the package (without `.yaml`)."""
+    folder = resources.files("sana_streaming").joinpath(PACKAGED_CONFIG_DIR)
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _packaged_path(name: str) -> Path | None:
+    stem = Path(name).name.removesuffix(".yaml")
+    candidate = resources.files("sana_streaming").joinpath(PACKAGED_CONFIG_DIR, f"{stem}.yaml")
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def resolve_config_path(path_or_name: str | Path) -> Path:
+    """A config path as given, else a packaged config of that name (so the release's relative
+    default `configs/sana_streaming/<name>.yaml` works from any working directory)."""
+    path = Path(path_or_name).expanduser()
+    if path.is_file():
+        return path
+    packaged = _packaged_path(str(path_or_name))
+    if packaged is not None:
+        return packaged
+    raise ConfigError(f"config {str(path_or_name)!r} not found; packaged configs: {packaged_config_names()}")
+
+
+def load_config(path_or_name: str | Path) -> SanaStreamingConfig:
+    """Load a YAML config by path or by packaged name (e.g. `sana_streaming_2b_720p`, `tiny_random`)."""
+    path = resolve_config_path(path_or_name)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    return config_from_dict(raw, source=str(path))
