@@ -1,0 +1,1 @@
+"""The SANA-Streaming hybrid DiT."""
