@@ -106,7 +106,7 @@ def gdn_scan(features: GDNFeatures, initial_state: GDNState | None = None) -> GD
 
     Computes in the dtype of `features` (the model path passes float32)."""
     f = features
-    B, T, S, H, D = f.v.shape
+    B, T, _, H, D = f.v.shape
     kr_beta = f.k_rot * f.beta[..., None]  # (B, T, S, H, D)
     k_beta = f.k * f.beta[..., None]
     p = torch.einsum("btshd,btshe->bthde", kr_beta, f.k_rot)  # P_t (B, T, H, D, D)
