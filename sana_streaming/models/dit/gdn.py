@@ -1,0 +1,61 @@
+"""Frame-wise Gated DeltaNet self-attention (dit.md §4.1–4.7): projections and gates here, the
+scan in `sana_streaming.ops.gdn_core` (Triton on CUDA, PyTorch elsewhere)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sana_streaming.models.dit.layers import RMSNorm, TapLinear
+from sana_streaming.models.dit.rope import RopeTables
+from sana_streaming.ops import Backend, GDNState, gdn_core
+
+
+class GDNAttention(nn.Module):
+    """Bidirectional within the call, causal across calls through the carried forward state."""
+
+    def __init__(self, hidden_size: int, head_dim: int) -> None:
+        super().__init__()
+        self.heads = hidden_size // head_dim
+        self.head_dim = head_dim
+        # 1. Projections (q/k stored as Conv1d kernel 1, v as Linear; no bias).
+        self.q = TapLinear(hidden_size, hidden_size, taps=1)
+        self.k = TapLinear(hidden_size, hidden_size, taps=1)
+        self.v = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.q_norm = RMSNorm(hidden_size, eps=1e-5)
+        self.k_norm = RMSNorm(hidden_size, eps=1e-5)
+        # 2. Gates: β per token and head, decay per frame and head (Mamba-style).
+        self.beta_proj = nn.Linear(hidden_size, self.heads)
+        self.gate_proj = nn.Linear(hidden_size, self.heads)
+        self.A_log = nn.Parameter(torch.zeros(self.heads))
+        self.dt_bias = nn.Parameter(torch.zeros(self.heads))
+        # 3. Output gate and projection.
+        self.output_gate = nn.Linear(hidden_size, hidden_size)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.backend: Backend = "auto"
+
+    def gates(self, u: Tensor, frames: int) -> tuple[Tensor, Tensor]:
+        """β (B, N, H) in the activation dtype; decay g (B, T, H) computed in fp32, rounded to the
+        activation dtype like the release (`_compute_frame_gates`)."""
+        B, N, C = u.shape
+        beta = torch.sigmoid(self.beta_proj(u)).to(u.dtype)
+        frame_mean = u.view(B, frames, N // frames, C).mean(dim=2)  # (B, T, C)
+        a = self.gate_proj(frame_mean).float()
+        decay_log = -self.A_log.float().exp() * F.softplus(a + self.dt_bias.float())
+        return beta, decay_log.exp().to(u.dtype)
+
+    def forward(
+        self, u: Tensor, frames: int, rope: RopeTables, state: GDNState | None = None, save: bool = False
+    ) -> Tensor:
+        """u: modulated input (B, N, C). With `save`, the final forward state is written into `state`."""
+        N = u.shape[1]
+        beta, decay = self.gates(u, frames)
+        key_scale = (self.head_dim * (N // frames)) ** -0.5  # κ = (D·S)^(-1/2), S of this call
+        y = gdn_core(
+            self.q(u), self.k(u), self.v(u), self.output_gate(u), beta, decay,
+            self.q_norm.weight, self.k_norm.weight, rope.cos, rope.sin,
+            frames=frames, heads=self.heads, key_scale=key_scale,
+            state=state, update_state=save and state is not None, backend=self.backend,
+        )  # fmt: skip
+        return self.proj(y)

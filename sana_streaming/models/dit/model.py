@@ -1,0 +1,93 @@
+"""The SANA-Streaming hybrid DiT (dit.md §2–§3): 20 blocks, GDN at most depths and gated softmax
+attention at `softmax_layer_indices`; the source latent is concatenated to the noisy latent on channels.
+
+One class serves both released variants; `DiTConfig.variant` only changes the stored shape of the
+softmax q/k weights. Streaming is a matter of the `StreamingState` passed to `forward`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sana_streaming.config import DiTConfig
+from sana_streaming.models.dit.block import BlockContext, SanaBlock
+from sana_streaming.models.dit.cache import StreamingState
+from sana_streaming.models.dit.cross_attention import text_mask_bias
+from sana_streaming.models.dit.layers import (
+    CaptionEmbedder,
+    FinalLayer,
+    PatchEmbed,
+    RMSNorm,
+    TimestepEmbedder,
+)
+from sana_streaming.models.dit.rope import rope_tables
+
+
+class SanaStreamingDiT(nn.Module):
+    def __init__(self, config: DiTConfig) -> None:
+        super().__init__()
+        self.config = config
+        C = config.hidden_size
+        self.x_embedder = PatchEmbed(config.in_channels + config.additional_inchannels, C)
+        self.t_embedder = TimestepEmbedder(C)
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(C, 6 * C))
+        self.y_embedder = CaptionEmbedder(config.caption_channels, C, config.model_max_length)
+        self.attention_y_norm = RMSNorm(C, eps=1e-5)
+        self.blocks = nn.ModuleList(
+            SanaBlock(config, softmax=i in config.softmax_layer_indices) for i in range(config.depth)
+        )
+        self.final_layer = FinalLayer(C, config.out_channels)
+        # Zero, unused; kept so checkpoints that carry it load strictly (dit.md §2.2).
+        self.register_buffer("pos_embed", torch.zeros(1, config.input_size**2, C), persistent=True)
+
+    def forward(
+        self,
+        x: Tensor,
+        timestep: Tensor,
+        caption: Tensor,
+        mask: Tensor,
+        source: Tensor,
+        *,
+        state: StreamingState | None = None,
+        frame_offset: int = 0,
+        save: bool = False,
+    ) -> Tensor:
+        """Predict the flow velocity.
+
+        x, source: (B, C_lat, T, H, W) noisy and clean source latents; timestep: (B,) on the 0–1000
+        scale (truncated to an integer inside); caption: (B, 1, L, C_txt) text-encoder states;
+        mask: (B or 1, L), 1 = valid token. With `state`, the call is one streaming chunk whose first
+        latent frame has absolute index `frame_offset` (its RoPE position); `save` writes the chunk's
+        GDN state and FFN tails into `state` (the sampler then commits its K/V to the window).
+        Returns (B, C_lat, T, H, W) in the model dtype."""
+        dtype = self.x_embedder.proj.weight.dtype
+        B, _, T, H, W = x.shape
+        tokens = self.x_embedder(torch.cat([x, source.expand(B, -1, -1, -1, -1)], dim=1).to(dtype))
+        t_emb = self.t_embedder(timestep.expand(B))
+        t0 = self.t_block(t_emb)  # (B, 6·C)
+        y = self.attention_y_norm(self.y_embedder(caption.to(dtype).expand(B, -1, -1, -1)))[:, 0]  # (B, L, C)
+        rope = rope_tables(frame_offset, T, H, W, self.config.linear_head_dim, device=x.device)
+        cached = 0
+        if state is not None:
+            cached = state.cached_tokens
+            state.check_fits(T * H * W)
+        ctx = BlockContext(
+            frames=T, height=H, width=W, rope=rope, caption=y,
+            mask_bias=text_mask_bias(mask, B, dtype), cached_tokens=cached, save=save,
+        )  # fmt: skip
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens, t0, ctx, state.blocks[i] if state is not None else None)
+        out = self.final_layer(tokens, t_emb)  # (B, N, C_lat)
+        return out.transpose(1, 2).reshape(B, -1, T, H, W)
+
+
+def build_dit(config, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+    """Build the DiT for a `SanaStreamingConfig` or `DiTConfig` (weights uninitialised; load a
+    checkpoint or call `randomize_dit_`). `device="meta"` builds without memory."""
+    dit_config = config if isinstance(config, DiTConfig) else config.dit
+    with torch.device(device or "cpu"):
+        model = SanaStreamingDiT(dit_config)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval().requires_grad_(False)

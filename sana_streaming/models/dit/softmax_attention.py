@@ -1,0 +1,52 @@
+"""Gated softmax self-attention (dit.md §4.8–4.9), with an optional post-RoPE K/V window."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sana_streaming.models.dit.cache import KVWindow
+from sana_streaming.models.dit.layers import RMSNorm, TapLinear
+from sana_streaming.models.dit.rope import RopeTables, apply_rope
+
+
+class SoftmaxAttention(nn.Module):
+    """q/k RMSNorm over all channels, RoPE on q and k, full attention, SiLU output gate.
+
+    `qk_taps` is 1 for the bidirectional checkpoint (q/k stored as Linear) and 3 for the streaming
+    one (stored as Conv1d kernel 3, only the centre tap applied)."""
+
+    def __init__(self, hidden_size: int, head_dim: int, qk_taps: int) -> None:
+        super().__init__()
+        self.heads = hidden_size // head_dim
+        self.head_dim = head_dim
+        if qk_taps == 1:
+            self.q = nn.Linear(hidden_size, hidden_size, bias=False)
+            self.k = nn.Linear(hidden_size, hidden_size, bias=False)
+        else:
+            self.q = TapLinear(hidden_size, hidden_size, taps=qk_taps)
+            self.k = TapLinear(hidden_size, hidden_size, taps=qk_taps)
+        self.v = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.q_norm = RMSNorm(hidden_size, eps=1e-5)
+        self.k_norm = RMSNorm(hidden_size, eps=1e-5)
+        self.output_gate = nn.Linear(hidden_size, hidden_size)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(
+        self, u: Tensor, rope: RopeTables, window: KVWindow | None = None, cached_tokens: int = 0
+    ) -> Tensor:
+        """u: (B, N, C). With a window, the current K/V are written at [cached_tokens, cached_tokens+N)
+        and the queries attend to the whole prefix [0, cached_tokens+N)."""
+        B, N, C = u.shape
+        q = apply_rope(self.q_norm(self.q(u)).view(B, N, self.heads, self.head_dim), rope)
+        k = apply_rope(self.k_norm(self.k(u)).view(B, N, self.heads, self.head_dim), rope)
+        v = self.v(u).view(B, N, self.heads, self.head_dim)
+        q, k, v = (t.to(u.dtype).transpose(1, 2) for t in (q, k, v))  # (B, heads, N, D)
+        if window is not None:
+            end = cached_tokens + N
+            window.key[:, :, cached_tokens:end].copy_(k)
+            window.value[:, :, cached_tokens:end].copy_(v)
+            k, v = window.key[:, :, :end], window.value[:, :, :end]
+        o = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, D), scale 1/sqrt(D)
+        o = o.transpose(1, 2).reshape(B, N, C)
+        return self.proj(o * F.silu(self.output_gate(u).float()).to(o.dtype))
