@@ -60,7 +60,9 @@ class TimestepEmbedder(nn.Module):
         """[cos | sin] embedding (cos half first) of `timestep` truncated toward zero, in float32."""
         t = timestep.long().float()  # 999.7 -> 999 (timestep_norm_scale_factor == 1)
         half = self.frequency_size // 2
-        exponent = -math.log(self.max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+        exponent = (
+            -math.log(self.max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+        )
         args = t[:, None] * torch.exp(exponent)[None]  # (B, 128)
         return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 

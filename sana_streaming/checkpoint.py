@@ -1,0 +1,160 @@
+"""Safe checkpoint reading and strict-with-a-readable-diff loading of the DiT (dit.md §2.5).
+
+`.safetensors` files are read directly; `.pth`/`.pt` only through `torch.load(weights_only=True)`, so
+a pickle that carries code is refused. Wrappers are unwrapped as the release's CLI does: descend into
+`generator`; then use `state_dict` as is if present, else the whole mapping with a leading `model.`
+and then a leading `module.` stripped from every key.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+# Keys whose stored shape may be [C, C] (Linear) or [C, C, taps] (Conv1d) in either variant.
+_TAP_KEYS = ("attn.q.weight", "attn.k.weight")
+# Buffers a checkpoint may omit (zero and unused, dit.md §2.5).
+OPTIONAL_KEYS = frozenset({"pos_embed"})
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or does not fit the model."""
+
+
+@dataclass
+class LoadReport:
+    """What a load did: keys ignored, keys that kept the model's own value, q/k shapes adapted."""
+
+    unexpected: list[str] = field(default_factory=list)
+    kept_default: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
+
+
+def unwrap_state_dict(obj: object) -> dict[str, Tensor]:
+    """Apply the release's unwrapping rule and check that the result maps names to tensors."""
+    if isinstance(obj, Mapping) and "generator" in obj:
+        obj = obj["generator"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"expected a mapping of tensors, got {type(obj).__name__}")
+    if "state_dict" in obj:
+        state = dict(obj["state_dict"])
+    else:
+        state = {}
+        for key, value in obj.items():
+            key = key.removeprefix("model.").removeprefix("module.")
+            state[key] = value
+    bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(f"non-tensor entries in the state dict: {bad[:5]}")
+    return state
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read and unwrap a `.safetensors` or `.pth`/`.pt` checkpoint on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            return unwrap_state_dict(load_file(path))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refusing {path}: it is not a plain tensor checkpoint (weights-only loading failed: "
+            f"{str(exc).splitlines()[0]})"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path} (truncated or not a checkpoint): {exc}") from exc
+    return unwrap_state_dict(obj)
+
+
+def _adapt_taps(key: str, stored: Tensor, target: Tensor) -> Tensor | None:
+    """Fit a q/k weight stored as [C, C] or [C, C, taps] to the model's shape; None if impossible."""
+    if not key.endswith(_TAP_KEYS) or stored.shape[:2] != target.shape[:2]:
+        return None
+    if stored.ndim == 3 and target.ndim == 2:
+        return stored[:, :, stored.shape[2] // 2]  # the centre tap is the only one applied
+    if stored.ndim == 2 and target.ndim == 3:
+        adapted = torch.zeros(target.shape, dtype=stored.dtype)
+        adapted[:, :, target.shape[2] // 2] = stored  # side taps are never applied
+        return adapted
+    return None
+
+
+def load_dit_state_dict(model: nn.Module, state: Mapping[str, Tensor], strict: bool = False) -> LoadReport:
+    """Load `state` into `model`: missing keys and shape mismatches raise one error listing the first
+    few of each; unexpected keys warn once (error with `strict`), as the release ignores them."""
+    report = LoadReport()
+    target = model.state_dict()
+    missing = [k for k in target if k not in state and k not in OPTIONAL_KEYS]
+    report.kept_default = [k for k in target if k not in state and k in OPTIONAL_KEYS]
+    report.unexpected = [k for k in state if k not in target]
+    mismatched: list[str] = []
+    fitted: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key not in target:
+            continue
+        if value.shape != target[key].shape:
+            adapted = _adapt_taps(key, value, target[key])
+            if adapted is None:
+                mismatched.append(f"{key}: checkpoint {list(value.shape)} vs model {list(target[key].shape)}")
+                continue
+            report.adapted.append(key)
+            value = adapted
+        fitted[key] = value
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s), e.g. {missing[:5]}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es), e.g. {mismatched[:5]}")
+    if strict and report.unexpected:
+        problems.append(f"{len(report.unexpected)} unexpected key(s), e.g. {report.unexpected[:5]}")
+    if problems:
+        raise CheckpointError("checkpoint does not fit the model: " + "; ".join(problems))
+    if report.unexpected:
+        warnings.warn(
+            f"ignoring {len(report.unexpected)} unexpected checkpoint key(s), e.g. {report.unexpected[:5]}",
+            stacklevel=2,
+        )
+    model.load_state_dict(fitted, strict=False)
+    return report
+
+
+def load_dit_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = False) -> LoadReport:
+    """Read a checkpoint file and load it into the DiT (see `load_dit_state_dict`)."""
+    return load_dit_state_dict(model, read_state_dict(path), strict=strict)
+
+
+def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False) -> int:
+    """Write the unwrapped state dict of `src` to `dst` as safetensors, keeping the stored dtypes.
+
+    The file appears atomically (temporary name, then rename). Returns the number of tensors."""
+    dst = Path(dst)
+    if dst.suffix != ".safetensors":
+        raise CheckpointError(f"output must end in .safetensors: {dst}")
+    if dst.exists() and not overwrite:
+        raise CheckpointError(f"{dst} exists (use --overwrite to replace it)")
+    state = {k: v.contiguous().clone() for k, v in read_state_dict(src).items()}  # own, unshared storage
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return len(state)
