@@ -1,0 +1,260 @@
+"""The LTX-2 VAE as the pipeline uses it: loading, normalised latents, whole-clip and streamed paths.
+
+Weights load through diffusers' `AutoencoderKLLTX2Video` (same state dict as the release's causal
+wrapper, pipeline spec §4.1). Causality comes from the loaded config (`encoder_causal`, `decoder_causal`).
+The release treats the VAE differently per mode (spec §4.5):
+
+- streaming (`vae_type: LTX2VAE_chunk_tile`): untiled causal encode in calls of `F mod 8` (or 8) then 8
+  frames, and the temporal-tile decode; here `ChunkedEncoder` and `IncrementalDecoder`.
+- bidirectional (`vae_type: LTX2VAE_diffusers`): diffusers' own `encode` / `decode` with spatial tiling
+  512/448 and the framewise flags (`bidirectional_tiling`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from diffusers import AutoencoderKLLTX2Video
+from torch import Tensor
+
+from sana_streaming.config import VAEConfig
+from sana_streaming.hub import is_hub_uri, resolve_path
+from sana_streaming.models.vae.decoder import DecodeMode, IncrementalDecoder
+from sana_streaming.models.vae.encoder import ChunkedEncoder
+from sana_streaming.models.vae.normalise import LatentStatistics
+
+VAEMode = Literal["streaming", "bidirectional"]
+
+# Constructor config of the public LTX-2 VAE (`Lightricks/LTX-2`, subfolder `vae`), used to build a
+# random-weight VAE of the released size. Source: pipeline spec §4.2 (diffusers'
+# scripts/convert_ltx2_to_diffusers.py, LTX-2 2.0 config).
+LTX2_RELEASE_ARCHITECTURE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 128,
+    "block_out_channels": [256, 512, 1024, 2048],
+    "decoder_block_out_channels": [256, 512, 1024],
+    "layers_per_block": [4, 6, 6, 2, 2],
+    "decoder_layers_per_block": [5, 5, 5, 5],
+    "spatio_temporal_scaling": [True, True, True, True],
+    "decoder_spatio_temporal_scaling": [True, True, True],
+    "decoder_inject_noise": [False, False, False, False],
+    "downsample_type": ["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
+    "upsample_type": ["spatiotemporal", "spatiotemporal", "spatiotemporal"],
+    "upsample_residual": [True, True, True],
+    "upsample_factor": [2, 2, 2],
+    "timestep_conditioning": False,
+    "patch_size": 4,
+    "patch_size_t": 1,
+    "resnet_norm_eps": 1e-6,
+    "scaling_factor": 1.0,
+    "encoder_causal": True,
+    "decoder_causal": False,
+    "encoder_spatial_padding_mode": "zeros",
+    "decoder_spatial_padding_mode": "reflect",
+    "spatial_compression_ratio": 32,
+    "temporal_compression_ratio": 8,
+}
+
+_DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+
+
+class VAELoadError(RuntimeError):
+    """The VAE could not be loaded (bad path, missing files, unsupported type)."""
+
+
+def vae_mode(vae_type: str) -> VAEMode:
+    """The release's `get_vae` branch for a `vae_type`, tested by substring in the release's order."""
+    if "LTX2VAE_diffusers_causal" in vae_type:
+        raise VAELoadError(
+            f"vae_type {vae_type!r} needs the separately released causal-decoder VAE, which the V2V "
+            "pipeline does not use; use LTX2VAE_chunk_tile (streaming) or LTX2VAE_diffusers (bidirectional)"
+        )
+    if "LTX2VAE_chunk_tile" in vae_type:
+        return "streaming"
+    if "LTX2VAE_diffusers" in vae_type:
+        return "bidirectional"
+    raise VAELoadError(f"unsupported vae_type {vae_type!r}; expected LTX2VAE_chunk_tile or LTX2VAE_diffusers")
+
+
+@dataclass(frozen=True)
+class DiffusersTiling:
+    """The tiling attributes of diffusers' VAE that the bidirectional release sets (spec §4.5)."""
+
+    use_tiling: bool
+    tile_sample_min_height: int
+    tile_sample_min_width: int
+    tile_sample_stride_height: int
+    tile_sample_stride_width: int
+    use_framewise_encoding: bool
+    use_framewise_decoding: bool
+    tile_sample_min_num_frames: int
+    tile_sample_stride_num_frames: int
+
+
+def bidirectional_tiling(config: VAEConfig) -> DiffusersTiling:
+    """Settings of the bidirectional mode. Source: meefs/Sana @ 5498e5b,
+    inference_video_scripts/v2v/inference_sana_streaming.py: `vae.enable_tiling()` with no arguments
+    (diffusers' defaults 512/512 and stride 448/448), both framewise flags set True, and the frame
+    counts taken from the config (`tile_sample_min_num_frames` 96, `tile_sample_stride_num_frames` 64)."""
+    return DiffusersTiling(
+        use_tiling=True,
+        tile_sample_min_height=512,
+        tile_sample_min_width=512,
+        tile_sample_stride_height=448,
+        tile_sample_stride_width=448,
+        use_framewise_encoding=True,
+        use_framewise_decoding=True,
+        tile_sample_min_num_frames=config.tile_sample_min_num_frames,
+        tile_sample_stride_num_frames=config.tile_sample_stride_num_frames,
+    )
+
+
+def release_encode_chunks(num_frames: int, temporal_ratio: int = 8) -> list[int]:
+    """Chunk sizes of the release's causal encode: `F mod 8` (8 if that is 0), then 8s (spec §4.6)."""
+    first = num_frames % temporal_ratio or temporal_ratio
+    rest = num_frames - first
+    return [first] + [temporal_ratio] * (rest // temporal_ratio)
+
+
+class LTX2VAE:
+    """An `AutoencoderKLLTX2Video` with the release's per-mode settings and our streamed paths.
+
+    Latents outside this class are always normalised (the DiT's space); `encode` returns and `decode`
+    takes normalised latents, in the VAE's dtype for `encode` (the release then casts to its input dtype).
+    """
+
+    def __init__(
+        self, model: AutoencoderKLLTX2Video, vae_type: str, decode: DecodeMode = "release_tiles"
+    ) -> None:
+        self.model = model.eval()
+        self.mode: VAEMode = vae_mode(vae_type)
+        self.decode_mode: DecodeMode = decode
+        self.stats = LatentStatistics(
+            mean=model.latents_mean, std=model.latents_std, scaling_factor=float(model.config.scaling_factor)
+        )
+
+    def configure_bidirectional(self, config: VAEConfig) -> None:
+        """Apply the bidirectional release's tiling to diffusers' model (used by `encode`/`decode`)."""
+        for name, value in asdict(bidirectional_tiling(config)).items():
+            setattr(self.model, name, value)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.model.config.latent_channels)
+
+    @property
+    def temporal_ratio(self) -> int:
+        return int(self.model.temporal_compression_ratio)
+
+    @property
+    def spatial_ratio(self) -> int:
+        return int(self.model.spatial_compression_ratio)
+
+    def normalise(self, z: Tensor) -> Tensor:
+        return self.stats.normalise(z)
+
+    def denormalise(self, z: Tensor) -> Tensor:
+        return self.stats.denormalise(z)
+
+    def chunked_encoder(self, normalise: bool = True) -> ChunkedEncoder:
+        """A chunked causal encoder (the streaming release's encode, spec §4.6)."""
+        return ChunkedEncoder(self.model, self.stats, normalise=normalise)
+
+    def incremental_decoder(
+        self, decode: DecodeMode | None = None, normalise: bool = True
+    ) -> IncrementalDecoder:
+        """An incremental decoder; `decode` defaults to this VAE's `decode_mode`."""
+        return IncrementalDecoder(
+            self.model, self.stats, decode=decode or self.decode_mode, normalise=normalise
+        )
+
+    @torch.no_grad()
+    def encode(self, video: Tensor) -> Tensor:
+        """Whole clip `[B, 3, 8k+1, H, W]` in [-1, 1] -> normalised latents `[B, C, k+1, H/32, W/32]`."""
+        num_frames = video.shape[2]
+        if (num_frames - 1) % self.temporal_ratio:
+            raise ValueError(f"the frame count must be {self.temporal_ratio}k+1, got {num_frames}")
+        if self.mode == "bidirectional":
+            x = video.to(device=self.device, dtype=self.dtype)
+            return self.normalise(self.model.encode(x).latent_dist.mode())
+        encoder = self.chunked_encoder()
+        parts = [encoder.push(chunk) for chunk in video.split(release_encode_chunks(num_frames), dim=2)]
+        return torch.cat([*parts, encoder.flush()], dim=2)
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> Tensor:
+        """Whole normalised latents `[B, C, T, h, w]` -> pixels `[B, 3, 8(T-1)+1, 32h, 32w]` (VAE dtype)."""
+        if self.mode == "bidirectional":
+            z = self.denormalise(latents).to(self.dtype)
+            return self.model.decode(z, None).sample
+        decoder = self.incremental_decoder()
+        return torch.cat([decoder.push(latents), decoder.flush()], dim=2)
+
+
+def _local_vae_folder(path: str) -> Path:
+    """A local folder holding `config.json` of the VAE, for `vae_pretrained` given as a local folder,
+    an `hf://owner/repo[/sub]` URI, or a bare `owner/repo` (the release's form, subfolder `vae`)."""
+    local = Path(path).expanduser()
+    if not local.is_dir():
+        uri = path if is_hub_uri(path) else f"hf://{path}"
+        if uri.rstrip("/").count("/") == 3:  # hf://owner/repo: the VAE lives in subfolder `vae`
+            uri = f"{uri.rstrip('/')}/vae"
+        local = resolve_path(uri, kind="folder", allow_patterns=["config.json", "*.safetensors"])
+    if (local / "vae" / "config.json").is_file():
+        local = local / "vae"
+    if not (local / "config.json").is_file():
+        raise VAELoadError(f"{path}: no VAE config.json found in {local}")
+    return local
+
+
+def load_vae(
+    config: VAEConfig,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    random_weights: bool = False,
+) -> LTX2VAE:
+    """Load the VAE of `config` (weights from `vae_pretrained`), or build one with random weights.
+
+    `dtype` defaults to `config.weight_dtype` (bf16 in the release configs). Random weights use
+    `config.architecture`, else the released architecture (`LTX2_RELEASE_ARCHITECTURE`), with a fixed
+    seed so runs repeat. In bidirectional mode the release's tiling settings are applied.
+    """
+    if dtype is None:
+        if config.weight_dtype not in _DTYPES:
+            raise VAELoadError(f"unknown vae weight_dtype {config.weight_dtype!r}; known: {sorted(_DTYPES)}")
+        dtype = _DTYPES[config.weight_dtype]
+    if random_weights:
+        architecture = config.architecture or LTX2_RELEASE_ARCHITECTURE
+        with torch.random.fork_rng(devices=[]), torch.device(device):
+            torch.manual_seed(0)
+            model = AutoencoderKLLTX2Video(**architecture)
+        model = model.to(dtype=dtype)
+    else:
+        folder = _local_vae_folder(config.vae_pretrained)
+        model = AutoencoderKLLTX2Video.from_pretrained(folder, torch_dtype=dtype).to(device)
+    if model.config.latent_channels != config.vae_latent_dim:
+        raise VAELoadError(
+            f"VAE has {model.config.latent_channels} latent channels, "
+            f"but vae_latent_dim is {config.vae_latent_dim}"
+        )
+    vae = LTX2VAE(model, config.vae_type, decode=config.decode)
+    if vae.mode == "bidirectional":
+        vae.configure_bidirectional(config)
+    return vae
