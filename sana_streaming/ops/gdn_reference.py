@@ -32,9 +32,11 @@ class GDNState:
     z: Tensor  # (B, H, D_k)
 
     @classmethod
-    def zeros(cls, batch: int, heads: int, head_dim: int, device=None) -> GDNState:
-        kv = torch.zeros(batch, heads, head_dim, head_dim, device=device, dtype=torch.float32)
-        z = torch.zeros(batch, heads, head_dim, device=device, dtype=torch.float32)
+    def zeros(
+        cls, batch: int, heads: int, head_dim: int, device=None, dtype: torch.dtype = torch.float32
+    ) -> GDNState:
+        kv = torch.zeros(batch, heads, head_dim, head_dim, device=device, dtype=dtype)
+        z = torch.zeros(batch, heads, head_dim, device=device, dtype=dtype)
         return cls(kv=kv, z=z)
 
     def nbytes(self) -> int:
@@ -143,10 +145,15 @@ def gdn_scan(features: GDNFeatures, initial_state: GDNState | None = None) -> GD
     return GDNScanOutput(num=num, den=den, final_state=final_state)
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The scan's arithmetic dtype: float32 for bf16/fp16/fp32 activations, float64 for float64."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def rms_normalise(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    """RMSNorm over the full last dimension in float32 (no cast back)."""
-    x = x.float()
-    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * weight.float()
+    """RMSNorm over the full last dimension in at least float32 (no cast back)."""
+    x = x.to(compute_dtype(x.dtype))
+    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * weight.to(x.dtype)
 
 
 def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -181,18 +188,19 @@ def gdn_features(
     B, N, C = q.shape
     D = C // heads
     S = N // frames
+    dtype = compute_dtype(v.dtype)
     phi_q = F.relu(rms_normalise(q, q_norm_weight, norm_eps)).view(B, N, heads, D)  # (B, N, H, D)
     phi_k = (F.relu(rms_normalise(k, k_norm_weight, norm_eps)) * key_scale).view(B, N, heads, D)
-    cos, sin = cos.float(), sin.float()
+    cos, sin = cos.to(dtype), sin.to(dtype)
     shape = (B, frames, S, heads, D)
     return GDNFeatures(
         q_rot=rotate_pairs(phi_q, cos, sin).view(shape),
         q=phi_q.view(shape),
         k_rot=rotate_pairs(phi_k, cos, sin).view(shape),
         k=phi_k.view(shape),
-        v=v.float().view(shape),
-        beta=beta.float().view(B, frames, S, heads),
-        decay=decay.float(),
+        v=v.to(dtype).view(shape),
+        beta=beta.to(dtype).view(B, frames, S, heads),
+        decay=decay.to(dtype),
     )
 
 
@@ -227,7 +235,7 @@ def gdn_core_torch(
     )  # fmt: skip
     out = gdn_scan(features, state)
     o = out.num / (out.den[..., None] + eps)  # (B, T, S, H, D)
-    y = o.reshape(B, N, C) * F.silu(gate.float())
+    y = o.reshape(B, N, C) * F.silu(gate.to(o.dtype))
     if update_state:
         if state is None:
             raise ValueError("update_state needs a state to write into")

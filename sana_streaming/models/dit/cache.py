@@ -18,6 +18,7 @@ from torch import Tensor
 
 from sana_streaming.config import DiTConfig
 from sana_streaming.ops import GDNState
+from sana_streaming.ops.gdn_reference import compute_dtype
 
 
 @dataclass
@@ -83,7 +84,10 @@ class StreamingState:
                 )
                 blocks.append(BlockState(ffn_tail=tail, window=window))
             else:
-                blocks.append(BlockState(ffn_tail=tail, gdn=GDNState.zeros(batch, heads, head_dim, device)))
+                gdn = GDNState.zeros(
+                    batch, heads, head_dim, device, dtype=compute_dtype(dtype)
+                )  # fp32 for bf16
+                blocks.append(BlockState(ffn_tail=tail, gdn=gdn))
         return cls(blocks=blocks, tokens_per_frame=tokens, capacity_tokens=capacity)
 
     @property

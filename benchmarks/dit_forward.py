@@ -1,0 +1,112 @@
+"""Time one full-size DiT forward (random weights) for a streaming chunk with a cached window.
+
+Latent chunk [1, 128, 3, 22, 40] (24 frames at 1280x704), softmax window holding two earlier chunks
+(sink + previous), GDN state and FFN tails carried. Prints a median-of-repeats table (CUDA events,
+after warm-up) and writes JSON.
+
+    PYTHONPATH=. python benchmarks/dit_forward.py --out dit_forward.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from sana_streaming import build_dit, load_config
+from sana_streaming.models.dit import StreamingState, randomize_dit_
+
+
+def time_forward(model, inputs, state, repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        model(*inputs, state=state, frame_offset=8)
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        model(*inputs, state=state, frame_offset=8)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="sana_streaming_2b_720p")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--backends", nargs="+", default=["torch", "auto"])
+    parser.add_argument("--out", default="dit_forward.json")
+    args = parser.parse_args()
+
+    device = torch.device("cuda")
+    config = load_config(args.config)
+    t0 = time.perf_counter()
+    model = build_dit(config, device=device, dtype=torch.bfloat16)
+    randomize_dit_(model, seed=0)
+    build_s = time.perf_counter() - t0
+    T, H, W = 3, 22, 40
+    gen = torch.Generator(device).manual_seed(1)
+    x = torch.randn(1, 128, T, H, W, device=device, generator=gen, dtype=torch.bfloat16)
+    source = torch.randn(1, 128, T, H, W, device=device, generator=gen, dtype=torch.bfloat16)
+    caption = torch.randn(1, 1, 300, 2304, device=device, generator=gen, dtype=torch.bfloat16)
+    mask = torch.zeros(1, 300, dtype=torch.long, device=device)
+    mask[:, :40] = 1
+    timestep = torch.tensor([961.0], device=device)
+    state = StreamingState.allocate(model.config, batch=1, height=H, width=W, window_frames=3 * T,
+                                    device=device, dtype=torch.bfloat16)  # fmt: skip
+    for block in state.blocks:  # a realistic carried state: random window, tails and GDN state
+        block.ffn_tail.normal_(generator=gen)
+        if block.window is not None:
+            block.window.key.normal_(generator=gen)
+            block.window.value.normal_(generator=gen)
+        if block.gdn is not None:
+            block.gdn.kv.normal_(std=0.05, generator=gen)
+            block.gdn.z.normal_(std=0.05, generator=gen)
+    state.commit_chunk(0, T)
+    state.commit_chunk(1, T)
+    inputs = (x, timestep, caption, mask, source)
+    results = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "shape": [1, 128, T, H, W],
+        "cached_tokens": state.cached_tokens,
+        "build_and_randomize_s": build_s,
+        "weights_gib": sum(p.nbytes for p in model.parameters()) / 2**30,
+        "state_mib": state.nbytes() / 2**20,
+        "backends": {},
+    }
+    with torch.no_grad():
+        for backend in args.backends:
+            for block in model.blocks:
+                if not block.softmax:
+                    block.attn.backend = backend
+            torch.cuda.reset_peak_memory_stats()
+            try:
+                times = time_forward(model, inputs, state, args.repeats, args.warmup)
+            except Exception as exc:  # report a backend that cannot run, keep measuring the others
+                results["backends"][backend] = {"error": f"{type(exc).__name__}: {exc}"}
+                continue
+            results["backends"][backend] = {
+                "median_ms": statistics.median(times),
+                "min_ms": min(times),
+                "max_ms": max(times),
+                "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+            }
+    print(f"{results['gpu']}, torch {results['torch']}, weights {results['weights_gib']:.2f} GiB")
+    print(f"{'GDN backend':<12} {'median ms':>10} {'min ms':>8} {'peak GiB':>9}")
+    for backend, r in results["backends"].items():
+        if "error" in r:
+            print(f"{backend:<12} {r['error']}")
+        else:
+            print(f"{backend:<12} {r['median_ms']:>10.2f} {r['min_ms']:>8.2f} {r['peak_gib']:>9.2f}")
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
