@@ -111,6 +111,14 @@ class VAEConfig:
     tile_sample_min_num_frames: int = 96
     # diffusers `AutoencoderKLLTX2Video` constructor kwargs for a random-weight VAE (tiny configs).
     architecture: dict[str, Any] | None = None
+    # Streaming decode (ours, not a release key): "release_tiles" reproduces the release's temporal-tile
+    # decode (default, ~3 latent frames of lag); "exact" equals the untiled whole-clip decode with a
+    # look-ahead of 22 latent frames at the released depth, about 1/4 of the tile mode's decoder work.
+    decode: Literal["release_tiles", "exact"] = "release_tiles"
+
+    def __post_init__(self) -> None:
+        if self.decode not in ("release_tiles", "exact"):
+            raise ConfigError(f"vae.decode must be 'release_tiles' or 'exact', got {self.decode!r}")
 
 
 @dataclass(frozen=True)
