@@ -1,0 +1,538 @@
+"""Fused GDN core in Triton: from the q/k/v/gate projections to the gated output that `proj` reads.
+
+Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3, plan §7.1). Four launches:
+
+1. `_inv_rms_kernel`, grid (B·N / rows): the per-token inverse RMS of q and k over all C channels
+   (the only quantity that needs every head of a token).
+2. `_frame_reduce_kernel`, grid (B·H·T, 3 · D_pad / CB): feature maps in registers (inv-RMS × weight,
+   ReLU, κ on keys, RoPE from the (N, D/2) tables), β scaling, and one column block of one frame matrix —
+   P = K̃ᵀ diag(β) K̃, A = K̃ᵀ diag(β) V or Π = Kᵀ diag(β) K (+ b = Kᵀ β) — accumulated over the frame's
+   S tokens in fp32. Each program owns its output block: no partial sums, no atomics, deterministic.
+3. `_scan_kernel`, grid (B·H, D_pad / CB + 1): the forward scan from the initial state and the zero-seeded
+   backward scan, fp32 state with the identity applied in fp32 (`M ← g·(M − P M) + A`); programs
+   split M by value columns, the last program runs the normaliser scan z. Forward and backward states
+   go to separate buffers (no read-after-write inside a program); the final forward state is written
+   out when asked.
+4. `_emit_kernel`, grid (B·H·T, S-splits): q features, num = q̃ (M_t + R_t), den = φ^q · (z_t + ζ_t),
+   num / (den + ε) · SiLU(gate), written in the (B, N, C) layout `proj` reads.
+
+Precision (`precision=`): "bf16" — bf16 operands with fp32 accumulation for the reductions and the
+readout, tf32x3 (≈ fp32) for the scan; "tf32" — TF32 dots everywhere; "ieee" — fp32 FMA dots everywhere.
+Features, state, normaliser, division and gate are fp32 in every mode. The Triton interpreter on CPU
+cannot run bf16 dots (it stores bf16 as raw 16-bit integers), so CPU tests use "tf32"/"ieee".
+
+Head dims up to 128 (even); D is padded to a power of two in registers and in the internal frame/state
+buffers only — inputs, output and the state keep their own layouts (any strides).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from sana_streaming.ops.gdn_reference import GDNState
+
+Precision = Literal["bf16", "tf32", "ieee"]
+
+# Dot modes (constexpr): 0 bf16 operands, 1 tf32, 2 tf32x3, 3 ieee fp32.
+_DOT_MODES: dict[str, tuple[int, int]] = {  # precision -> (reduce/readout dots, scan dots)
+    "bf16": (0, 2),
+    "tf32": (1, 1),
+    "ieee": (3, 3),
+}
+_MAX_HEAD_DIM = 128
+
+
+@dataclass
+class LaunchConfig:
+    """Block shapes and warps of the four kernels (defaults tuned on H100 at D = 112)."""
+
+    rms_rows: int = 8
+    rms_block_c: int = 512
+    rms_warps: int = 4
+    reduce_block_s: int = 64
+    reduce_cols: int = 64
+    reduce_warps: int = 8
+    scan_cols: int = 32
+    scan_warps: int = 8
+    emit_block_s: int = 64
+    emit_warps: int = 8
+    emit_programs: int = 528  # target programs of the readout (4 per H100 SM)
+
+
+@dataclass
+class GDNTritonOutput:
+    """Everything the fused core produced; num/den only when asked (for tests)."""
+
+    y: Tensor  # (B, N, C), dtype of v
+    num: Tensor | None  # (B, N, C) fp32, forward + backward numerator before the division
+    den: Tensor | None  # (B, N, H) fp32
+    final_state: GDNState | None  # forward scan's state after the last frame
+
+
+@triton.jit
+def _mm(a, b, acc, DOT: tl.constexpr):
+    """acc + a @ b with the requested operand precision (fp32 accumulation)."""
+    if DOT == 0:
+        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    elif DOT == 1:
+        out = tl.dot(a, b, acc, input_precision="tf32")
+    elif DOT == 2:
+        out = tl.dot(a, b, acc, input_precision="tf32x3")
+    else:
+        out = tl.dot(a, b, acc, input_precision="ieee")
+    return out
+
+
+@triton.jit
+def _features(
+    x_ptr, row_off, row_mask, n, cols, col_mask, sxc, inv_rms, weight_ptr, w_off, scale,
+    cos_ptr, sin_ptr, scn, scd, ssn, ssd, ROTATE: tl.constexpr,
+):  # fmt: skip
+    """(φ, ρ(φ)) with φ = scale · ReLU(x · inv_rms · w) on a (rows, cols) tile of one head; ρ is the
+    RoPE rotation when ROTATE, else the identity.
+
+    row_off: (R,) element offsets of the tokens' head start; n: (R,) token index into the (N, D/2)
+    tables; cols: (Dc,) channels inside the head; w_off: offset of the head in the norm weight."""
+    mask = row_mask[:, None] & col_mask[None, :]
+    x = tl.load(x_ptr + row_off[:, None] + cols[None, :] * sxc, mask=mask, other=0.0).to(tl.float32)
+    w = tl.load(weight_ptr + w_off + cols, mask=col_mask, other=0.0).to(tl.float32)
+    phi = tl.maximum(x * inv_rms[:, None] * w[None, :], 0.0) * scale
+    if ROTATE:
+        partner = cols ^ 1  # the other element of the interleaved pair (D is even)
+        xp = tl.load(x_ptr + row_off[:, None] + partner[None, :] * sxc, mask=mask, other=0.0)
+        wp = tl.load(weight_ptr + w_off + partner, mask=col_mask, other=0.0).to(tl.float32)
+        phi_p = tl.maximum(xp.to(tl.float32) * inv_rms[:, None] * wp[None, :], 0.0) * scale
+        pair = (cols // 2)[None, :]
+        c = tl.load(cos_ptr + n[:, None] * scn + pair * scd, mask=mask, other=0.0).to(tl.float32)
+        s = tl.load(sin_ptr + n[:, None] * ssn + pair * ssd, mask=mask, other=0.0).to(tl.float32)
+        sign = tl.where((cols % 2) == 0, -1.0, 1.0)[None, :]  # even: x·cos − y·sin; odd: y·cos + x·sin
+        rot = phi * c + sign * phi_p * s
+    else:
+        rot = phi
+    return phi, rot
+
+
+@triton.jit
+def _inv_rms_kernel(
+    q_ptr, k_ptr, rq_ptr, rk_ptr, rows_total, N, C,
+    sqb, sqn, sqc, skb, skn, skc, norm_eps,
+    ROWS: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """rq, rk (B·N,) fp32: 1/sqrt(mean_c x² + eps) of q and k over all C channels."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_mask = rows < rows_total
+    b = (rows // N).to(tl.int64)
+    n = (rows % N).to(tl.int64)
+    q_off = b * sqb + n * sqn
+    k_off = b * skb + n * skn
+    acc_q = tl.zeros((ROWS, BLOCK_C), dtype=tl.float32)
+    acc_k = tl.zeros((ROWS, BLOCK_C), dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        cols = c0 + tl.arange(0, BLOCK_C)
+        mask = row_mask[:, None] & (cols < C)[None, :]
+        xq = tl.load(q_ptr + q_off[:, None] + cols[None, :] * sqc, mask=mask, other=0.0).to(tl.float32)
+        xk = tl.load(k_ptr + k_off[:, None] + cols[None, :] * skc, mask=mask, other=0.0).to(tl.float32)
+        acc_q += xq * xq
+        acc_k += xk * xk
+    rq = 1.0 / tl.sqrt_rn(tl.sum(acc_q, axis=1) / C + norm_eps)
+    rk = 1.0 / tl.sqrt_rn(tl.sum(acc_k, axis=1) / C + norm_eps)
+    tl.store(rq_ptr + rows, rq, mask=row_mask)
+    tl.store(rk_ptr + rows, rk, mask=row_mask)
+
+
+@triton.jit
+def _reduce_frame(
+    k_ptr, v_ptr, beta_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, b, h, t, cb, S, D, N, key_scale,
+    skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
+    MAT: tl.constexpr, DP: tl.constexpr, CB: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    """Columns [cb·CB, cb·CB + CB) of P (MAT 0), A (MAT 1) or Π (MAT 2, with b) over the frame's tokens."""
+    d = tl.arange(0, DP)
+    d_mask = d < D
+    e = cb * CB + tl.arange(0, CB)
+    e_mask = e < D
+    acc = tl.zeros((DP, CB), dtype=tl.float32)
+    acc_b = tl.zeros((DP,), dtype=tl.float32)
+    rotate: tl.constexpr = MAT != 2  # the normaliser uses un-rotated keys
+    for s0 in range(0, S, BLOCK_S):
+        s = s0 + tl.arange(0, BLOCK_S)
+        s_mask = s < S
+        n = (t * S + s).to(tl.int64)
+        beta = tl.load(beta_ptr + b * sbb + n * sbn + h * sbh, mask=s_mask, other=0.0).to(tl.float32)
+        rk = tl.load(rk_ptr + b * N + n, mask=s_mask, other=0.0)
+        k_row = b * skb + n * skn + h * D * skc
+        _, full = _features(
+            k_ptr, k_row, s_mask, n, d, d_mask, skc, rk, wk_ptr, h * D, key_scale,
+            cos_ptr, sin_ptr, scn, scd, ssn, ssd, ROTATE=rotate,
+        )  # fmt: skip
+        full = full * beta[:, None]
+        if MAT == 1:
+            v_row = b * svb + n * svn + h * D * svc
+            mask = s_mask[:, None] & e_mask[None, :]
+            part = tl.load(v_ptr + v_row[:, None] + e[None, :] * svc, mask=mask, other=0.0).to(tl.float32)
+        else:
+            _, part = _features(
+                k_ptr, k_row, s_mask, n, e, e_mask, skc, rk, wk_ptr, h * D, key_scale,
+                cos_ptr, sin_ptr, scn, scd, ssn, ssd, ROTATE=rotate,
+            )  # fmt: skip
+        if MAT == 2:
+            acc_b += tl.sum(full, axis=0)
+        acc = _mm(tl.trans(full), part, acc, DOT)
+    return acc, acc_b
+
+
+@triton.jit
+def _frame_reduce_kernel(
+    k_ptr, v_ptr, beta_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, frame_ptr, bz_ptr,
+    T, S, H, D, N, key_scale,
+    skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
+    DP: tl.constexpr, CB: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    """One column block of P_t, A_t or Π_t (and b_t) for one (batch, head, frame).
+
+    frame_ptr: (B·H·T, 3, DP, DP) fp32, rows = key channel; bz_ptr: (B·H·T, DP) fp32."""
+    pid = tl.program_id(0)  # (b·H + h)·T + t
+    job = tl.program_id(1)  # matrix · (DP/CB) + column block
+    n_blocks: tl.constexpr = DP // CB
+    mat = job // n_blocks
+    cb = job % n_blocks
+    t = pid % T
+    h = (pid // T) % H
+    b = (pid // (T * H)).to(tl.int64)
+    if mat == 0:
+        acc, acc_b = _reduce_frame(
+            k_ptr, v_ptr, beta_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, b, h, t, cb, S, D, N, key_scale,
+            skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
+            MAT=0, DP=DP, CB=CB, BLOCK_S=BLOCK_S, DOT=DOT,
+        )  # fmt: skip
+    elif mat == 1:
+        acc, acc_b = _reduce_frame(
+            k_ptr, v_ptr, beta_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, b, h, t, cb, S, D, N, key_scale,
+            skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
+            MAT=1, DP=DP, CB=CB, BLOCK_S=BLOCK_S, DOT=DOT,
+        )  # fmt: skip
+    else:
+        acc, acc_b = _reduce_frame(
+            k_ptr, v_ptr, beta_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, b, h, t, cb, S, D, N, key_scale,
+            skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
+            MAT=2, DP=DP, CB=CB, BLOCK_S=BLOCK_S, DOT=DOT,
+        )  # fmt: skip
+    rows = tl.arange(0, DP)
+    cols = cb * CB + tl.arange(0, CB)
+    out = frame_ptr + (pid.to(tl.int64) * 3 + mat) * DP * DP
+    tl.store(out + rows[:, None] * DP + cols[None, :], acc)
+    if (mat == 2) & (cb == 0):
+        tl.store(bz_ptr + pid.to(tl.int64) * DP + rows, acc_b)
+
+
+@triton.jit
+def _scan_kernel(
+    frame_ptr, bz_ptr, decay_ptr, kv0_ptr, z0_ptr, m_fwd_ptr, m_bwd_ptr, z_fwd_ptr, z_bwd_ptr,
+    kv_out_ptr, z_out_ptr, T, H, D,
+    sdb, sdt, sdh, s0b, s0h, s0k, s0v, sz0b, sz0h, sz0k,
+    HAS_STATE: tl.constexpr, WRITE_STATE: tl.constexpr,
+    DP: tl.constexpr, CB: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    """Forward scan from the initial state and zero-seeded backward scan, per (batch, head).
+
+    Programs 0 … DP/CB − 1 own CB value columns of M; the last program runs z. Histories
+    m_fwd/m_bwd: (B·H, T, DP, DP) fp32 (M_t, R_t); z_fwd/z_bwd: (B·H, T, DP); kv_out (B, H, D, D)
+    and z_out (B, H, D) contiguous fp32 receive the final forward state when WRITE_STATE."""
+    bh = tl.program_id(0)
+    j = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    n_blocks: tl.constexpr = DP // CB
+    r = tl.arange(0, DP)
+    r_mask = r < D
+    bh64 = bh.to(tl.int64)
+    mat_size: tl.constexpr = DP * DP
+    if j < n_blocks:
+        c = j * CB + tl.arange(0, CB)
+        c_mask = c < D
+        tile = r[:, None] * DP + c[None, :]
+        square = r[:, None] * DP + r[None, :]
+        m = tl.zeros((DP, CB), dtype=tl.float32)
+        if HAS_STATE:
+            mask = r_mask[:, None] & c_mask[None, :]
+            src = kv0_ptr + b.to(tl.int64) * s0b + h * s0h + r[:, None] * s0k + c[None, :] * s0v
+            m = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+        for t in range(T):
+            frame = frame_ptr + (bh64 * T + t) * 3 * mat_size
+            p = tl.load(frame + square)
+            a = tl.load(frame + mat_size + tile)
+            g = tl.load(decay_ptr + b * sdb + t * sdt + h * sdh).to(tl.float32)
+            m = g * (m - _mm(p, m, tl.zeros((DP, CB), dtype=tl.float32), DOT)) + a
+            tl.store(m_fwd_ptr + (bh64 * T + t) * mat_size + tile, m)
+        if WRITE_STATE:
+            mask = r_mask[:, None] & c_mask[None, :]
+            tl.store(kv_out_ptr + bh64 * D * D + r[:, None] * D + c[None, :], m, mask=mask)
+        m = tl.zeros((DP, CB), dtype=tl.float32)
+        tl.store(m_bwd_ptr + (bh64 * T + T - 1) * mat_size + tile, m)
+        for i in range(T - 1):
+            t = T - 2 - i  # absorb frame t + 1, read by frame t
+            frame = frame_ptr + (bh64 * T + t + 1) * 3 * mat_size
+            p = tl.load(frame + square)
+            a = tl.load(frame + mat_size + tile)
+            g = tl.load(decay_ptr + b * sdb + (t + 1) * sdt + h * sdh).to(tl.float32)
+            m = g * (m - _mm(p, m, tl.zeros((DP, CB), dtype=tl.float32), DOT)) + a
+            tl.store(m_bwd_ptr + (bh64 * T + t) * mat_size + tile, m)
+    else:
+        square = r[:, None] * DP + r[None, :]
+        z = tl.zeros((DP,), dtype=tl.float32)
+        if HAS_STATE:
+            z = tl.load(z0_ptr + b.to(tl.int64) * sz0b + h * sz0h + r * sz0k, mask=r_mask, other=0.0)
+            z = z.to(tl.float32)
+        for t in range(T):
+            pz = tl.load(frame_ptr + ((bh64 * T + t) * 3 + 2) * mat_size + square)
+            bz = tl.load(bz_ptr + (bh64 * T + t) * DP + r)
+            g = tl.load(decay_ptr + b * sdb + t * sdt + h * sdh).to(tl.float32)
+            z = g * (z - tl.sum(pz * z[None, :], axis=1)) + bz
+            tl.store(z_fwd_ptr + (bh64 * T + t) * DP + r, z)
+        if WRITE_STATE:
+            tl.store(z_out_ptr + bh64 * D + r, z, mask=r_mask)
+        z = tl.zeros((DP,), dtype=tl.float32)
+        tl.store(z_bwd_ptr + (bh64 * T + T - 1) * DP + r, z)
+        for i in range(T - 1):
+            t = T - 2 - i
+            pz = tl.load(frame_ptr + ((bh64 * T + t + 1) * 3 + 2) * mat_size + square)
+            bz = tl.load(bz_ptr + (bh64 * T + t + 1) * DP + r)
+            g = tl.load(decay_ptr + b * sdb + (t + 1) * sdt + h * sdh).to(tl.float32)
+            z = g * (z - tl.sum(pz * z[None, :], axis=1)) + bz
+            tl.store(z_bwd_ptr + (bh64 * T + t) * DP + r, z)
+
+
+@triton.jit
+def _emit_kernel(
+    q_ptr, gate_ptr, y_ptr, rq_ptr, wq_ptr, cos_ptr, sin_ptr, m_fwd_ptr, m_bwd_ptr, z_fwd_ptr, z_bwd_ptr,
+    num_ptr, den_ptr, T, S, H, D, N, C, tiles_per_program, eps,
+    sqb, sqn, sqc, sgb, sgn, sgc, scn, scd, ssn, ssd,
+    DP: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr, WRITE_NUM_DEN: tl.constexpr,
+):  # fmt: skip
+    """y = num / (den + ε) · SiLU(gate) for BLOCK_S-token tiles of one (batch, head, frame).
+
+    y: (B, N, C) contiguous; num (B, N, C) and den (B, N, H) fp32 when WRITE_NUM_DEN."""
+    pid = tl.program_id(0)  # (b·H + h)·T + t
+    split = tl.program_id(1)
+    t = pid % T
+    h = (pid // T) % H
+    b = (pid // (T * H)).to(tl.int64)
+    d = tl.arange(0, DP)
+    d_mask = d < D
+    hist = pid.to(tl.int64) * DP * DP + d[:, None] * DP + d[None, :]
+    m = tl.load(m_fwd_ptr + hist) + tl.load(m_bwd_ptr + hist)  # M_t + R_t (DP, DP)
+    if DOT == 0:
+        m = m.to(tl.bfloat16)
+    z = tl.load(z_fwd_ptr + pid.to(tl.int64) * DP + d) + tl.load(z_bwd_ptr + pid.to(tl.int64) * DP + d)
+    for i in range(tiles_per_program):
+        s = (split * tiles_per_program + i) * BLOCK_S + tl.arange(0, BLOCK_S)
+        s_mask = s < S
+        n = (t * S + s).to(tl.int64)
+        rq = tl.load(rq_ptr + b * N + n, mask=s_mask, other=0.0)
+        q_row = b * sqb + n * sqn + h * D * sqc
+        phi, q_rot = _features(
+            q_ptr, q_row, s_mask, n, d, d_mask, sqc, rq, wq_ptr, h * D, 1.0,
+            cos_ptr, sin_ptr, scn, scd, ssn, ssd, ROTATE=True,
+        )  # fmt: skip
+        num = _mm(q_rot, m, tl.zeros((BLOCK_S, DP), dtype=tl.float32), DOT)
+        den = tl.sum(phi * z[None, :], axis=1)
+        o = tl.math.div_rn(num, (den + eps)[:, None])
+        mask = s_mask[:, None] & d_mask[None, :]
+        g_row = b * sgb + n * sgn + h * D * sgc
+        gate = tl.load(gate_ptr + g_row[:, None] + d[None, :] * sgc, mask=mask, other=0.0).to(tl.float32)
+        y = o * gate * tl.sigmoid(gate)
+        out = (b * N + n)[:, None] * C + (h * D + d)[None, :]
+        tl.store(y_ptr + out, y.to(y_ptr.dtype.element_ty), mask=mask)
+        if WRITE_NUM_DEN:
+            tl.store(num_ptr + out, num, mask=mask)
+            tl.store(den_ptr + (b * N + n) * H + h, den, mask=s_mask)
+
+
+def _check_inputs(
+    q: Tensor, k: Tensor, v: Tensor, gate: Tensor, beta: Tensor, decay: Tensor,
+    q_norm_weight: Tensor, k_norm_weight: Tensor, cos: Tensor, sin: Tensor,
+    frames: int, heads: int, state: GDNState | None, update_state: bool,
+) -> tuple[int, int, int, int, int]:  # fmt: skip
+    """Validate shapes; returns (B, N, C, S, D)."""
+    if q.dim() != 3:
+        raise ValueError(f"q must be (B, N, C), got {tuple(q.shape)}")
+    B, N, C = q.shape
+    for name, x in (("k", k), ("v", v), ("gate", gate)):
+        if tuple(x.shape) != (B, N, C):
+            raise ValueError(f"{name} must have q's shape {(B, N, C)}, got {tuple(x.shape)}")
+    if heads <= 0 or C % heads:
+        raise ValueError(f"channels {C} are not divisible by heads {heads}")
+    D = C // heads
+    if D % 2 or D > _MAX_HEAD_DIM:
+        raise ValueError(f"head dim must be even and <= {_MAX_HEAD_DIM}, got {D}")
+    if frames <= 0 or N % frames:
+        raise ValueError(f"tokens {N} are not divisible by frames {frames}")
+    expected = {
+        "beta": (beta, (B, N, heads)),
+        "decay": (decay, (B, frames, heads)),
+        "q_norm_weight": (q_norm_weight, (C,)),
+        "k_norm_weight": (k_norm_weight, (C,)),
+        "cos": (cos, (N, D // 2)),
+        "sin": (sin, (N, D // 2)),
+    }
+    for name, (x, shape) in expected.items():
+        if tuple(x.shape) != shape:
+            raise ValueError(f"{name} must be {shape}, got {tuple(x.shape)}")
+    tensors = [q, k, v, gate, beta, decay, q_norm_weight, k_norm_weight, cos, sin]
+    if state is not None:
+        if tuple(state.kv.shape) != (B, heads, D, D) or tuple(state.z.shape) != (B, heads, D):
+            raise ValueError(
+                f"state must be kv {(B, heads, D, D)} and z {(B, heads, D)}, got "
+                f"{tuple(state.kv.shape)} and {tuple(state.z.shape)}"
+            )
+        tensors += [state.kv, state.z]
+    if update_state and state is None:
+        raise ValueError("update_state needs a state to write into")
+    if len({x.device for x in tensors}) != 1:
+        raise ValueError("all GDN inputs must be on one device")
+    return B, N, C, N // frames, D
+
+
+def gdn_core_triton_parts(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    gate: Tensor,
+    beta: Tensor,
+    decay: Tensor,
+    q_norm_weight: Tensor,
+    k_norm_weight: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    *,
+    frames: int,
+    heads: int,
+    key_scale: float,
+    state: GDNState | None = None,
+    eps: float = 1e-8,
+    norm_eps: float = 1e-5,
+    precision: Precision | None = None,
+    return_num_den: bool = False,
+    return_state: bool = False,
+    config: LaunchConfig | None = None,
+) -> GDNTritonOutput:
+    """Run the four kernels; optionally also return num/den and the final state (tests, checks).
+
+    `state` is only read here. precision None picks "bf16" for 16-bit inputs and "tf32" for fp32."""
+    B, N, C, S, D = _check_inputs(
+        q, k, v, gate, beta, decay, q_norm_weight, k_norm_weight, cos, sin, frames, heads, state, False
+    )
+    if precision is None:
+        precision = "tf32" if v.dtype == torch.float32 else "bf16"
+    if precision not in _DOT_MODES:
+        raise ValueError(f"unknown GDN precision {precision!r}; expected one of {sorted(_DOT_MODES)}")
+    dot, scan_dot = _DOT_MODES[precision]
+    cfg = config or LaunchConfig()
+    T, H = frames, heads
+    DP = max(16, triton.next_power_of_2(D))
+    dev = q.device
+    f32 = torch.float32
+
+    # 1. inverse RMS of q and k per token
+    rq = torch.empty(B * N, device=dev, dtype=f32)
+    rk = torch.empty(B * N, device=dev, dtype=f32)
+    _inv_rms_kernel[(triton.cdiv(B * N, cfg.rms_rows),)](
+        q, k, rq, rk, B * N, N, C, *q.stride(), *k.stride(), norm_eps,
+        ROWS=cfg.rms_rows, BLOCK_C=cfg.rms_block_c, num_warps=cfg.rms_warps,
+    )  # fmt: skip
+
+    # 2. frame reductions P, A, Π (B·H·T, 3, DP, DP) and b (B·H·T, DP)
+    frame_mats = torch.empty(B * H * T, 3, DP, DP, device=dev, dtype=f32)
+    frame_b = torch.empty(B * H * T, DP, device=dev, dtype=f32)
+    cb = min(cfg.reduce_cols, DP)
+    _frame_reduce_kernel[(B * H * T, 3 * (DP // cb))](
+        k, v, beta, rk, k_norm_weight, cos, sin, frame_mats, frame_b,
+        T, S, H, D, N, key_scale, *k.stride(), *v.stride(), *beta.stride(), *cos.stride(), *sin.stride(),
+        DP=DP, CB=cb, BLOCK_S=cfg.reduce_block_s, DOT=dot, num_warps=cfg.reduce_warps,
+    )  # fmt: skip
+
+    # 3. forward and backward scans
+    m_fwd = torch.empty(B * H, T, DP, DP, device=dev, dtype=f32)
+    m_bwd = torch.empty_like(m_fwd)
+    z_fwd = torch.empty(B * H, T, DP, device=dev, dtype=f32)
+    z_bwd = torch.empty_like(z_fwd)
+    final = GDNState.zeros(B, H, D, device=dev) if return_state else None
+    has_state = state is not None
+    kv0 = state.kv if has_state else frame_b  # any valid pointer when there is no state
+    z0 = state.z if has_state else frame_b
+    kv0_strides = state.kv.stride() if has_state else (0, 0, 0, 0)
+    z0_strides = state.z.stride() if has_state else (0, 0, 0)
+    cs = min(cfg.scan_cols, DP)
+    _scan_kernel[(B * H, DP // cs + 1)](
+        frame_mats, frame_b, decay, kv0, z0, m_fwd, m_bwd, z_fwd, z_bwd,
+        final.kv if final is not None else frame_b, final.z if final is not None else frame_b,
+        T, H, D, *decay.stride(), *kv0_strides, *z0_strides,
+        HAS_STATE=has_state, WRITE_STATE=final is not None, DP=DP, CB=cs, DOT=scan_dot,
+        num_warps=cfg.scan_warps,
+    )  # fmt: skip
+
+    # 4. readout, division and output gate
+    y = torch.empty(B, N, C, device=dev, dtype=v.dtype)
+    num = torch.empty(B, N, C, device=dev, dtype=f32) if return_num_den else y
+    den = torch.empty(B, N, H, device=dev, dtype=f32) if return_num_den else y
+    n_tiles = triton.cdiv(S, cfg.emit_block_s)
+    splits = min(n_tiles, max(1, triton.cdiv(cfg.emit_programs, B * H * T)))
+    per_program = triton.cdiv(n_tiles, splits)
+    splits = triton.cdiv(n_tiles, per_program)
+    _emit_kernel[(B * H * T, splits)](
+        q, gate, y, rq, q_norm_weight, cos, sin, m_fwd, m_bwd, z_fwd, z_bwd, num, den,
+        T, S, H, D, N, C, per_program, eps, *q.stride(), *gate.stride(), *cos.stride(), *sin.stride(),
+        DP=DP, BLOCK_S=cfg.emit_block_s, DOT=dot, WRITE_NUM_DEN=return_num_den, num_warps=cfg.emit_warps,
+    )  # fmt: skip
+    return GDNTritonOutput(
+        y=y,
+        num=num if return_num_den else None,
+        den=den if return_num_den else None,
+        final_state=final,
+    )
+
+
+def gdn_core_triton(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    gate: Tensor,
+    beta: Tensor,
+    decay: Tensor,
+    q_norm_weight: Tensor,
+    k_norm_weight: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    *,
+    frames: int,
+    heads: int,
+    key_scale: float,
+    state: GDNState | None = None,
+    update_state: bool = False,
+    eps: float = 1e-8,
+    norm_eps: float = 1e-5,
+    precision: Precision | None = None,
+) -> Tensor:
+    """Fused GDN core; same contract as `gdn_reference.gdn_core_torch`.
+
+    q, k, v, gate: (B, N, C) raw projections (any strides, e.g. views of one (B, N, 4C) GEMM output);
+    beta: (B, N, H) after the sigmoid; decay: (B, T, H); cos, sin: (N, D/2); state: initial forward
+    state (zeros if None), overwritten with the final state when `update_state`. Returns (B, N, C) in
+    the dtype of `v`."""
+    if update_state and state is None:
+        raise ValueError("update_state needs a state to write into")
+    out = gdn_core_triton_parts(
+        q, k, v, gate, beta, decay, q_norm_weight, k_norm_weight, cos, sin,
+        frames=frames, heads=heads, key_scale=key_scale, state=state, eps=eps, norm_eps=norm_eps,
+        precision=precision, return_state=update_state,
+    )  # fmt: skip
+    if update_state:
+        state.kv.copy_(out.final_state.kv)
+        state.z.copy_(out.final_state.z)
+    return out.y
