@@ -1,0 +1,89 @@
+"""Synthetic video clips for tests, written with PyAV (no files are committed).
+
+`make_clip` writes smooth moving gradients (they survive H.264 well enough to compare pixels loosely) and,
+optionally, a sine tone that lasts exactly as long as the video.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def clip_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """uint8 `[F, H, W, 3]`: per-channel gradients drifting over time, with a random phase per channel."""
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0, 2 * np.pi, size=3)
+    y = np.linspace(0, 1, height)[:, None, None]
+    x = np.linspace(0, 1, width)[None, :, None]
+    frames = []
+    for t in range(num_frames):
+        angle = 2 * np.pi * (x + 0.5 * y + 0.05 * t) + phase
+        frames.append(127.5 + 100 * np.sin(angle))
+    return np.stack(frames).round().astype(np.uint8)
+
+
+def make_clip(
+    path: Path,
+    *,
+    num_frames: int,
+    fps: int,
+    width: int = 64,
+    height: int = 48,
+    audio: bool = False,
+    sample_rate: int = 16000,
+    container: str | None = None,
+    audio_only: bool = False,
+    seed: int = 0,
+) -> np.ndarray:
+    """Write an H.264 (yuv420p) clip, with an AAC mono tone when `audio`; return the frames written.
+
+    `container` forces a muxer (e.g. "matroska" for a streamable file); `audio_only` writes no video."""
+    frames = clip_frames(num_frames, height, width, seed)
+    with av.open(str(path), mode="w", format=container) as out:
+        if not audio_only:
+            video = out.add_stream("libx264", rate=fps, options={"crf": "10", "preset": "ultrafast"})
+            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        if audio or audio_only:
+            sound = out.add_stream("aac", rate=sample_rate, layout="mono")
+        if not audio_only:
+            for index, image in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts, frame.time_base = index, Fraction(1, fps)
+                out.mux(video.encode(frame))
+            out.mux(video.encode(None))
+        if audio or audio_only:
+            total = sample_rate * num_frames // fps
+            tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(total) / sample_rate)).astype(np.float32)
+            for start in range(0, total, 1024):
+                block = av.AudioFrame.from_ndarray(
+                    tone[None, start : start + 1024], format="fltp", layout="mono"
+                )
+                block.sample_rate, block.pts, block.time_base = sample_rate, start, Fraction(1, sample_rate)
+                out.mux(sound.encode(block))
+            out.mux(sound.encode(None))
+    return frames
+
+
+def probe(path: Path) -> dict[str, float | int | None]:
+    """Decoded facts of a file: video frame count, size, fps and durations (seconds) of both tracks."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(video))
+        facts: dict[str, float | int | None] = {
+            "frames": frames,
+            "width": video.width,
+            "height": video.height,
+            "fps": float(video.average_rate),
+            "video_seconds": frames / float(video.average_rate),
+            "audio_seconds": None,
+        }
+    with av.open(str(path)) as container:
+        if container.streams.audio:
+            stream = container.streams.audio[0]
+            samples = sum(frame.samples for frame in container.decode(stream))
+            facts["audio_seconds"] = samples / stream.codec_context.sample_rate
+    return facts

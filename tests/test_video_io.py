@@ -1,0 +1,283 @@
+"""Video reader/writer: the release's transform (spec §2.2), round trips with and without audio, errors,
+atomic writes. All clips are synthetic and written by the tests with PyAV."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers_video import clip_frames, make_clip, probe
+
+from sana_streaming.video import (
+    VideoReadError,
+    VideoWriteError,
+    VideoWriter,
+    frames_to_uint8,
+    open_video,
+    resize_crop_geometry,
+    transform_frames,
+)
+
+
+def _direct_transform(frames: np.ndarray, th: int, tw: int) -> torch.Tensor:
+    """Spec §2.2 step by step: ToTensorVideo, ResizeCrop, in-place Normalize, then (3, F, H, W)."""
+    clip = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    h, w = clip.shape[-2:]
+    rh, rw = th / h, tw / w
+    if rh > rw:
+        sh, sw = th, round(w * rh)
+        i, j = 0, int(round(sw - tw) / 2.0)
+    else:
+        sh, sw = round(h * rw), tw
+        i, j = int(round(sh - th) / 2.0), 0
+    clip = F.interpolate(clip, size=(sh, sw), mode="bilinear", align_corners=False, antialias=False)
+    clip = clip[..., i : i + th, j : j + tw]
+    mean = torch.tensor([0.5, 0.5, 0.5]).view(-1, 1, 1)
+    clip.sub_(mean).div_(mean)
+    return clip.permute(1, 0, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("src", "target", "expected"),
+    [
+        ((720, 1280), (704, 1280), (720, 1280, 8, 0)),  # spec example: identity resize, rows 8..711
+        ((1080, 1920), (704, 1280), (720, 1280, 8, 0)),  # spec example: downscale without antialias
+        ((50, 100), (64, 64), (64, 128, 0, 32)),  # rh > rw: crop columns
+        ((100, 50), (64, 64), (128, 64, 32, 0)),  # rh < rw: crop rows
+        ((2, 5), (3, 3), (3, 8, 0, 2)),  # round(7.5) = 8 (half to even), floor((8 - 3) / 2) = 2
+        ((2, 5), (1, 2), (1, 2, 0, 0)),  # equal ratios take the row branch; round(2.5) = 2
+    ],
+)
+def test_resize_crop_geometry(src: tuple[int, int], target: tuple[int, int], expected: tuple) -> None:
+    g = resize_crop_geometry(*src, *target)
+    assert (g.resized_h, g.resized_w, g.top, g.left) == expected
+
+
+@pytest.mark.parametrize(
+    ("src", "target"), [((37, 53), (32, 64)), ((45, 30), (32, 32)), ((24, 40), (24, 40))]
+)
+def test_transform_equals_direct_computation(src: tuple[int, int], target: tuple[int, int]) -> None:
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 256, size=(5, *src, 3), dtype=np.uint8)
+    out = transform_frames(frames, *target)
+    expected = _direct_transform(frames, *target)
+    assert out.shape == (3, 5, *target) and out.dtype == torch.float32
+    assert torch.equal(out, expected)  # bit for bit
+    chunked = torch.cat([transform_frames(frames[:2], *target), transform_frames(frames[2:], *target)], dim=1)
+    assert torch.equal(chunked, out)  # chunking does not change values
+    with pytest.raises(ValueError, match="uint8"):
+        transform_frames(frames.astype(np.float32), *target)
+
+
+def test_frames_to_uint8_truncates_like_the_release() -> None:
+    values = torch.tensor([-2.0, -1.0, -0.9999, -0.5, 0.0, 0.0039, 0.5, 0.9999, 1.0, 3.0])
+    chunk = values.view(1, -1, 1, 1).expand(3, -1, 2, 2)
+    expected = np.floor(np.clip(127.5 * values.numpy() + 127.5, 0, 255)).astype(np.uint8)
+    out = frames_to_uint8(chunk)
+    assert out.shape == (10, 2, 2, 3) and out.dtype == np.uint8
+    assert (out[:, 0, 0, 0] == expected).all()
+    assert (frames_to_uint8(chunk.bfloat16()) == frames_to_uint8(chunk.bfloat16().float())).all()
+
+
+@pytest.mark.parametrize("fps", [16, 24])
+@pytest.mark.parametrize("audio", [False, True])
+def test_round_trip(tmp_path: Path, fps: int, audio: bool) -> None:
+    source = tmp_path / "source.mp4"
+    frames = make_clip(source, num_frames=33, fps=fps, width=64, height=48, audio=audio, sample_rate=48000)
+    output = tmp_path / "out" / "edited.mp4"  # the folder is created
+    with open_video(source, 32, 64, chunk_frames=8) as reader:
+        assert reader.info.fps == fps and reader.info.num_frames == 33
+        assert (reader.info.width, reader.info.height, reader.info.has_audio) == (64, 48, audio)
+        chunks = list(reader)
+        audio_from = source if audio else None
+        with VideoWriter(output, fps, 64, 32, audio_from=audio_from) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+    assert [c.shape[1] for c in chunks] == [8, 8, 8, 8, 1]
+    facts = probe(output)
+    assert (facts["frames"], facts["width"], facts["height"], facts["fps"]) == (33, 64, 32, fps)
+    if audio:
+        assert abs(facts["audio_seconds"] - facts["video_seconds"]) <= 1 / fps
+        with av.open(str(output)) as container:  # the container's own duration (edit list applied)
+            stream = container.streams.audio[0]
+            assert abs(float(stream.duration * stream.time_base) - 33 / fps) <= 1 / fps
+    else:
+        assert facts["audio_seconds"] is None
+    # Pixels survive two lossy encodes: compare with the transform of the frames that were written.
+    with open_video(output, 32, 64, chunk_frames=64) as reader:
+        decoded = next(iter(reader))
+    assert (decoded - transform_frames(frames, 32, 64)).abs().mean() < 0.05
+
+
+def test_audio_span_is_cut_exactly(tmp_path: Path) -> None:
+    """Audio for source seconds [0.5, 1.5) lines up with the source's samples at that offset."""
+    source = tmp_path / "source.mp4"
+    make_clip(source, num_frames=32, fps=16, audio=True, sample_rate=48000)
+    rng = np.random.default_rng(0)
+    noise = (0.3 * rng.standard_normal(96000)).astype(np.float32)  # replace the tone by noise: sharp lag
+    _replace_audio(source, noise, 48000)
+    output = tmp_path / "span.mp4"
+    with (
+        open_video(source, 48, 64, max_frames=16) as reader,
+        VideoWriter(output, 16, 64, 48, audio_from=source, audio_span=(0.5, 1.5)) as writer,
+    ):
+        for chunk in reader:
+            writer.write(chunk)
+    facts = probe(output)
+    assert facts["frames"] == 16 and abs(facts["audio_seconds"] - 1.0) <= 1 / 16
+    copied = _decode_audio(output)
+    original = _decode_audio(source)
+    lag = _best_lag(original, copied[:24000], search=range(23000, 25001))
+    assert abs(lag - 24000) <= 2
+
+
+def _replace_audio(path: Path, samples: np.ndarray, rate: int) -> None:
+    """Rewrite `path` with the same video packets and `samples` as its AAC track."""
+    temp = path.with_suffix(".tmp.mp4")
+    with av.open(str(path)) as src, av.open(str(temp), "w") as out:
+        video_in = src.streams.video[0]
+        video_out = out.add_stream_from_template(video_in)
+        sound = out.add_stream("aac", rate=rate, layout="mono")
+        for packet in src.demux(video_in):
+            if packet.dts is not None:
+                packet.stream = video_out
+                out.mux(packet)
+        for start in range(0, len(samples), 1024):
+            block = av.AudioFrame.from_ndarray(
+                samples[None, start : start + 1024], format="fltp", layout="mono"
+            )
+            block.sample_rate, block.pts = rate, start
+            out.mux(sound.encode(block))
+        out.mux(sound.encode(None))
+    temp.replace(path)
+
+
+def _decode_audio(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.concatenate([f.to_ndarray()[0] for f in container.decode(container.streams.audio[0])])
+
+
+def _best_lag(reference: np.ndarray, piece: np.ndarray, search: range) -> int:
+    scores = [float(np.dot(reference[lag : lag + len(piece)], piece)) for lag in search]
+    return search[int(np.argmax(scores))]
+
+
+class _NonSeekable(io.RawIOBase):
+    """A pipe-like reader: bytes in order, no seeking, no length."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buffer = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: bytearray) -> int:  # type: ignore[override]
+        data = self._buffer.read(len(target))
+        target[: len(data)] = data
+        return len(data)
+
+
+def test_non_seekable_source_of_unknown_length(tmp_path: Path) -> None:
+    path = tmp_path / "stream.mkv"
+    make_clip(path, num_frames=20, fps=24, container="matroska")
+    with open_video(_NonSeekable(path.read_bytes()), 32, 32, chunk_frames=6) as reader:
+        assert reader.info.num_frames is None and reader.info.fps == 24
+        piped = torch.cat(list(reader), dim=1)
+    with open_video(path, 32, 32, chunk_frames=20) as reader:
+        direct = next(iter(reader))
+    assert piped.shape == (3, 20, 32, 32) and torch.equal(piped, direct)
+
+
+def test_max_frames_stops_early(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    make_clip(path, num_frames=20, fps=16)
+    with open_video(path, 48, 64, chunk_frames=4, max_frames=9) as reader:
+        assert [c.shape[1] for c in reader] == [4, 4, 1]
+
+
+def test_read_errors(tmp_path: Path) -> None:
+    with pytest.raises(VideoReadError, match="no such file"):
+        open_video(tmp_path / "missing.mp4", 32, 32)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(VideoReadError, match="cannot open"):
+        open_video(garbage, 32, 32)
+    good = tmp_path / "good.mp4"
+    make_clip(good, num_frames=8, fps=16)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # index (moov) is at the end
+    with pytest.raises(VideoReadError, match="cannot open"):
+        open_video(truncated, 32, 32)
+    sound = tmp_path / "sound.m4a"
+    make_clip(sound, num_frames=8, fps=16, audio_only=True)
+    with pytest.raises(VideoReadError, match="no video stream"):
+        open_video(sound, 32, 32)
+
+
+@contextlib.contextmanager
+def _read_only_folder() -> Iterator[Path]:
+    """A folder the process cannot write to. As root, permissions are enforced by dropping the effective
+    uid to `nobody` for the duration (root ignores directory modes)."""
+    folder = Path(tempfile.mkdtemp(prefix="sana_ro_"))
+    folder.chmod(0o555)
+    root = os.geteuid() == 0
+    try:
+        if root:
+            os.seteuid(65534)
+        yield folder
+    finally:
+        if root:
+            os.seteuid(0)
+        folder.chmod(0o755)
+        folder.rmdir()
+
+
+def test_write_errors(tmp_path: Path) -> None:
+    with _read_only_folder() as folder, pytest.raises(VideoWriteError, match="cannot write in folder"):
+        VideoWriter(folder / "out.mp4", 16, 64, 32)
+    existing = tmp_path / "exists.mp4"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(VideoWriteError, match="already exists"):
+        VideoWriter(existing, 16, 64, 32)
+    assert existing.read_bytes() == b"keep me"
+    with pytest.raises(VideoWriteError, match="unsupported extension"):
+        VideoWriter(tmp_path / "out.gif", 16, 64, 32)
+    silent = tmp_path / "silent.mp4"
+    make_clip(silent, num_frames=4, fps=16)
+    with pytest.raises(VideoWriteError, match="no audio track"):
+        VideoWriter(tmp_path / "out.mp4", 16, 64, 32, audio_from=silent)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.mp4", "silent.mp4"]  # no leftovers
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_interrupted_write_leaves_nothing(tmp_path: Path, error: type[BaseException]) -> None:
+    output = tmp_path / "edited.mp4"
+    chunk = transform_frames(clip_frames(8, 32, 64), 32, 64)
+    with pytest.raises(error), VideoWriter(output, 16, 64, 32) as writer:
+        writer.write(chunk)
+        raise error("stopped")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_replaces_only_on_success(tmp_path: Path) -> None:
+    output = tmp_path / "edited.mp4"
+    output.write_bytes(b"previous")
+    chunk = transform_frames(clip_frames(8, 32, 64), 32, 64)
+    with pytest.raises(ValueError), VideoWriter(output, 16, 64, 32, overwrite=True) as writer:
+        writer.write(chunk)
+        writer.write(chunk[:, :, :16])  # wrong size: aborts
+    assert output.read_bytes() == b"previous"
+    with VideoWriter(output, 16, 64, 32, overwrite=True) as writer:
+        writer.write(chunk)
+    assert probe(output)["frames"] == 8
+    assert [p.name for p in tmp_path.iterdir()] == ["edited.mp4"]
+    assert b"crf=25.0" in output.read_bytes() and b"subme=7" in output.read_bytes()  # x264: crf 25, medium
