@@ -76,6 +76,14 @@ def _reference(model: torch.nn.Module, tokenizer: GemmaTokenizer, text: str, max
         return model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
 
 
+def test_weights_come_from_the_folder(encoder: TextEncoder, model_dir: Path) -> None:
+    """The causal-LM checkpoint's `model.*` weights land in the bare decoder (no silent random init)."""
+    saved = Gemma2ForCausalLM.from_pretrained(model_dir).model.state_dict()
+    loaded = encoder.model.state_dict()
+    assert saved.keys() == loaded.keys()
+    assert all(torch.equal(saved[key], loaded[key]) for key in saved)
+
+
 def test_chi_lines_equal_release_configs() -> None:
     for name in ("sana_streaming_2b_720p", "sana_streaming_bidirectional_2b_720p", "tiny_random"):
         assert load_config(name).text_encoder.chi_prompt == CHI_PROMPT_LINES

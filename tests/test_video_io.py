@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,15 +187,39 @@ class _NonSeekable(io.RawIOBase):
         return len(data)
 
 
-def test_non_seekable_source_of_unknown_length(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _os_pipe(data: bytes) -> Iterator[io.BufferedReader]:
+    """The read end of a real OS pipe, fed by a thread."""
+    read_fd, write_fd = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_fd, "wb") as sink:
+            sink.write(data)
+
+    thread = threading.Thread(target=feed)
+    thread.start()
+    with os.fdopen(read_fd, "rb") as source:
+        yield source
+    thread.join()
+
+
+@pytest.mark.parametrize("kind", ["os_pipe", "raw_stream", "url"])
+def test_non_seekable_and_url_sources(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "stream.mkv"
     make_clip(path, num_frames=20, fps=24, container="matroska")
-    with open_video(_NonSeekable(path.read_bytes()), 32, 32, chunk_frames=6) as reader:
-        assert reader.info.num_frames is None and reader.info.fps == 24
-        piped = torch.cat(list(reader), dim=1)
+    with contextlib.ExitStack() as stack:
+        if kind == "os_pipe":
+            source = stack.enter_context(_os_pipe(path.read_bytes()))
+        elif kind == "raw_stream":
+            source = _NonSeekable(path.read_bytes())
+        else:
+            source = f"file://{path}"
+        reader = stack.enter_context(open_video(source, 32, 32, chunk_frames=6))
+        assert reader.info.num_frames is None and reader.info.fps == 24  # Matroska stores no frame count
+        streamed = torch.cat(list(reader), dim=1)
     with open_video(path, 32, 32, chunk_frames=20) as reader:
         direct = next(iter(reader))
-    assert piped.shape == (3, 20, 32, 32) and torch.equal(piped, direct)
+    assert streamed.shape == (3, 20, 32, 32) and torch.equal(streamed, direct)
 
 
 def test_max_frames_stops_early(tmp_path: Path) -> None:
