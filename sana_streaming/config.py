@@ -132,7 +132,8 @@ class TextEncoderConfig:
     chi_prompt: tuple[str, ...] = ()
     # Hidden size of the encoder = DiT `caption_channels`; None means "from TEXT_ENCODER_TABLE".
     caption_channels: int | None = None
-    # transformers `Gemma2Config` kwargs for a random-weight encoder (tiny configs).
+    # transformers `Gemma2Config` kwargs for a random-weight encoder (tiny configs); None builds
+    # `Gemma2Config()`'s defaults, the 2B model. Random encoders use the packaged tokenizer.
     architecture: dict[str, Any] | None = None
 
     @property
