@@ -12,6 +12,7 @@ The release treats the VAE differently per mode (spec §4.5):
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from sana_streaming.models.vae.encoder import ChunkedEncoder
 from sana_streaming.models.vae.normalise import LatentStatistics
 
 VAEMode = Literal["streaming", "bidirectional"]
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")  # a bare hub repo id, "owner/repo"
 
 # Constructor config of the public LTX-2 VAE (`Lightricks/LTX-2`, subfolder `vae`), used to build a
 # random-weight VAE of the released size. Source: pipeline spec §4.2 (diffusers'
@@ -212,15 +214,15 @@ def _local_vae_folder(path: str) -> Path:
     """A local folder holding `config.json` of the VAE, for `vae_pretrained` given as a local folder,
     an `hf://owner/repo[/sub]` URI, or a bare `owner/repo` (the release's form, subfolder `vae`)."""
     local = Path(path).expanduser()
-    if not local.is_dir():
-        uri = path if is_hub_uri(path) else f"hf://{path}"
-        if uri.rstrip("/").count("/") == 3:  # hf://owner/repo: the VAE lives in subfolder `vae`
-            uri = f"{uri.rstrip('/')}/vae"
+    if is_hub_uri(path) or (not local.exists() and _REPO_ID.fullmatch(path)):
+        uri = path.rstrip("/") if is_hub_uri(path) else f"hf://{path}"
+        if uri.count("/") == 3:  # hf://owner/repo: the VAE lives in subfolder `vae`
+            uri = f"{uri}/vae"
         local = resolve_path(uri, kind="folder", allow_patterns=["config.json", "*.safetensors"])
     if (local / "vae" / "config.json").is_file():
         local = local / "vae"
     if not (local / "config.json").is_file():
-        raise VAELoadError(f"{path}: no VAE config.json found in {local}")
+        raise VAELoadError(f"{path}: no VAE here (expected a folder with config.json, or its subfolder vae)")
     return local
 
 
@@ -245,7 +247,8 @@ def load_vae(
         with torch.random.fork_rng(devices=[]), torch.device(device):
             torch.manual_seed(0)
             model = AutoencoderKLLTX2Video(**architecture)
-        model = model.to(dtype=dtype)
+        if dtype != model.dtype:
+            model = model.to(dtype=dtype)
     else:
         folder = _local_vae_folder(config.vae_pretrained)
         model = AutoencoderKLLTX2Video.from_pretrained(folder, torch_dtype=dtype).to(device)
