@@ -215,7 +215,7 @@ class TextEncoder:
         if key not in self._cache:
             ids, mask = self._tokenize(prompt, self.config.model_max_length)
             with torch.no_grad():
-                hidden = self.model(ids, mask)[0]  # (1, L, C)
+                hidden = self.model(ids, mask, use_cache=False)[0]  # (1, L, C)
             self._cache[key] = EncodedText(hidden[:, None], mask)
         return self._cache[key]
 
@@ -225,7 +225,7 @@ class TextEncoder:
         ids, mask = self._tokenize(chi + prompt, chi_max_length(self.tokenizer, chi, length))
         autocast = self.dtype == torch.bfloat16
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-            hidden = self.model(ids, mask)[0]  # (1, n_chi + L - 2, C)
+            hidden = self.model(ids, mask, use_cache=False)[0]  # (1, n_chi + L - 2, C)
         if autocast:
             hidden = hidden.float()
         index = chi_select_index(length)
