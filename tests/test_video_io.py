@@ -303,6 +303,9 @@ def test_overwrite_replaces_only_on_success(tmp_path: Path) -> None:
     assert output.read_bytes() == b"previous"
     with VideoWriter(output, 16, 64, 32, overwrite=True) as writer:
         writer.write(chunk)
+        partial = [p.name for p in tmp_path.iterdir() if p.name != "edited.mp4"]
+        assert len(partial) == 1 and partial[0].startswith(".edited.") and partial[0].endswith(".partial.mp4")
+        assert output.read_bytes() == b"previous"  # still the old file while writing
     assert probe(output)["frames"] == 8
     assert [p.name for p in tmp_path.iterdir()] == ["edited.mp4"]
     assert b"crf=25.0" in output.read_bytes() and b"subme=7" in output.read_bytes()  # x264: crf 25, medium
