@@ -1,24 +1,98 @@
-"""Command line: `sana-streaming <subcommand>`.
+"""Command line: `sana-streaming [edit] [flags]` (no subcommand means `edit`), `sana-streaming convert`.
 
-Errors found while running print one line on stderr and exit 1; usage errors exit 2 (argparse)."""
+Exit codes: 0 done; 2 usage errors (bad values or combinations, an existing output without
+`--overwrite`); 1 problems found while running (missing or corrupt video, bad checkpoint, offline hub,
+out of memory); 130 on Ctrl-C. Each error is one line on stderr, and no output file is left behind.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from sana_streaming.checkpoint import CheckpointError, convert_checkpoint
+from sana_streaming.config import MODE_SAMPLERS, ConfigError, resolve_config_path
+
+# Source: NVlabs/Sana, docs/sana_streaming.md (the release's demo edits).
+DEMO_SOURCE = "hf://Efficient-Large-Model/SANA-Streaming/source"
+DEMOS: dict[str, tuple[str, str]] = {
+    "long_streaming": (
+        f"{DEMO_SOURCE}/09_style_transfer_source.mp4",
+        "Transform the entire scene into a breathtaking Sci-Fi Art digital painting. Re-render the "
+        "background as an out-of-focus futuristic cityscape with glowing holographic bokeh and sleek "
+        "technological structures. Re-imagine the subject in a highly detailed, futuristic illustration "
+        "style, giving her skin a flawless, subtly luminescent quality. Keep her exact features, pose, "
+        "and emotional expression intact, while rendering her hair, clothing, and phone with advanced, "
+        "sleek synthetic textures. Bathe the composition in atmospheric neon blues, cool cyans, and deep"
+        " purples to reflect a highly advanced civilization.",
+    ),
+    "bidirectional_short": (
+        f"{DEMO_SOURCE}/00_local_editing_source.mp4",
+        "Remove the thick, textured gold hoop earrings from the woman's ears. Carefully reconstruct the "
+        "exposed earlobes to match her natural skin tone and texture. Ensure the lighting and soft shadows "
+        "on the newly bare ears blend seamlessly with the rest of her face, leaving no trace or reflection "
+        "of the metallic jewelry behind.",
+    ),
+}
+SUBCOMMANDS = ("edit", "convert")
 
 
-def _convert(args: argparse.Namespace) -> int:
-    count = convert_checkpoint(args.input, args.output, overwrite=args.overwrite)
-    print(f"Wrote {count} tensors to {args.output}")
-    return 0
+class UsageError(ValueError):
+    """Bad flag values or combinations (exit 2)."""
+
+
+def _truthy(text: str) -> bool:
+    """The release's `--sink_token` parsing: 1/true/yes/y (any case) are True, anything else False."""
+    return text.strip().lower() in ("1", "true", "yes", "y")
+
+
+def _num_frames(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'all', got {text!r}") from None
+
+
+def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The release's flags (pipeline.md §1.1) plus ours; mode-dependent defaults are filled later."""
+    add = parser.add_argument
+    add("--mode", choices=sorted(MODE_SAMPLERS), default="long_streaming")
+    add("--config", help="YAML config (default: the mode's release config)")
+    add("--model_path", help="DiT checkpoint, local or hf:// (default: the mode's released weights)")
+    add("--prompt", help="edit instruction (default: the release demo's prompt)")
+    add("--video_path", help="source video, local or hf:// (default: the release demo's source)")
+    add("--output_dir", default="outputs")
+    add("--output_name", help="default: <video stem>_<mode>.mp4")
+    add("--num_frames", type=_num_frames, help="frames to edit, floored to 8k+1, or 'all' (mode default)")
+    add("--height", type=int, default=704)
+    add("--width", type=int, default=1280)
+    add("--fps", type=float, help="output frame rate (default: the source's; the release fixes 16)")
+    add("--step", type=int, help="sampling steps (mode default: 50 / 4)")
+    add("--cfg_scale", type=float, help="classifier-free guidance (mode default: 6.0 / 1.0)")
+    add("--flow_shift", type=float)
+    add("--seed", type=int, default=0)
+    add("--negative_prompt")
+    add("--motion_score", type=int)
+    add("--num_cached_blocks", type=int, default=2)
+    add("--sink_token", default="true", help="1/true/yes/y keep the sink chunk; anything else drops it")
+    add("--random_weights", action="store_true", help="random weights, for smoke runs and benchmarks")
+    add("--overwrite", action="store_true", help="replace an existing output file")
+    add("--no_audio", action="store_true", help="do not copy the source audio")
+    add("--decode", choices=["release_tiles", "exact"], help="streaming VAE decode (default: release_tiles)")
+    add("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
+    add("--strict", action="store_true", help="unexpected checkpoint keys are an error")
+    add("--dry_run", action="store_true", help="resolve every path and default, load nothing large")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sana-streaming", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    edit = sub.add_parser("edit", help="edit a video from a text instruction (the default subcommand)")
+    add_edit_arguments(edit)
+    edit.set_defaults(func=_edit)
     convert = sub.add_parser(
         "convert",
         help="convert a .pth/.pt DiT checkpoint to .safetensors (weights-only load; stored dtypes kept)",
@@ -30,13 +104,153 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _convert(args: argparse.Namespace) -> int:
+    count = convert_checkpoint(args.input, args.output, overwrite=args.overwrite)
+    print(f"Wrote {count} tensors to {args.output}")
+    return 0
+
+
+def resolve_edit_plan(args: argparse.Namespace) -> dict[str, object]:
+    """Fill the mode's defaults and validate values; raises `UsageError`."""
+    from sana_streaming.pipeline import MODE_DEFAULTS
+
+    defaults = MODE_DEFAULTS[args.mode]
+    demo_video, demo_prompt = DEMOS[args.mode]
+    plan: dict[str, object] = {
+        "mode": args.mode,
+        "config": args.config or defaults["config"],
+        "model_path": None if args.random_weights else (args.model_path or defaults["model_path"]),
+        "video_path": args.video_path or demo_video,
+        "prompt": args.prompt if args.prompt is not None else demo_prompt,
+    }
+    for name in ("height", "width"):
+        value = getattr(args, name)
+        if value < 32:
+            raise UsageError(f"--{name} must be at least 32, got {value}")
+        if value % 32:
+            print(f"note: --{name} {value} floored to {value // 32 * 32} (a multiple of 32)", file=sys.stderr)
+        plan[name] = value // 32 * 32
+    num_frames = defaults["num_frames"] if args.num_frames is None else args.num_frames
+    if num_frames == "all":
+        num_frames = None
+    if num_frames is not None:
+        if num_frames <= 0:
+            raise UsageError(f"--num_frames must be positive, got {num_frames}")
+        floored = (num_frames - 1) // 8 * 8 + 1
+        if floored != num_frames:
+            print(f"note: --num_frames {num_frames} floored to {floored} (8k+1)", file=sys.stderr)
+        num_frames = floored
+        if args.mode == "long_streaming" and num_frames < 25:
+            raise UsageError(f"long_streaming needs at least 25 frames, got {num_frames}")
+    plan["num_frames"] = num_frames if num_frames is not None else "all"
+    if args.step is not None and args.step <= 0:
+        raise UsageError(f"--step must be positive, got {args.step}")
+    cfg = MODE_SAMPLERS[args.mode].cfg_scale if args.cfg_scale is None else args.cfg_scale
+    if cfg < 1:
+        raise UsageError(f"--cfg_scale must be >= 1, got {cfg}")
+    if args.mode == "long_streaming" and cfg != 1:
+        raise UsageError(
+            "--cfg_scale must be 1 in long_streaming (the release's streaming sampler has no CFG)"
+        )
+    if args.fps is not None and args.fps <= 0:
+        raise UsageError(f"--fps must be positive, got {args.fps}")
+    if args.sink_token.strip().lower() not in ("1", "true", "yes", "y", "0", "false", "no", "n"):
+        raise UsageError(f"--sink_token must be true/false (1/0, yes/no, y/n), got {args.sink_token!r}")
+    stem = Path(str(plan["video_path"])).stem
+    output = Path(args.output_dir) / (args.output_name or f"{stem}_{args.mode}.mp4")
+    if output.exists() and not args.overwrite:
+        raise UsageError(f"{output} exists (use --overwrite to replace it)")
+    plan["output"] = output.resolve()
+    try:
+        plan["config"] = str(resolve_config_path(str(plan["config"])))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    plan.update(steps=args.step, cfg_scale=cfg, seed=args.seed, decode=args.decode or "release_tiles")
+    return plan
+
+
+def _edit(args: argparse.Namespace) -> int:
+    plan = resolve_edit_plan(args)
+    if args.dry_run:
+        from sana_streaming.hub import resolve_path
+
+        if plan["model_path"] is not None:
+            plan["model_path"] = str(resolve_path(str(plan["model_path"])))
+        plan["video_path"] = str(resolve_path(str(plan["video_path"])))
+        for key, value in plan.items():
+            print(f"{key}: {value}")
+        return 0
+    import torch
+    from tqdm import tqdm
+
+    from sana_streaming.hub import resolve_path
+    from sana_streaming.pipeline import EditOptions, SanaStreamingPipeline
+
+    video = resolve_path(str(plan["video_path"]))
+    pipe = SanaStreamingPipeline.from_config(
+        str(plan["config"]), args.mode, model_path=plan["model_path"], random_weights=args.random_weights,
+        device=args.device, decode=args.decode, strict=args.strict,
+    )  # fmt: skip
+    num_frames = plan["num_frames"]
+    options = EditOptions(
+        prompt=str(plan["prompt"]), negative_prompt=args.negative_prompt,
+        num_frames=None if num_frames == "all" else int(num_frames),  # type: ignore[arg-type]
+        height=int(plan["height"]), width=int(plan["width"]), steps=args.step, cfg_scale=args.cfg_scale,  # type: ignore[arg-type]
+        flow_shift=args.flow_shift, seed=args.seed, motion_score=args.motion_score,
+        num_cached_blocks=args.num_cached_blocks, sink_token=_truthy(args.sink_token),
+    )  # fmt: skip
+    bar = tqdm(desc=args.mode, unit="step", file=sys.stderr, disable=None)
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(stage)
+        bar.refresh()
+
+    try:
+        with torch.inference_mode():
+            result = pipe.edit(video, plan["output"], options, fps=args.fps, audio=not args.no_audio,
+                               overwrite=args.overwrite, progress=progress)  # fmt: skip
+    finally:
+        bar.close()
+    print(f"Saved video to {result.path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
+        argv.insert(0, "edit")  # no subcommand means `edit`
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except CheckpointError as exc:
+    except UsageError as exc:
         print(f"sana-streaming: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
+    except KeyboardInterrupt:
+        print("sana-streaming: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line per failure found while running, no traceback
+        if isinstance(exc, _runtime_errors()):
+            print(f"sana-streaming: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _runtime_errors() -> tuple[type[BaseException], ...]:
+    """Failures found while running that get one line and exit 1 (imported lazily: torch is heavy)."""
+    import torch
+
+    from sana_streaming.hub import HubError
+    from sana_streaming.models.text_encoder import TextEncoderError
+    from sana_streaming.models.vae import VAELoadError
+    from sana_streaming.pipeline import SourceTooShortError
+    from sana_streaming.video.reader import VideoReadError
+    from sana_streaming.video.writer import VideoWriteError
+
+    return (CheckpointError, ConfigError, HubError, TextEncoderError, VAELoadError, SourceTooShortError,
+            VideoReadError, VideoWriteError, torch.OutOfMemoryError)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -58,6 +58,11 @@ MODE_DEFAULTS: dict[str, dict[str, object]] = {
     },
 }
 
+
+class SourceTooShortError(ValueError):
+    """The source has fewer frames than the edit asks for."""
+
+
 ProgressFn = Callable[[str, int, int | None], None]  # (stage, done, total or None)
 
 
@@ -220,7 +225,7 @@ class SanaStreamingPipeline:
         with reader:
             total = reader.info.num_frames
             if options.num_frames is not None:
-                total = options.num_frames if total is None else min(total, options.num_frames)
+                total = options.num_frames
             if total is None:
                 raise ValueError(f"{source}: the frame count is unknown; pass num_frames")
             frames = (total - 1) // 8 * 8 + 1
@@ -342,4 +347,6 @@ def _limit_frames(chunks: Iterator[Tensor], frames: int) -> Iterator[Tensor]:
         if given >= frames:
             return
     if given < frames:
-        raise ValueError(f"the source ended after {given} frames, {frames} were expected")
+        raise SourceTooShortError(
+            f"the source has {given} frames, fewer than the {frames} asked for (use --num_frames all)"
+        )
