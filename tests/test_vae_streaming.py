@@ -8,11 +8,14 @@ References are diffusers' own whole-clip modules (`model.encoder`, `model.decode
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from diffusers import AutoencoderKLLTX2Video
+from safetensors.torch import load_file
 
 from sana_streaming.config import VAEConfig
 from sana_streaming.models.vae import LTX2VAE, bidirectional_tiling, load_vae, release_encode_chunks
@@ -89,7 +92,9 @@ def test_released_depths(model: AutoencoderKLLTX2Video) -> None:
         2,
         2,
     ]
-    assert [len(model.decoder.mid_block.resnets)] + [len(b.resnets) for b in model.decoder.up_blocks] == [5] * 4
+    assert [len(model.decoder.mid_block.resnets)] + [len(b.resnets) for b in model.decoder.up_blocks] == [
+        5
+    ] * 4
     assert [d.stride for b in model.encoder.down_blocks for d in b.downsamplers] == [
         (1, 2, 2),
         (2, 1, 1),
@@ -139,7 +144,9 @@ def test_chunked_encode_float64_is_exact_to_rounding(model64: AutoencoderKLLTX2V
     with torch.no_grad():
         whole = model64.encoder(video)[:, :LATENT]
     encoder = LTX2VAE(model64, "LTX2VAE_chunk_tile").chunked_encoder(normalise=False)
-    streamed = torch.cat([encoder.push(c) for c in video.split([1, 4, 4, 8], dim=2)] + [encoder.flush()], dim=2)
+    streamed = torch.cat(
+        [encoder.push(c) for c in video.split([1, 4, 4, 8], dim=2)] + [encoder.flush()], dim=2
+    )
     assert _rel(streamed, whole) <= 1e-12
 
 
@@ -329,3 +336,23 @@ def test_bidirectional_settings_field_by_field() -> None:
 def test_streaming_mode_leaves_diffusers_untiled(vae: LTX2VAE) -> None:
     assert vae.mode == "streaming"
     assert vae.model.use_tiling is False and vae.model.use_framewise_decoding is False
+
+
+def test_restatement_itself_matches_release() -> None:
+    """Check the test's own restatement against the release's `decode_chunk_tile` outputs."""
+    golden_dir = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+    if not (golden_dir / "vae_tiles.safetensors").is_file():
+        pytest.skip("golden fixtures absent")
+    golden = load_file(golden_dir / "vae_tiles.safetensors")
+    config = json.loads((golden_dir / "vae_config.json").read_text())
+    config.pop("class_name")
+    fixture_model = AutoencoderKLLTX2Video(**config).eval()
+    state = {
+        k.removeprefix("state_dict."): v.float() for k, v in golden.items() if k.startswith("state_dict.")
+    }
+    fixture_model.load_state_dict(state)
+    for latents, expected in (
+        (golden["output.encode_chunked_causal"], golden["output.decode_chunk_tile"]),
+        (golden["input.latent_long"], golden["output.decode_chunk_tile_long"]),
+    ):
+        assert _rel(_restated_release_tiles(fixture_model.decoder, latents), expected) <= 1e-4
