@@ -48,18 +48,24 @@ _DOT_MODES: dict[str, tuple[int, int]] = {  # precision -> (reduce/readout dots,
 _MAX_HEAD_DIM = 128
 
 
+def _empty(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Every buffer of the core comes from here (tests poison it to prove each element is written)."""
+    return torch.empty(shape, device=device, dtype=dtype)
+
+
 @dataclass
 class LaunchConfig:
     """Block shapes and warps of the four kernels (defaults tuned on H100 at D = 112)."""
 
     rms_rows: int = 8
-    rms_block_c: int = 512
+    rms_block_c: int = 256
     rms_warps: int = 4
-    reduce_block_s: int = 64
-    reduce_cols: int = 64
+    reduce_block_s: int = 32
+    reduce_cols: int = 32
     reduce_warps: int = 8
-    scan_cols: int = 32
-    scan_warps: int = 8
+    scan_cols: int = 16
+    scan_warps: int = 4
+    scan_stages: int = 1
     emit_block_s: int = 64
     emit_warps: int = 8
     emit_programs: int = 528  # target programs of the readout (4 per H100 SM)
@@ -91,20 +97,34 @@ def _mm(a, b, acc, DOT: tl.constexpr):
 
 @triton.jit
 def _features(
-    x_ptr, row_off, row_mask, n, cols, col_mask, sxc, inv_rms, weight_ptr, w_off, scale,
-    cos_ptr, sin_ptr, scn, scd, ssn, ssd, ROTATE: tl.constexpr,
+    x_ptr, row_off, row_mask, n, col0, D, sxc, inv_rms, weight_ptr, w_off, scale,
+    cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL: tl.constexpr, SPLIT_PAIRS: tl.constexpr,
 ):  # fmt: skip
-    """(φ, ρ(φ)) with φ = scale · ReLU(x · inv_rms · w) on a (rows, cols) tile of one head; ρ is the
-    RoPE rotation when ROTATE, else the identity.
+    """(φ, ρ(φ)) on a (rows, NCOL) tile of one head, channels col0 … col0 + NCOL − 1 (col0 even).
 
-    row_off: (R,) element offsets of the tokens' head start; n: (R,) token index into the (N, D/2)
-    tables; cols: (Dc,) channels inside the head; w_off: offset of the head in the norm weight."""
+    φ = scale · ReLU(x · inv_rms · w); ρ rotates each interleaved pair (φ_2i, φ_2i+1) by the token's
+    angle i. row_off: (R,) element offsets of the tokens' head start; n: (R,) token index into the
+    (N, D/2) tables; w_off: offset of the head in the norm weight. Channels ≥ D come out as 0.
+    SPLIT_PAIRS rotates by splitting the tile into pairs (one load); Triton 3.6 cannot feed such a tile
+    to an fp32 dot as the B operand, so those tiles take the partner-load form."""
+    R: tl.constexpr = row_off.shape[0]
+    cols = col0 + tl.arange(0, NCOL)
+    col_mask = cols < D
     mask = row_mask[:, None] & col_mask[None, :]
     x = tl.load(x_ptr + row_off[:, None] + cols[None, :] * sxc, mask=mask, other=0.0).to(tl.float32)
     w = tl.load(weight_ptr + w_off + cols, mask=col_mask, other=0.0).to(tl.float32)
     phi = tl.maximum(x * inv_rms[:, None] * w[None, :], 0.0) * scale
-    if ROTATE:
-        partner = cols ^ 1  # the other element of the interleaved pair (D is even)
+    if SPLIT_PAIRS:
+        even, odd = tl.split(tl.reshape(phi, (R, NCOL // 2, 2)))  # (R, NCOL/2) each
+        pairs = col0 // 2 + tl.arange(0, NCOL // 2)
+        pair_mask = row_mask[:, None] & (pairs < D // 2)[None, :]
+        c = tl.load(cos_ptr + n[:, None] * scn + pairs[None, :] * scd, mask=pair_mask, other=0.0)
+        s = tl.load(sin_ptr + n[:, None] * ssn + pairs[None, :] * ssd, mask=pair_mask, other=0.0)
+        c = c.to(tl.float32)
+        s = s.to(tl.float32)
+        rot = tl.reshape(tl.join(even * c - odd * s, even * s + odd * c), (R, NCOL))
+    else:  # same rotation from a second load of each pair's partner (a plain layout for dot operands)
+        partner = cols ^ 1
         xp = tl.load(x_ptr + row_off[:, None] + partner[None, :] * sxc, mask=mask, other=0.0)
         wp = tl.load(weight_ptr + w_off + partner, mask=col_mask, other=0.0).to(tl.float32)
         phi_p = tl.maximum(xp.to(tl.float32) * inv_rms[:, None] * wp[None, :], 0.0) * scale
@@ -113,8 +133,6 @@ def _features(
         s = tl.load(sin_ptr + n[:, None] * ssn + pair * ssd, mask=mask, other=0.0).to(tl.float32)
         sign = tl.where((cols % 2) == 0, -1.0, 1.0)[None, :]  # even: x·cos − y·sin; odd: y·cos + x·sin
         rot = phi * c + sign * phi_p * s
-    else:
-        rot = phi
     return phi, rot
 
 
@@ -147,19 +165,26 @@ def _inv_rms_kernel(
 
 
 @triton.jit
-def _reduce_frame(
-    k_ptr, v_ptr, beta_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, b, h, t, cb, S, D, N, key_scale,
+def _frame_reduce_kernel(
+    k_ptr, v_ptr, beta_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, frame_ptr, bz_ptr,
+    T, S, H, D, N, key_scale,
     skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
-    MAT: tl.constexpr, DP: tl.constexpr, CB: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr,
+    DP: tl.constexpr, CB: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
-    """Columns [cb·CB, cb·CB + CB) of P (MAT 0), A (MAT 1) or Π (MAT 2, with b) over the frame's tokens."""
-    d = tl.arange(0, DP)
-    d_mask = d < D
+    """Columns [cb·CB, cb·CB + CB) of P_t, A_t and Π_t (and b_t) for one (batch, head, frame).
+
+    frame_ptr: (B·H·T, 3, DP, DP) fp32 (P, A, Π; rows = key channel); bz_ptr: (B·H·T, DP) fp32."""
+    pid = tl.program_id(0)  # (b·H + h)·T + t
+    cb = tl.program_id(1)
+    t = pid % T
+    h = (pid // T) % H
+    b = (pid // (T * H)).to(tl.int64)
     e = cb * CB + tl.arange(0, CB)
     e_mask = e < D
-    acc = tl.zeros((DP, CB), dtype=tl.float32)
+    acc_p = tl.zeros((DP, CB), dtype=tl.float32)
+    acc_a = tl.zeros((DP, CB), dtype=tl.float32)
+    acc_z = tl.zeros((DP, CB), dtype=tl.float32)
     acc_b = tl.zeros((DP,), dtype=tl.float32)
-    rotate: tl.constexpr = MAT != 2  # the normaliser uses un-rotated keys
     for s0 in range(0, S, BLOCK_S):
         s = s0 + tl.arange(0, BLOCK_S)
         s_mask = s < S
@@ -167,67 +192,29 @@ def _reduce_frame(
         beta = tl.load(beta_ptr + b * sbb + n * sbn + h * sbh, mask=s_mask, other=0.0).to(tl.float32)
         rk = tl.load(rk_ptr + b * N + n, mask=s_mask, other=0.0)
         k_row = b * skb + n * skn + h * D * skc
-        _, full = _features(
-            k_ptr, k_row, s_mask, n, d, d_mask, skc, rk, wk_ptr, h * D, key_scale,
-            cos_ptr, sin_ptr, scn, scd, ssn, ssd, ROTATE=rotate,
+        phi, rot = _features(
+            k_ptr, k_row, s_mask, n, 0, D, skc, rk, wk_ptr, h * D, key_scale,
+            cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL=DP, SPLIT_PAIRS=True,
         )  # fmt: skip
-        full = full * beta[:, None]
-        if MAT == 1:
-            v_row = b * svb + n * svn + h * D * svc
-            mask = s_mask[:, None] & e_mask[None, :]
-            part = tl.load(v_ptr + v_row[:, None] + e[None, :] * svc, mask=mask, other=0.0).to(tl.float32)
-        else:
-            _, part = _features(
-                k_ptr, k_row, s_mask, n, e, e_mask, skc, rk, wk_ptr, h * D, key_scale,
-                cos_ptr, sin_ptr, scn, scd, ssn, ssd, ROTATE=rotate,
-            )  # fmt: skip
-        if MAT == 2:
-            acc_b += tl.sum(full, axis=0)
-        acc = _mm(tl.trans(full), part, acc, DOT)
-    return acc, acc_b
-
-
-@triton.jit
-def _frame_reduce_kernel(
-    k_ptr, v_ptr, beta_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, frame_ptr, bz_ptr,
-    T, S, H, D, N, key_scale,
-    skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
-    DP: tl.constexpr, CB: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr,
-):  # fmt: skip
-    """One column block of P_t, A_t or Π_t (and b_t) for one (batch, head, frame).
-
-    frame_ptr: (B·H·T, 3, DP, DP) fp32, rows = key channel; bz_ptr: (B·H·T, DP) fp32."""
-    pid = tl.program_id(0)  # (b·H + h)·T + t
-    job = tl.program_id(1)  # matrix · (DP/CB) + column block
-    n_blocks: tl.constexpr = DP // CB
-    mat = job // n_blocks
-    cb = job % n_blocks
-    t = pid % T
-    h = (pid // T) % H
-    b = (pid // (T * H)).to(tl.int64)
-    if mat == 0:
-        acc, acc_b = _reduce_frame(
-            k_ptr, v_ptr, beta_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, b, h, t, cb, S, D, N, key_scale,
-            skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
-            MAT=0, DP=DP, CB=CB, BLOCK_S=BLOCK_S, DOT=DOT,
+        phi_part, rot_part = _features(
+            k_ptr, k_row, s_mask, n, cb * CB, D, skc, rk, wk_ptr, h * D, key_scale,
+            cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL=CB, SPLIT_PAIRS=False,
         )  # fmt: skip
-    elif mat == 1:
-        acc, acc_b = _reduce_frame(
-            k_ptr, v_ptr, beta_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, b, h, t, cb, S, D, N, key_scale,
-            skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
-            MAT=1, DP=DP, CB=CB, BLOCK_S=BLOCK_S, DOT=DOT,
-        )  # fmt: skip
-    else:
-        acc, acc_b = _reduce_frame(
-            k_ptr, v_ptr, beta_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, b, h, t, cb, S, D, N, key_scale,
-            skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
-            MAT=2, DP=DP, CB=CB, BLOCK_S=BLOCK_S, DOT=DOT,
-        )  # fmt: skip
+        v_row = b * svb + n * svn + h * D * svc
+        v_mask = s_mask[:, None] & e_mask[None, :]
+        v = tl.load(v_ptr + v_row[:, None] + e[None, :] * svc, mask=v_mask, other=0.0).to(tl.float32)
+        rot_beta = tl.trans(rot * beta[:, None])  # (DP, BLOCK_S)
+        phi_beta = phi * beta[:, None]
+        acc_p = _mm(rot_beta, rot_part, acc_p, DOT)
+        acc_a = _mm(rot_beta, v, acc_a, DOT)
+        acc_z = _mm(tl.trans(phi_beta), phi_part, acc_z, DOT)
+        acc_b += tl.sum(phi_beta, axis=0)
     rows = tl.arange(0, DP)
-    cols = cb * CB + tl.arange(0, CB)
-    out = frame_ptr + (pid.to(tl.int64) * 3 + mat) * DP * DP
-    tl.store(out + rows[:, None] * DP + cols[None, :], acc)
-    if (mat == 2) & (cb == 0):
+    out = frame_ptr + pid.to(tl.int64) * 3 * DP * DP + rows[:, None] * DP + e[None, :]
+    tl.store(out, acc_p)
+    tl.store(out + DP * DP, acc_a)
+    tl.store(out + 2 * DP * DP, acc_z)
+    if cb == 0:
         tl.store(bz_ptr + pid.to(tl.int64) * DP + rows, acc_b)
 
 
@@ -337,8 +324,8 @@ def _emit_kernel(
         rq = tl.load(rq_ptr + b * N + n, mask=s_mask, other=0.0)
         q_row = b * sqb + n * sqn + h * D * sqc
         phi, q_rot = _features(
-            q_ptr, q_row, s_mask, n, d, d_mask, sqc, rq, wq_ptr, h * D, 1.0,
-            cos_ptr, sin_ptr, scn, scd, ssn, ssd, ROTATE=True,
+            q_ptr, q_row, s_mask, n, 0, D, sqc, rq, wq_ptr, h * D, 1.0,
+            cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL=DP, SPLIT_PAIRS=True,
         )  # fmt: skip
         num = _mm(q_rot, m, tl.zeros((BLOCK_S, DP), dtype=tl.float32), DOT)
         den = tl.sum(phi * z[None, :], axis=1)
@@ -357,7 +344,7 @@ def _emit_kernel(
 def _check_inputs(
     q: Tensor, k: Tensor, v: Tensor, gate: Tensor, beta: Tensor, decay: Tensor,
     q_norm_weight: Tensor, k_norm_weight: Tensor, cos: Tensor, sin: Tensor,
-    frames: int, heads: int, state: GDNState | None, update_state: bool,
+    frames: int, heads: int, state: GDNState | None,
 ) -> tuple[int, int, int, int, int]:  # fmt: skip
     """Validate shapes; returns (B, N, C, S, D)."""
     if q.dim() != 3:
@@ -392,8 +379,6 @@ def _check_inputs(
                 f"{tuple(state.kv.shape)} and {tuple(state.z.shape)}"
             )
         tensors += [state.kv, state.z]
-    if update_state and state is None:
-        raise ValueError("update_state needs a state to write into")
     if len({x.device for x in tensors}) != 1:
         raise ValueError("all GDN inputs must be on one device")
     return B, N, C, N // frames, D
@@ -426,7 +411,7 @@ def gdn_core_triton_parts(
 
     `state` is only read here. precision None picks "bf16" for 16-bit inputs and "tf32" for fp32."""
     B, N, C, S, D = _check_inputs(
-        q, k, v, gate, beta, decay, q_norm_weight, k_norm_weight, cos, sin, frames, heads, state, False
+        q, k, v, gate, beta, decay, q_norm_weight, k_norm_weight, cos, sin, frames, heads, state
     )
     if precision is None:
         precision = "tf32" if v.dtype == torch.float32 else "bf16"
@@ -440,29 +425,31 @@ def gdn_core_triton_parts(
     f32 = torch.float32
 
     # 1. inverse RMS of q and k per token
-    rq = torch.empty(B * N, device=dev, dtype=f32)
-    rk = torch.empty(B * N, device=dev, dtype=f32)
+    rq = _empty((B * N,), dev, f32)
+    rk = _empty((B * N,), dev, f32)
     _inv_rms_kernel[(triton.cdiv(B * N, cfg.rms_rows),)](
         q, k, rq, rk, B * N, N, C, *q.stride(), *k.stride(), norm_eps,
         ROWS=cfg.rms_rows, BLOCK_C=cfg.rms_block_c, num_warps=cfg.rms_warps,
     )  # fmt: skip
 
     # 2. frame reductions P, A, Π (B·H·T, 3, DP, DP) and b (B·H·T, DP)
-    frame_mats = torch.empty(B * H * T, 3, DP, DP, device=dev, dtype=f32)
-    frame_b = torch.empty(B * H * T, DP, device=dev, dtype=f32)
+    frame_mats = _empty((B * H * T, 3, DP, DP), dev, f32)
+    frame_b = _empty((B * H * T, DP), dev, f32)
     cb = min(cfg.reduce_cols, DP)
-    _frame_reduce_kernel[(B * H * T, 3 * (DP // cb))](
+    _frame_reduce_kernel[(B * H * T, DP // cb)](
         k, v, beta, rk, k_norm_weight, cos, sin, frame_mats, frame_b,
         T, S, H, D, N, key_scale, *k.stride(), *v.stride(), *beta.stride(), *cos.stride(), *sin.stride(),
         DP=DP, CB=cb, BLOCK_S=cfg.reduce_block_s, DOT=dot, num_warps=cfg.reduce_warps,
     )  # fmt: skip
 
     # 3. forward and backward scans
-    m_fwd = torch.empty(B * H, T, DP, DP, device=dev, dtype=f32)
-    m_bwd = torch.empty_like(m_fwd)
-    z_fwd = torch.empty(B * H, T, DP, device=dev, dtype=f32)
-    z_bwd = torch.empty_like(z_fwd)
-    final = GDNState.zeros(B, H, D, device=dev) if return_state else None
+    m_fwd = _empty((B * H, T, DP, DP), dev, f32)
+    m_bwd = _empty((B * H, T, DP, DP), dev, f32)
+    z_fwd = _empty((B * H, T, DP), dev, f32)
+    z_bwd = _empty((B * H, T, DP), dev, f32)
+    final = (
+        GDNState(kv=_empty((B, H, D, D), dev, f32), z=_empty((B, H, D), dev, f32)) if return_state else None
+    )
     has_state = state is not None
     kv0 = state.kv if has_state else frame_b  # any valid pointer when there is no state
     z0 = state.z if has_state else frame_b
@@ -474,13 +461,13 @@ def gdn_core_triton_parts(
         final.kv if final is not None else frame_b, final.z if final is not None else frame_b,
         T, H, D, *decay.stride(), *kv0_strides, *z0_strides,
         HAS_STATE=has_state, WRITE_STATE=final is not None, DP=DP, CB=cs, DOT=scan_dot,
-        num_warps=cfg.scan_warps,
+        num_warps=cfg.scan_warps, num_stages=cfg.scan_stages,
     )  # fmt: skip
 
     # 4. readout, division and output gate
-    y = torch.empty(B, N, C, device=dev, dtype=v.dtype)
-    num = torch.empty(B, N, C, device=dev, dtype=f32) if return_num_den else y
-    den = torch.empty(B, N, H, device=dev, dtype=f32) if return_num_den else y
+    y = _empty((B, N, C), dev, v.dtype)
+    num = _empty((B, N, C), dev, f32) if return_num_den else y
+    den = _empty((B, N, H), dev, f32) if return_num_den else y
     n_tiles = triton.cdiv(S, cfg.emit_block_s)
     splits = min(n_tiles, max(1, triton.cdiv(cfg.emit_programs, B * H * T)))
     per_program = triton.cdiv(n_tiles, splits)
