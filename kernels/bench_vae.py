@@ -1,0 +1,246 @@
+"""Benchmark the LTX-2 VAE paths: whole-clip vs chunked encode, whole vs `release_tiles` vs `exact` decode.
+
+Full-size VAE (the released architecture, `LTX2_RELEASE_ARCHITECTURE`) with random weights, bf16, on one
+GPU. Times are CUDA-event medians over `--repeats` runs after one warm-up, reported per 24 video frames;
+"steady" is the median time of one push of 3 latents (24 frames) once the stream is full. Peak memory is
+`max_memory_allocated` during the path minus what was allocated before it (weights, inputs).
+
+    python kernels/bench_vae.py --out bench_vae.json            # H100: 704x1280, 97 frames / 33 latents
+    python kernels/bench_vae.py --tiny --device cpu             # smoke run of the script itself
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from sana_streaming.config import VAEConfig, load_config
+from sana_streaming.models.vae import LTX2VAE, load_vae
+
+
+@dataclass
+class Result:
+    path: str
+    frames: int  # video frames produced or consumed per run
+    ms_total: float
+    ms_per_24_frames: float
+    ms_steady_per_24_frames: float | None
+    peak_extra_gib: float
+    state_mib: float | None
+    rel_diff_vs_whole: float | None
+
+
+class Timer:
+    """Wall time of a callable on the device (CUDA events on GPU, perf_counter on CPU)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, fn: Callable[[], object]) -> tuple[float, object]:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end), out
+        t0 = time.perf_counter()
+        out = fn()
+        return (time.perf_counter() - t0) * 1e3, out
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def _reset_peak(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated()
+
+
+def _peak_gib(device: torch.device, base: int) -> float:
+    if device.type != "cuda":
+        return float("nan")
+    return (torch.cuda.max_memory_allocated() - base) / 2**30
+
+
+def bench_path(
+    name: str,
+    run: Callable[[], tuple[torch.Tensor, list[float], int | None]],
+    frames: int,
+    repeats: int,
+    timer: Timer,
+    device: torch.device,
+    reference: torch.Tensor | None,
+) -> tuple[Result, torch.Tensor]:
+    """`run()` returns (output, per-push steady times in ms, state bytes at the end of the stream)."""
+    run()  # warm-up
+    totals: list[float] = []
+    steady: list[float] = []
+    base = _reset_peak(device)
+    state = None
+    out = None
+    for _ in range(repeats):
+        ms, (out, pushes, state) = timer(run)  # type: ignore[misc]
+        totals.append(ms)
+        steady += pushes
+    peak = _peak_gib(device, base)
+    assert out is not None
+    total = statistics.median(totals)
+    result = Result(
+        path=name,
+        frames=frames,
+        ms_total=round(total, 2),
+        ms_per_24_frames=round(total * 24 / frames, 2),
+        ms_steady_per_24_frames=round(statistics.median(steady), 2) if steady else None,
+        peak_extra_gib=round(peak, 3),
+        state_mib=None if state is None else round(state / 2**20, 1),
+        rel_diff_vs_whole=None if reference is None else float(f"{_rel(out, reference):.3g}"),
+    )
+    return result, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--height", type=int, default=704)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--frames", type=int, default=97, help="video frames to encode (8k+1)")
+    parser.add_argument("--latents", type=int, default=33, help="latent frames to decode")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny_random's VAE, 64x64, float32 (script check)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    if args.tiny:
+        config = load_config("tiny_random").vae
+        dtype = torch.float32
+        args.height = args.width = 64
+    else:
+        config = VAEConfig(weight_dtype="bfloat16")
+        dtype = torch.bfloat16
+    vae: LTX2VAE = load_vae(config, device=device, dtype=dtype, random_weights=True)
+    model = vae.model
+    timer = Timer(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    video = (torch.rand(1, 3, args.frames, args.height, args.width, generator=gen, device=device) * 2 - 1).to(
+        dtype
+    )
+    h, w = args.height // vae.spatial_ratio, args.width // vae.spatial_ratio
+    latents = torch.randn(1, vae.latent_channels, args.latents, h, w, generator=gen, device=device).to(dtype)
+    results: list[Result] = []
+
+    # ---- encode ---------------------------------------------------------------------------------------
+    def encode_whole() -> tuple[torch.Tensor, list[float], int | None]:
+        with torch.no_grad():
+            return model.encoder(video)[:, : vae.latent_channels], [], None
+
+    def encode_chunked(step: int) -> Callable[[], tuple[torch.Tensor, list[float], int | None]]:
+        def run() -> tuple[torch.Tensor, list[float], int | None]:
+            encoder = vae.chunked_encoder(normalise=False)
+            sizes = [1] + [step] * ((args.frames - 1) // step)
+            parts, pushes = [], []
+            for i, chunk in enumerate(video.split(sizes, dim=2)):
+                ms, part = timer(lambda chunk=chunk: encoder.push(chunk))
+                parts.append(part)
+                if i > 0:
+                    pushes.append(ms * 24 / step)
+            parts.append(encoder.flush())
+            return torch.cat(parts, dim=2), pushes, encoder.state_bytes()
+
+        return run
+
+    enc_frames = args.frames - 1
+    whole_res, whole_z = bench_path(
+        "encode whole (untiled)", encode_whole, enc_frames, args.repeats, timer, device, None
+    )
+    results.append(whole_res)
+    for step in (8, 24):
+        res, _ = bench_path(
+            f"encode chunked 1+{step}x",
+            encode_chunked(step),
+            enc_frames,
+            args.repeats,
+            timer,
+            device,
+            whole_z,
+        )
+        results.append(res)
+    del whole_z
+
+    # ---- decode ---------------------------------------------------------------------------------------
+    dec_frames = 8 * (args.latents - 1)
+
+    def decode_whole() -> tuple[torch.Tensor, list[float], int | None]:
+        with torch.no_grad():
+            return model.decoder(latents, None), [], None
+
+    def decode_stream(mode: str) -> Callable[[], tuple[torch.Tensor, list[float], int | None]]:
+        def run() -> tuple[torch.Tensor, list[float], int | None]:
+            decoder = vae.incremental_decoder(mode, normalise=False)  # type: ignore[arg-type]
+            sizes = [args.latents % 3 or 3] + [3] * ((args.latents - 1) // 3)
+            parts, pushes = [], []
+            for chunk in latents.split(sizes, dim=2):
+                ms, part = timer(lambda chunk=chunk: decoder.push(chunk))
+                parts.append(part)
+                if part.shape[2] == 24:
+                    pushes.append(ms)
+            parts.append(decoder.flush())
+            return torch.cat(parts, dim=2), pushes, decoder.state_bytes()
+
+        return run
+
+    whole_res, whole_x = bench_path(
+        "decode whole (untiled)", decode_whole, dec_frames, args.repeats, timer, device, None
+    )
+    results.append(whole_res)
+    for mode in ("release_tiles", "exact"):
+        res, _ = bench_path(
+            f"decode {mode}", decode_stream(mode), dec_frames, args.repeats, timer, device, whole_x
+        )
+        results.append(res)
+    del whole_x
+
+    meta = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "dtype": str(dtype),
+        "video": [1, 3, args.frames, args.height, args.width],
+        "latents": [1, vae.latent_channels, args.latents, h, w],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "exact_lookahead_latents": vae.incremental_decoder("exact").lookahead_latents,
+    }
+    print(json.dumps(meta))
+    header = (
+        f"{'path':28s} {'frames':>6s} {'ms total':>9s} {'ms/24f':>8s} {'steady/24f':>10s} {'peak GiB':>9s} "
+    )
+    print(header + f"{'state MiB':>9s} {'rel vs whole':>12s}")
+    for r in results:
+        steady = "-" if r.ms_steady_per_24_frames is None else f"{r.ms_steady_per_24_frames:.1f}"
+        state = "-" if r.state_mib is None else f"{r.state_mib:.1f}"
+        rel = "-" if r.rel_diff_vs_whole is None else f"{r.rel_diff_vs_whole:.3g}"
+        print(
+            f"{r.path:28s} {r.frames:6d} {r.ms_total:9.1f} {r.ms_per_24_frames:8.1f} {steady:>10s} "
+            f"{r.peak_extra_gib:9.2f} {state:>9s} {rel:>12s}"
+        )
+    if args.out is not None:
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1))
+        tmp.replace(args.out)
+
+
+if __name__ == "__main__":
+    main()
