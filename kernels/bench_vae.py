@@ -3,7 +3,9 @@
 Full-size VAE (the released architecture, `LTX2_RELEASE_ARCHITECTURE`) with random weights, bf16, on one
 GPU. Times are CUDA-event medians over `--repeats` runs after one warm-up, reported per 24 video frames;
 "steady" is the median time of one push of 3 latents (24 frames) once the stream is full. Peak memory is
-`max_memory_allocated` during the path minus what was allocated before it (weights, inputs).
+`max_memory_allocated` during the path minus what was allocated before it (weights, inputs); it
+includes the path's own outputs (the concatenated video or latents). "state" is the most bytes a stream
+held between two pushes.
 
     python kernels/bench_vae.py --out bench_vae.json            # H100: 704x1280, 97 frames / 33 latents
     python kernels/bench_vae.py --tiny --device cpu             # smoke run of the script itself
@@ -83,7 +85,7 @@ def bench_path(
     device: torch.device,
     reference: torch.Tensor | None,
 ) -> tuple[Result, torch.Tensor]:
-    """`run()` returns (output, per-push steady times in ms, state bytes at the end of the stream)."""
+    """`run()` returns (output, per-push steady times in ms, most state bytes held between pushes)."""
     run()  # warm-up
     totals: list[float] = []
     steady: list[float] = []
@@ -152,14 +154,15 @@ def main() -> None:
         def run() -> tuple[torch.Tensor, list[float], int | None]:
             encoder = vae.chunked_encoder(normalise=False)
             sizes = [1] + [step] * ((args.frames - 1) // step)
-            parts, pushes = [], []
+            parts, pushes, held = [], [], 0
             for i, chunk in enumerate(video.split(sizes, dim=2)):
                 ms, part = timer(lambda chunk=chunk: encoder.push(chunk))
                 parts.append(part)
+                held = max(held, encoder.state_bytes())
                 if i > 0:
                     pushes.append(ms * 24 / step)
             parts.append(encoder.flush())
-            return torch.cat(parts, dim=2), pushes, encoder.state_bytes()
+            return torch.cat(parts, dim=2), pushes, held
 
         return run
 
@@ -192,14 +195,15 @@ def main() -> None:
         def run() -> tuple[torch.Tensor, list[float], int | None]:
             decoder = vae.incremental_decoder(mode, normalise=False)  # type: ignore[arg-type]
             sizes = [args.latents % 3 or 3] + [3] * ((args.latents - 1) // 3)
-            parts, pushes = [], []
+            parts, pushes, held = [], [], 0
             for chunk in latents.split(sizes, dim=2):
                 ms, part = timer(lambda chunk=chunk: decoder.push(chunk))
                 parts.append(part)
+                held = max(held, decoder.state_bytes())
                 if part.shape[2] == 24:
                     pushes.append(ms)
             parts.append(decoder.flush())
-            return torch.cat(parts, dim=2), pushes, decoder.state_bytes()
+            return torch.cat(parts, dim=2), pushes, held
 
         return run
 

@@ -102,7 +102,8 @@ class TemporalConv:
 
     Causal: `kernel - 1` copies of the first frame on the left. Non-causal: `(kernel - 1) // 2` copies of
     the first frame on the left and of the last frame on the right, the right ones added by `flush`.
-    State: the last `kernel - 1` frames of the padded input seen so far.
+    State: the last `kernel - 1` frames of the padded input seen so far; the last of them is the last real
+    frame, which `flush` replicates.
     """
 
     def __init__(self, module: LTX2VideoCausalConv3d, causal: bool) -> None:
@@ -114,20 +115,21 @@ class TemporalConv:
         self.left = kernel_t - 1 if causal else (kernel_t - 1) // 2
         self.right = 0 if causal else (kernel_t - 1) // 2
         self.context: Frames = None  # last `context_len` padded input frames
-        self.last: Tensor | None = None  # last real input frame, replicated on the right by `flush`
+        self.started = False
 
     def push(self, x: Frames) -> Frames:
         if x is None:
             return None
-        if self.last is None:  # first frame of the stream: replicate it on the left
+        if not self.started:  # first frame of the stream: replicate it on the left
             x = torch.cat([x[:, :, :1].expand(-1, -1, self.left, -1, -1), x], dim=2)
-        self.last = _keep(x[:, :, -1:])
+            self.started = True
         return self._run(cat_frames(self.context, x))
 
     def flush(self) -> Frames:
-        if self.last is None or self.right == 0:
+        if self.context is None or self.right == 0:
             return None
-        out = self._run(cat_frames(self.context, self.last.expand(-1, -1, self.right, -1, -1)))
+        last = self.context[:, :, -1:]
+        out = self._run(torch.cat([self.context, last.expand(-1, -1, self.right, -1, -1)], dim=2))
         self.context = None
         return out
 
@@ -139,7 +141,7 @@ class TemporalConv:
         return self.conv(padded)
 
     def state_tensors(self) -> list[Tensor]:
-        return [t for t in (self.context, self.last) if t is not None]
+        return [] if self.context is None else [self.context]
 
     def frames_out(self, frames_in: int, ended: bool) -> int:
         if frames_in == 0:
@@ -159,10 +161,15 @@ class Chain:
         return x
 
     def flush(self) -> Frames:
-        tail: Frames = None
-        for stage in self.stages:
-            tail = cat_frames(stage.push(tail), stage.flush())
-        return tail
+        # Depth first: each stage's last frames go through the later stages (which still hold theirs back)
+        # before the next stage is flushed, so no step processes more than a few frames at once.
+        out: list[Frames] = []
+        for i, stage in enumerate(self.stages):
+            tail = stage.flush()
+            for later in self.stages[i + 1 :]:
+                tail = later.push(tail)
+            out.append(tail)
+        return cat_frames(*out)
 
     def state_tensors(self) -> list[Tensor]:
         return [t for stage in self.stages for t in stage.state_tensors()]
