@@ -78,6 +78,18 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     add("--motion_score", type=int)
     add("--num_cached_blocks", type=int, default=2)
     add("--sink_token", default="true", help="1/true/yes/y keep the sink chunk; anything else drops it")
+    add(
+        "--save_latent",
+        action="store_true",
+        help="also save [noise, source, result] latents as <name>_latent.pt",
+    )
+    add(
+        "--input_latent_path",
+        help="debug: a --save_latent file whose noise and source latents replace the video",
+    )
+    add(
+        "--input_text_embed_path", help="debug: a dict of prompt/negative embeds and masks replacing the text"
+    )
     add("--random_weights", action="store_true", help="random weights, for smoke runs and benchmarks")
     add("--overwrite", action="store_true", help="replace an existing output file")
     add("--no_audio", action="store_true", help="do not copy the source audio")
@@ -161,6 +173,15 @@ def resolve_edit_plan(args: argparse.Namespace) -> dict[str, object]:
     if output.exists() and not args.overwrite:
         raise UsageError(f"{output} exists (use --overwrite to replace it)")
     plan["output"] = output.resolve()
+    if args.save_latent:
+        latent = output.with_name(f"{output.stem}_latent.pt")
+        if latent.exists() and not args.overwrite:
+            raise UsageError(f"{latent} exists (use --overwrite to replace it)")
+        plan["latent_output"] = latent.resolve()
+    if args.input_latent_path:
+        plan["input_latent_path"] = args.input_latent_path
+    if args.input_text_embed_path:
+        plan["input_text_embed_path"] = args.input_text_embed_path
     try:
         plan["config"] = str(resolve_config_path(str(plan["config"])))
     except ConfigError as exc:
@@ -174,9 +195,9 @@ def _edit(args: argparse.Namespace) -> int:
     if args.dry_run:
         from sana_streaming.hub import resolve_path
 
-        if plan["model_path"] is not None:
-            plan["model_path"] = str(resolve_path(str(plan["model_path"])))
-        plan["video_path"] = str(resolve_path(str(plan["video_path"])))
+        for key in ("model_path", "video_path", "input_latent_path", "input_text_embed_path"):
+            if plan.get(key) is not None:
+                plan[key] = str(resolve_path(str(plan[key])))
         for key, value in plan.items():
             print(f"{key}: {value}")
         return 0
@@ -184,12 +205,23 @@ def _edit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from sana_streaming.hub import resolve_path
-    from sana_streaming.pipeline import EditOptions, SanaStreamingPipeline
+    from sana_streaming.pipeline import (
+        EditOptions,
+        SanaStreamingPipeline,
+        load_latent_file,
+        load_text_embed_file,
+    )
 
-    video = resolve_path(str(plan["video_path"]))
+    if args.input_latent_path:  # the release then reads no video
+        source = load_latent_file(resolve_path(args.input_latent_path))
+    else:
+        source = resolve_path(str(plan["video_path"]))
+    prompts = (
+        load_text_embed_file(resolve_path(args.input_text_embed_path)) if args.input_text_embed_path else None
+    )
     pipe = SanaStreamingPipeline.from_config(
         str(plan["config"]), args.mode, model_path=plan["model_path"], random_weights=args.random_weights,
-        device=args.device, decode=args.decode, strict=args.strict,
+        device=args.device, decode=args.decode, strict=args.strict, load_text_encoder=prompts is None,
     )  # fmt: skip
     num_frames = plan["num_frames"]
     options = EditOptions(
@@ -209,8 +241,11 @@ def _edit(args: argparse.Namespace) -> int:
 
     try:
         with torch.inference_mode():
-            result = pipe.edit(video, plan["output"], options, fps=args.fps, audio=not args.no_audio,
-                               overwrite=args.overwrite, progress=progress)  # fmt: skip
+            result = pipe.edit(
+                source, plan["output"], options, fps=args.fps, audio=not args.no_audio,
+                overwrite=args.overwrite, prompts=prompts, latent_path=plan.get("latent_output"),
+                progress=progress,
+            )  # fmt: skip
     finally:
         bar.close()
     print(f"Saved video to {result.path}")
@@ -245,12 +280,12 @@ def _runtime_errors() -> tuple[type[BaseException], ...]:
     from sana_streaming.hub import HubError
     from sana_streaming.models.text_encoder import TextEncoderError
     from sana_streaming.models.vae import VAELoadError
-    from sana_streaming.pipeline import SourceTooShortError
+    from sana_streaming.pipeline import DebugFileError, SourceTooShortError
     from sana_streaming.video.reader import VideoReadError
     from sana_streaming.video.writer import VideoWriteError
 
-    return (CheckpointError, ConfigError, HubError, TextEncoderError, VAELoadError, SourceTooShortError,
-            VideoReadError, VideoWriteError, torch.OutOfMemoryError)  # fmt: skip
+    return (CheckpointError, ConfigError, DebugFileError, HubError, TextEncoderError, VAELoadError,
+            SourceTooShortError, VideoReadError, VideoWriteError, torch.OutOfMemoryError)  # fmt: skip
 
 
 if __name__ == "__main__":

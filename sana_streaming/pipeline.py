@@ -3,14 +3,18 @@
 `long_streaming` moves one DiT chunk (3 latent frames = 24 video frames) per step of the stream;
 `bidirectional_short` is the same stream with one chunk holding the whole clip (the release's
 whole-clip VAE and DPM-Solver, for parity). Memory in streaming mode is flat in video length except the
-starting noise, which the release draws in one call for the whole latent (`noise_bytes`).
+starting noise of a source of known length, which the release draws in one call for the whole latent
+(`noise_bytes`); a source of unknown length (a pipe, a live stream) gets its noise per chunk from the
+same seeded generator instead, and is cut into chunks of 3 latent frames as it arrives.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,7 +34,7 @@ from sana_streaming.sampling.streaming import (
     WindowPolicy,
     chunk_boundaries,
 )
-from sana_streaming.video.reader import open_video
+from sana_streaming.video.reader import VideoReader, VideoSource, open_video
 from sana_streaming.video.writer import VideoWriter
 
 logger = logging.getLogger(__name__)
@@ -57,10 +61,15 @@ MODE_DEFAULTS: dict[str, dict[str, object]] = {
         "negative_prompt": "",
     },
 }
+RELEASE_FPS = Fraction(16)  # the release writes every output at 16 fps
 
 
 class SourceTooShortError(ValueError):
     """The source has fewer frames than the edit asks for."""
+
+
+class DebugFileError(ValueError):
+    """A `--input_latent_path` / `--input_text_embed_path` file has the wrong content."""
 
 
 ProgressFn = Callable[[str, int, int | None], None]  # (stage, done, total or None)
@@ -85,6 +94,36 @@ class EditOptions:
 
 
 @dataclass
+class SourceLatents:
+    """Latents given instead of a video (the release's `--input_latent_path`): (1, C, T, h, w) each."""
+
+    noise: Tensor
+    source: Tensor
+
+
+@dataclass
+class PromptEmbeddings:
+    """Encoded prompts given instead of text (the release's `--input_text_embed_path`)."""
+
+    positive: StreamingConditions
+    negative: StreamingConditions
+
+
+@dataclass
+class LatentRecord:
+    """Noise, source and result latents of one edit, for `--save_latent` (grows with the video)."""
+
+    noise: list[Tensor] = field(default_factory=list)
+    source: list[Tensor] = field(default_factory=list)
+    result: list[Tensor] = field(default_factory=list)
+
+    def stacked(self) -> Tensor:
+        """The release's debug layout: stack([noise, source, result], dim=1)[0] → (3, C, T, h, w) float32."""
+        parts = [torch.cat(p, dim=2).float().cpu() for p in (self.noise, self.source, self.result)]
+        return torch.stack(parts, dim=1)[0]
+
+
+@dataclass
 class EditResult:
     """What `edit` wrote."""
 
@@ -92,6 +131,26 @@ class EditResult:
     frames: int
     fps: Fraction
     audio: bool
+
+
+def load_latent_file(path: str | Path) -> SourceLatents:
+    """Read a `--save_latent` file (3, C, T, h, w): entry 0 the noise, 1 the source (2 is ignored)."""
+    stacked = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(stacked, Tensor) or stacked.ndim != 5 or stacked.shape[0] < 2:
+        raise DebugFileError(f"{path}: expected a tensor (3, C, T, h, w) of [noise, source, result] latents")
+    return SourceLatents(noise=stacked[0:1].float(), source=stacked[1:2])
+
+
+def load_text_embed_file(path: str | Path) -> PromptEmbeddings:
+    """Read a dict with `prompt_embeds`, `prompt_mask`, `negative_embeds`, `negative_mask`."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    keys = ("prompt_embeds", "prompt_mask", "negative_embeds", "negative_mask")
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        raise DebugFileError(f"{path}: expected a dict with keys {list(keys)}")
+    return PromptEmbeddings(
+        positive=StreamingConditions(data["prompt_embeds"], data["prompt_mask"]),
+        negative=StreamingConditions(data["negative_embeds"], data["negative_mask"]),
+    )
 
 
 class SanaStreamingPipeline:
@@ -103,7 +162,7 @@ class SanaStreamingPipeline:
         config: SanaStreamingConfig,
         dit: torch.nn.Module,
         vae: LTX2VAE,
-        text_encoder: TextEncoder,
+        text_encoder: TextEncoder | None,
         device: torch.device,
         dtype: torch.dtype,
     ) -> None:
@@ -116,7 +175,7 @@ class SanaStreamingPipeline:
         self.text_encoder = text_encoder
         self.device = device
         self.dtype = dtype
-        self._held: list[object] = []  # stream objects whose tensors count in `live_bytes`
+        self._held: dict[str, object] = {}  # what the running stream holds between chunks (`live_bytes`)
         self.noise_bytes = 0
 
     # ---- construction -------------------------------------------------------------------------------
@@ -132,6 +191,7 @@ class SanaStreamingPipeline:
         device: torch.device | str | None = None,
         decode: str | None = None,
         strict: bool = False,
+        load_text_encoder: bool = True,
     ) -> SanaStreamingPipeline:
         """Build every component of `config`: released weights from `model_path` and the config's
         VAE/text-encoder sources, or random weights (`random_weights`, for smoke runs and benchmarks)."""
@@ -141,16 +201,19 @@ class SanaStreamingPipeline:
             config = replace(config, vae=replace(config.vae, decode=decode))
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # bf16 is slow on CPUs
+        text = None
         if random_weights:
             dit = randomize_dit_(build_dit(config, device=device, dtype=dtype), seed=0)
-            text = TextEncoder.from_config(config.text_encoder, device=device, dtype=dtype)
+            if load_text_encoder:
+                text = TextEncoder.from_config(config.text_encoder, device=device, dtype=dtype)
         else:
             if model_path is None:
                 raise ValueError("model_path is required unless random_weights is set")
             dit = build_dit(config, device="cpu", dtype=torch.float32)
             load_dit_checkpoint(dit, resolve_path(model_path), strict)
             dit = dit.to(device=device, dtype=dtype)  # the release loads in fp32, then casts to bf16
-            text = TextEncoder.from_pretrained(config.text_encoder, device=device, dtype=dtype)
+            if load_text_encoder:
+                text = TextEncoder.from_pretrained(config.text_encoder, device=device, dtype=dtype)
         vae_dtype = dtype if random_weights or device.type == "cpu" else None
         vae = load_vae(config.vae, device=device, dtype=vae_dtype, random_weights=random_weights)
         return cls(mode, config, dit, vae, text, device, dtype)
@@ -165,6 +228,7 @@ class SanaStreamingPipeline:
     # ---- settings -----------------------------------------------------------------------------------
 
     def sampler_settings(self, options: EditOptions) -> SamplerConfig:
+        """The mode's sampler defaults with the edit's overrides; flow shift from the config."""
         base = MODE_SAMPLERS[self.mode]
         shift = options.flow_shift
         if shift is None:
@@ -179,9 +243,11 @@ class SanaStreamingPipeline:
             sink_token=options.sink_token,
         )
 
-    def encode_prompts(self, options: EditOptions) -> tuple[StreamingConditions, StreamingConditions]:
-        """(positive, negative) caption embeddings and masks, on the DiT's device; the text encoder is
-        moved off the GPU afterwards."""
+    def encode_prompts(self, options: EditOptions) -> PromptEmbeddings:
+        """Positive (chi prefix, motion score) and negative prompt embeddings; the text encoder leaves
+        the GPU afterwards."""
+        if self.text_encoder is None:
+            raise ValueError("this pipeline has no text encoder; pass prompt embeddings")
         defaults = MODE_DEFAULTS[self.mode]
         motion = defaults["motion_score"] if options.motion_score is None else options.motion_score
         negative_text = options.negative_prompt
@@ -191,19 +257,19 @@ class SanaStreamingPipeline:
         positive = self.text_encoder.encode_prompt(positive_prompt_text(options.prompt, int(motion)))
         if self.device.type == "cuda":
             self.text_encoder.offload("cpu")
-
-        def conditions(encoded) -> StreamingConditions:
-            return StreamingConditions(encoded.embeds.to(self.device), encoded.mask.to(self.device))
-
-        return conditions(positive), conditions(negative)
+        return PromptEmbeddings(
+            positive=StreamingConditions(positive.embeds, positive.mask),
+            negative=StreamingConditions(negative.embeds, negative.mask),
+        )
 
     # ---- streaming ----------------------------------------------------------------------------------
 
     def live_bytes(self) -> int:
-        """Bytes of every tensor the pipeline holds between chunks (DiT state, VAE stream state, pending
-        latents), excluding the whole-latent starting noise of file mode (`noise_bytes`)."""
+        """Bytes of every tensor the running stream holds between chunks (DiT state, VAE stream
+        state, pending source latents), not counting the whole-latent noise of file mode
+        (`noise_bytes`) or a `LatentRecord` asked for."""
         total = 0
-        for held in self._held:
+        for held in self._held.values():
             if isinstance(held, Tensor):
                 total += held.nbytes
             elif isinstance(held, StreamingState):
@@ -214,90 +280,179 @@ class SanaStreamingPipeline:
 
     @torch.no_grad()
     def stream(
-        self, source: str | Path, options: EditOptions, progress: ProgressFn | None = None
+        self,
+        source: VideoSource | VideoReader | SourceLatents,
+        options: EditOptions,
+        *,
+        prompts: PromptEmbeddings | None = None,
+        record: LatentRecord | None = None,
+        progress: ProgressFn | None = None,
     ) -> Iterator[Tensor]:
-        """Yield edited frames `[3, F, H, W]` (float, about [-1, 1]) chunk by chunk."""
-        sampler_config = self.sampler_settings(options)
-        positive, negative = self.encode_prompts(options)
-        reader = open_video(
-            source, options.height, options.width, chunk_frames=24, max_frames=options.num_frames
-        )
-        with reader:
-            total = reader.info.num_frames
-            if options.num_frames is not None:
-                total = options.num_frames
-            if total is None:
-                raise ValueError(f"{source}: the frame count is unknown; pass num_frames")
-            frames = (total - 1) // 8 * 8 + 1
-            latent_frames = (frames - 1) // 8 + 1
-            h, w = options.height // 32, options.width // 32
-            gen = torch.Generator(self.device).manual_seed(options.seed)
-            noise = torch.randn(
-                (1, self.vae.latent_channels, latent_frames, h, w), generator=gen, device=self.device
-            )  # one call for the whole latent, as the release draws it
-            self.noise_bytes = noise.nbytes
-            chunks = _limit_frames(reader, frames)
-            if self.mode == "bidirectional_short":
-                yield from self._bidirectional(chunks, noise, positive, negative, sampler_config, progress)
-            else:
-                yield from self._streaming(chunks, noise, positive, sampler_config, progress)
+        """Yield edited frames `[3, F, H, W]` (VAE dtype, about [-1, 1]) chunk by chunk.
 
-    def _bidirectional(self, chunks, noise, positive, negative, settings, progress) -> Iterator[Tensor]:
-        video = torch.cat(list(chunks), dim=1)[None]  # (1, 3, F, H, W): the release encodes the whole clip
-        source = self.vae.encode(video).to(self.dtype)
+        `source` is a video (path, URL or binary stream; an open `VideoReader` of the edit's size is
+        used as is) or `SourceLatents`; `prompts`
+        replaces text encoding; `record` collects the latents (`--save_latent`)."""
+        settings = self.sampler_settings(options)
+        prompts = prompts or self.encode_prompts(options)
+        prompts = PromptEmbeddings(self._on_device(prompts.positive), self._on_device(prompts.negative))
+        run = _Run(settings, prompts, options.seed, record, progress)
+        if isinstance(source, SourceLatents):
+            _, _, T, h, w = source.source.shape
+            noise = source.noise.to(self.device)
+            yield from self._sample(iter([source.source.to(self.device)]), T, (h, w), noise, run)
+            return
+        h, w = options.height // 32, options.width // 32
+        if isinstance(source, VideoReader):
+            opened = contextlib.nullcontext(source)
+        else:
+            opened = open_video(source, 32 * h, 32 * w, chunk_frames=24, max_frames=options.num_frames)
+        with opened as reader:
+            total = reader.info.num_frames if options.num_frames is None else options.num_frames
+            pixels: Iterator[Tensor] = iter(reader)
+            if total is not None:
+                total = _floor_8k1(total)
+                pixels = _limit_frames(pixels, total)
+            if self.mode == "bidirectional_short":  # the release encodes the whole clip at once
+                clip = torch.cat(list(pixels), dim=1)
+                clip = clip[:, : _floor_8k1(clip.shape[1])]
+                latents = self.vae.encode(clip[None].to(self.device))
+                yield from self._sample(iter([latents]), latents.shape[2], (h, w), None, run)
+            else:
+                frames = None if total is None else (total - 1) // 8 + 1
+                yield from self._sample(self._encode(pixels, known_length=total is not None), frames, (h, w),
+                                        None, run)  # fmt: skip
+
+    def _on_device(self, conditions: StreamingConditions) -> StreamingConditions:
+        return StreamingConditions(conditions.caption.to(self.device), conditions.mask.to(self.device))
+
+    def _encode(self, pixels: Iterator[Tensor], known_length: bool) -> Iterator[Tensor]:
+        """Normalised source latents as soon as the chunked causal encoder makes them final."""
+        encoder = self.vae.chunked_encoder()
+        self._held["encoder"] = encoder
+        for chunk in pixels:
+            z = encoder.push(chunk[None])
+            if z.shape[2]:
+                yield z
+        if known_length:  # checks the 8k+1 length; a causal encoder has nothing left to emit
+            yield encoder.flush()
+
+    def _sample(
+        self,
+        latents: Iterator[Tensor],
+        latent_frames: int | None,
+        latent_hw: tuple[int, int],
+        noise: Tensor | None,
+        run: _Run,
+    ) -> Iterator[Tensor]:
+        gen = torch.Generator(self.device).manual_seed(run.seed)
+        if noise is None and latent_frames is not None:
+            shape = (1, self.vae.latent_channels, latent_frames, *latent_hw)
+            noise = torch.randn(shape, generator=gen, device=self.device)  # one call, as the release draws it
+        self.noise_bytes = 0 if noise is None else noise.nbytes
+        try:
+            if self.mode == "bidirectional_short":
+                yield from self._bidirectional(torch.cat(list(latents), dim=2), noise, run)
+            else:
+                yield from self._streaming(latents, latent_frames, latent_hw, noise, gen, run)
+        finally:
+            self._held = {}
+
+    def _bidirectional(self, source: Tensor, noise: Tensor, run: _Run) -> Iterator[Tensor]:
+        settings, prompts = run.settings, run.prompts
+        source = source.to(self.dtype)
         guided = settings.cfg_scale > 1.0
-        caption = torch.cat([negative.caption, positive.caption]) if guided else positive.caption
-        mask = torch.cat([negative.mask, positive.mask]) if guided else positive.mask
-        source_in = torch.cat([source, source]) if guided else source
+        caption, mask, source_in = prompts.positive.caption, prompts.positive.mask, source
+        if guided:  # batch order [uncond, cond]
+            caption = torch.cat([prompts.negative.caption, caption])
+            mask = torch.cat([prompts.negative.mask, mask])
+            source_in = torch.cat([source, source])
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
             return self.dit(x, t, caption, mask, source_in)
 
-        def on_step(done: int, total: int) -> None:
-            if progress is not None:
-                progress("denoise", done, total)
-
         latents = sample_flow_dpm_solver(
-            velocity, noise, steps=settings.steps, shift=settings.flow_shift,
-            cfg_scale=settings.cfg_scale, on_step=on_step,
+            velocity, noise, steps=settings.steps, shift=settings.flow_shift, cfg_scale=settings.cfg_scale,
+            on_step=lambda done, total: run.report("denoise", done, total),
         )  # fmt: skip
+        run.keep(noise, source, latents)
         yield self.vae.decode(latents.to(self.dtype))[0]
 
-    def _streaming(self, chunks, noise, positive, settings, progress) -> Iterator[Tensor]:
+    def _streaming(
+        self,
+        latents: Iterator[Tensor],
+        latent_frames: int | None,
+        latent_hw: tuple[int, int],
+        noise: Tensor | None,
+        gen: torch.Generator,
+        run: _Run,
+    ) -> Iterator[Tensor]:
+        settings = run.settings
         if settings.cfg_scale != 1.0:
             raise ValueError(
                 "classifier-free guidance is not supported in long_streaming (the release crashes)"
             )
-        T, h, w = noise.shape[2], noise.shape[3], noise.shape[4]
-        boundaries = chunk_boundaries(T, settings.base_chunk_frames)
+        base = settings.base_chunk_frames
         policy = WindowPolicy(settings.num_cached_blocks, settings.sink_token)
+        if latent_frames is not None:
+            boundaries = chunk_boundaries(latent_frames, base)
+            sizes = [b - a for a, b in itertools.pairwise(boundaries)]
+            window = policy.window_frames(boundaries)
+        elif settings.num_cached_blocks > 0:
+            sizes, window = [], base * (settings.num_cached_blocks + 1)  # chunks of `base` as they arrive
+        else:
+            raise ValueError("num_cached_blocks <= 0 (full history) needs a source of known length")
         state = StreamingState.allocate(
-            self.dit.config, batch=1, height=h, width=w, window_frames=policy.window_frames(boundaries),
+            self.dit.config, batch=1, height=latent_hw[0], width=latent_hw[1], window_frames=window,
             device=self.device, dtype=self.dtype,
         )  # fmt: skip
-        sampler = StreamingSampler(self.dit, positive, state, steps=settings.steps, shift=settings.flow_shift,
-                                   policy=policy)  # fmt: skip
-        encoder, decoder = self.vae.chunked_encoder(), self.vae.incremental_decoder()
-        pending = noise.new_empty(1, noise.shape[1], 0, h, w, dtype=self.vae.dtype)
-        self._held = [state, encoder, decoder, pending]
-        chunk = 0
-        for pixels in chunks:
-            pending = torch.cat([pending, encoder.push(pixels[None])], dim=2)
-            while (
-                chunk < len(boundaries) - 1 and pending.shape[2] >= boundaries[chunk + 1] - boundaries[chunk]
-            ):
-                s, e = boundaries[chunk], boundaries[chunk + 1]
-                source, pending = pending[:, :, : e - s].to(self.dtype), pending[:, :, e - s :].clone()
-                self._held[3] = pending
-                latents = sampler.denoise_chunk(noise[:, :, s:e], source, s, last=e == T)
-                out = decoder.push(latents.to(self.dtype))
-                chunk += 1
-                if progress is not None:
-                    progress("chunk", chunk, len(boundaries) - 1)
-                if out.shape[2]:
-                    yield out[0]
+        sampler = StreamingSampler(self.dit, run.prompts.positive, state, steps=settings.steps,
+                                   shift=settings.flow_shift, policy=policy)  # fmt: skip
+        decoder = self.vae.incremental_decoder()
+        pending = torch.empty(
+            1, self.vae.latent_channels, 0, *latent_hw, device=self.device, dtype=self.vae.dtype
+        )
+        self._held.update(state=state, decoder=decoder, pending=pending)
+        start = chunk = 0
+
+        def size_of(c: int) -> int:
+            return sizes[c] if latent_frames is not None else base
+
+        def denoise(n: int, last: bool) -> Tensor:
+            nonlocal pending, start, chunk
+            source = pending[:, :, :n].to(self.dtype)
+            pending = pending[:, :, n:].clone()  # drop the consumed frames' storage
+            self._held["pending"] = pending
+            if noise is not None:
+                chunk_noise = noise[:, :, start : start + n]
+            else:  # unknown length: per-chunk noise from the seeded generator
+                shape = (1, self.vae.latent_channels, n, *latent_hw)
+                chunk_noise = torch.randn(shape, generator=gen, device=self.device)
+            x = sampler.denoise_chunk(chunk_noise, source, start, last)
+            run.keep(chunk_noise, source, x)
+            start, chunk = start + n, chunk + 1
+            run.report("chunk", chunk, len(sizes) or None)
+            return decoder.push(x.to(self.dtype))
+
+        for z in latents:
+            pending = torch.cat([pending, z], dim=2)
+            self._held["pending"] = pending
+            while (latent_frames is None or chunk < len(sizes)) and pending.shape[2] >= size_of(chunk):
+                last = latent_frames is not None and chunk == len(sizes) - 1
+                frames = denoise(size_of(chunk), last)
+                if frames.shape[2]:
+                    yield frames[0]
+        if latent_frames is None and pending.shape[2]:  # the stream ended inside a chunk
+            if chunk == 0:
+                raise SourceTooShortError(
+                    f"the source is too short to stream ({pending.shape[2]} latent frames)"
+                )
+            frames = denoise(pending.shape[2], last=True)
+            if frames.shape[2]:
+                yield frames[0]
+        if latent_frames is not None and start != latent_frames:
+            raise SourceTooShortError(f"the source gave {start} of {latent_frames} latent frames")
         tail = decoder.flush()
-        self._held = []
         if tail.shape[2]:
             yield tail[0]
 
@@ -305,35 +460,77 @@ class SanaStreamingPipeline:
 
     def edit(
         self,
-        source: str | Path,
+        source: str | Path | SourceLatents,
         output: str | Path,
         options: EditOptions,
         *,
         fps: float | None = None,
         audio: bool = True,
         overwrite: bool = False,
+        prompts: PromptEmbeddings | None = None,
+        latent_path: str | Path | None = None,
         progress: ProgressFn | None = None,
     ) -> EditResult:
-        """Edit `source` into the MP4 `output` (written atomically). `fps` defaults to the source's rate;
-        the source audio of the edited span is copied unless `audio` is off or `fps` differs."""
-        with open_video(source, options.height, options.width) as probe:
-            info = probe.info
-        source_fps = info.fps or Fraction(16)
-        out_fps = Fraction(fps).limit_denominator(100_000) if fps else source_fps
-        keep_audio = audio and info.has_audio
-        if keep_audio and out_fps != source_fps:
-            logger.warning(
-                "dropping the audio: --fps %s differs from the source rate %s", out_fps, source_fps
-            )
-            keep_audio = False
-        writer = VideoWriter(
-            output, out_fps, options.width, options.height, overwrite=overwrite,
-            audio_from=source if keep_audio else None,
-        )  # fmt: skip
-        with writer:
-            for frames in self.stream(source, options, progress):
-                writer.write(frames.float().cpu())
+        """Edit `source` into the MP4 `output` (written atomically). `fps` defaults to the source's rate
+        (16 for latents); the source audio of the edited span is copied unless `audio` is off or `fps`
+        differs from the source's. `latent_path` also saves the release's debug latents."""
+        width, height = options.width // 32 * 32, options.height // 32 * 32
+        if isinstance(source, SourceLatents):
+            width, height = 32 * source.source.shape[4], 32 * source.source.shape[3]
+            opened: contextlib.AbstractContextManager = contextlib.nullcontext(source)
+        else:
+            opened = open_video(source, height, width, chunk_frames=24, max_frames=options.num_frames)
+        with opened as reader:
+            source_fps, has_audio = RELEASE_FPS, False
+            if isinstance(reader, VideoReader):
+                source_fps, has_audio = reader.info.fps or RELEASE_FPS, reader.info.has_audio
+            out_fps = Fraction(fps).limit_denominator(100_000) if fps else source_fps
+            keep_audio = audio and has_audio
+            if keep_audio and not isinstance(source, (str, Path)):
+                logger.warning("dropping the audio: it is copied only from a source file")
+                keep_audio = False
+            if keep_audio and out_fps != source_fps:
+                logger.warning(
+                    "dropping the audio: --fps %s differs from the source rate %s", out_fps, source_fps
+                )
+                keep_audio = False
+            record = LatentRecord() if latent_path is not None else None
+            writer = VideoWriter(
+                output, out_fps, width, height, overwrite=overwrite,
+                audio_from=source if keep_audio else None,  # type: ignore[arg-type]
+            )  # fmt: skip
+            with writer:
+                for frames in self.stream(reader, options, prompts=prompts, record=record, progress=progress):
+                    writer.write(frames.float().cpu())
+                if record is not None:
+                    _save_atomically(record.stacked(), Path(latent_path), overwrite)  # type: ignore[arg-type]
         return EditResult(path=Path(output), frames=writer.frames_written, fps=out_fps, audio=keep_audio)
+
+
+@dataclass
+class _Run:
+    """What one `stream` call carries through its stages."""
+
+    settings: SamplerConfig
+    prompts: PromptEmbeddings
+    seed: int
+    record: LatentRecord | None
+    progress: ProgressFn | None
+
+    def report(self, stage: str, done: int, total: int | None) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+    def keep(self, noise: Tensor, source: Tensor, result: Tensor) -> None:
+        if self.record is not None:
+            self.record.noise.append(noise.cpu())
+            self.record.source.append(source.cpu())
+            self.record.result.append(result.cpu())
+
+
+def _floor_8k1(frames: int) -> int:
+    """Largest 8k+1 frame count not above `frames` (the VAE's temporal stride)."""
+    return (frames - 1) // 8 * 8 + 1
 
 
 def _limit_frames(chunks: Iterator[Tensor], frames: int) -> Iterator[Tensor]:
@@ -346,7 +543,14 @@ def _limit_frames(chunks: Iterator[Tensor], frames: int) -> Iterator[Tensor]:
             given += take
         if given >= frames:
             return
-    if given < frames:
-        raise SourceTooShortError(
-            f"the source has {given} frames, fewer than the {frames} asked for (use --num_frames all)"
-        )
+    raise SourceTooShortError(
+        f"the source has {given} frames, fewer than the {frames} asked for (use --num_frames all)"
+    )
+
+
+def _save_atomically(tensor: Tensor, path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists (use --overwrite to replace it)")
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(tensor, tmp)
+    tmp.replace(path)

@@ -112,9 +112,21 @@ class VideoReader:
             width=self._stream.width,
             height=self._stream.height,
             fps=Fraction(rate) if rate else None,
-            num_frames=self._stream.frames or None,
+            num_frames=self._stream.frames or self._count_frames(source),
             has_audio=bool(self._container.streams.audio),
         )
+
+    def _count_frames(self, source: VideoSource) -> int | None:
+        """Frame count of a local file whose container does not store it (e.g. Matroska), by demuxing
+        its packets in a second pass (no decoding); None for streams, which cannot be read twice."""
+        if not isinstance(source, (str, Path)) or "://" in str(source) or str(source).startswith("pipe:"):
+            return None
+        try:
+            with av.open(str(Path(source).expanduser()), mode="r") as container:
+                stream = container.streams.video[0]
+                return sum(1 for packet in container.demux(stream) if packet.size) or None
+        except av.error.FFmpegError:
+            return None
 
     def frames(self) -> Iterator[np.ndarray]:
         """uint8 RGB frames `[H_src, W_src, 3]` in decode order (PyAV's rgb24 conversion, as imageio's

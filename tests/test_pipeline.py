@@ -1,0 +1,123 @@
+"""The streaming pipeline on the tiny config: causality, flat memory, unknown-length sources, debug files."""
+
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from helpers_video import clip_frames
+
+from sana_streaming.pipeline import (
+    EditOptions,
+    LatentRecord,
+    SanaStreamingPipeline,
+    load_latent_file,
+)
+
+OPTIONS = EditOptions(prompt="make it blue", height=64, width=96)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return SanaStreamingPipeline.from_config(
+        "tiny_random", "long_streaming", random_weights=True, device="cpu"
+    )
+
+
+def write_lossless(path: Path, frames: np.ndarray, fps: int = 24) -> None:
+    """FFV1 in Matroska: decoded pixels equal `frames` exactly, and the file streams through a pipe."""
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("ffv1", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "bgr0"
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+def run(pipe, source, options=OPTIONS, **kwargs):
+    record = LatentRecord()
+    frames = list(pipe.stream(source, options, record=record, **kwargs))
+    return torch.cat(frames, dim=1), record
+
+
+def test_latents_are_causal_in_the_source(tmp_path, pipe):
+    """81 frames = 11 latents = chunks [0,5) [5,8) [8,11): changing frames from 57 on (latent 8 onward)
+    leaves chunks 0 and 1 bit-identical and changes chunk 2."""
+    frames = clip_frames(81, 70, 100, seed=1)
+    changed = frames.copy()
+    changed[57:] = clip_frames(24, 70, 100, seed=2)
+    write_lossless(tmp_path / "a.mkv", frames)
+    write_lossless(tmp_path / "b.mkv", changed)
+    _, a = run(pipe, tmp_path / "a.mkv")
+    _, b = run(pipe, tmp_path / "b.mkv")
+    assert [r.shape[2] for r in a.result] == [5, 3, 3]
+    assert torch.equal(a.result[0], b.result[0]) and torch.equal(a.result[1], b.result[1])
+    assert not torch.allclose(a.result[2], b.result[2])
+
+
+def test_live_bytes_do_not_grow_with_length(tmp_path, pipe):
+    peaks = []
+    for count in (105, 441):  # 14 and 56 latent frames: both start with a 5-frame chunk
+        write_lossless(tmp_path / f"{count}.mkv", clip_frames(count, 70, 100))
+        seen: list[int] = []
+
+        def progress(*_, seen=seen):
+            seen.append(pipe.live_bytes())
+
+        video, record = run(pipe, tmp_path / f"{count}.mkv", progress=progress)
+        assert video.shape[1] == count and len(seen) == len(record.result)
+        peaks.append(max(seen))
+    assert peaks[1] <= peaks[0], peaks
+    assert pipe.live_bytes() == 0  # nothing held once the stream ended
+
+
+def test_unknown_length_source_from_a_pipe(tmp_path, pipe):
+    write_lossless(tmp_path / "clip.mkv", clip_frames(60, 70, 100))
+    cat = subprocess.Popen(["cat", str(tmp_path / "clip.mkv")], stdout=subprocess.PIPE)
+    try:
+        video, record = run(pipe, cat.stdout)
+    finally:
+        cat.wait()
+    # 60 frames -> latents from frames 0, 8, ..., 56 (8 of them): chunks of 3 as they arrive, then 2.
+    assert [r.shape[2] for r in record.result] == [3, 3, 2]
+    assert video.shape[1] == 57 and pipe.noise_bytes == 0
+
+
+def test_source_latents_replace_the_video(tmp_path, pipe):
+    write_lossless(tmp_path / "clip.mkv", clip_frames(41, 70, 100))
+    video, record = run(pipe, tmp_path / "clip.mkv")
+    path = tmp_path / "latent.pt"
+    torch.save(record.stacked(), path)
+    assert record.stacked().shape == (3, 16, 6, 2, 3)
+    again, record2 = run(pipe, load_latent_file(path))
+    assert torch.equal(again, video)
+    assert torch.equal(record2.stacked(), record.stacked())
+
+
+def test_sigint_mid_run_exits_130_and_leaves_nothing(tmp_path):
+    write_lossless(tmp_path / "clip.mkv", clip_frames(400, 70, 100))
+    repo = Path(__file__).resolve().parents[1]
+    args = [sys.executable, "-m", "sana_streaming.cli", "--config", "tiny_random", "--random_weights",
+            "--device", "cpu", "--video_path", "clip.mkv", "--prompt", "x", "--num_frames", "all",
+            "--height", "64", "--width", "96"]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=tmp_path, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    outputs = tmp_path / "outputs"
+    import signal
+    import time
+
+    deadline = time.monotonic() + 60
+    while not (outputs.exists() and any(outputs.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the writer's temporary file appears when the edit starts
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert list(outputs.iterdir()) == []
