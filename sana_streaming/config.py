@@ -113,7 +113,7 @@ class VAEConfig:
     architecture: dict[str, Any] | None = None
     # Streaming decode (ours, not a release key): "release_tiles" reproduces the release's temporal-tile
     # decode (default, ~3 latent frames of lag); "exact" equals the untiled whole-clip decode with a
-    # look-ahead of 22 latent frames at the released depth, about 1/4 of the tile mode's decoder work.
+    # look-ahead of 22 latent frames at the released depth, about a third of the tile mode's decoder time.
     decode: Literal["release_tiles", "exact"] = "release_tiles"
 
     def __post_init__(self) -> None:
