@@ -103,3 +103,81 @@ def test_release_entry_point_script_dry_run(workdir):
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "output: " + str(workdir / "outputs" / "clip_long_streaming.mp4") in done.stdout
+
+
+def test_save_latent_and_input_files_round_trip(workdir):
+    """--save_latent writes the release's (3, C, T, h, w) file; --input_latent_path and
+    --input_text_embed_path reproduce the same result without reading the video or the text."""
+    import torch
+
+    from sana_streaming.config import load_config
+    from sana_streaming.models.text_encoder import TextEncoder, positive_prompt_text
+
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=33, fps=24, width=100, height=70)
+    assert main(tiny_args(src, "--num_frames", "all", "--save_latent", "--output_name", "a.mp4")) == 0
+    saved = torch.load(workdir / "outputs" / "a_latent.pt", weights_only=True)
+    assert saved.shape == (3, 16, 5, 2, 3) and saved.dtype == torch.float32
+    text = TextEncoder.from_config(load_config("tiny_random").text_encoder)
+    pos = text.encode_prompt(positive_prompt_text("make it blue", 0))
+    neg = text.encode_negative("")
+    embeds = {"prompt_embeds": pos.embeds, "prompt_mask": pos.mask,
+              "negative_embeds": neg.embeds, "negative_mask": neg.mask}  # fmt: skip
+    torch.save(embeds, workdir / "text.pt")
+    args = ["--input_latent_path", str(workdir / "outputs" / "a_latent.pt"), "--input_text_embed_path",
+            str(workdir / "text.pt"), "--save_latent", "--output_name", "b.mp4"]  # fmt: skip
+    assert main(tiny_args(workdir / "absent.mp4", *args)) == 0
+    again = torch.load(workdir / "outputs" / "b_latent.pt", weights_only=True)
+    assert torch.equal(again, saved)
+    assert probe(workdir / "outputs" / "b.mp4")["frames"] == 33
+
+
+def test_bad_debug_file_exits_1(workdir, capsys):
+    import torch
+
+    torch.save({"prompt_embeds": torch.ones(1)}, workdir / "text.pt")
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    assert main(tiny_args(src, "--input_text_embed_path", str(workdir / "text.pt"))) == 1
+    assert "prompt_mask" in capsys.readouterr().err
+
+
+def fake_hub_cache(root: Path, repo: str, files: dict[str, bytes]) -> None:
+    """The hub cache layout huggingface_hub reads offline: refs/main → snapshot folder with the files."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    for name, data in files.items():
+        path = folder / "snapshots" / commit / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def test_quick_start_dry_run_against_a_fake_hub_cache(workdir):
+    """README's quick start (`sana-streaming`, no arguments) resolves every default offline."""
+    cache = workdir / "hub"
+    make_clip(workdir / "demo.mp4", num_frames=9, fps=16)
+    fake_hub_cache(cache, "Efficient-Large-Model/SANA-Streaming", {
+        "dit/sana_streaming_ar.pth": b"tiny stand-in",
+        "source/09_style_transfer_source.mp4": (workdir / "demo.mp4").read_bytes(),
+    })  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    done = subprocess.run([sys.executable, "-m", "sana_streaming.cli", "--dry_run"], env=env, cwd=workdir,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    plan = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert plan["mode"] == "long_streaming" and plan["num_frames"] == "969"
+    assert plan["model_path"].endswith(
+        "snapshots/0123456789abcdef0123456789abcdef01234567/dit/sana_streaming_ar.pth"
+    )
+    assert plan["video_path"].endswith("source/09_style_transfer_source.mp4")
+    assert plan["output"] == str(workdir / "outputs" / "09_style_transfer_source_long_streaming.mp4")
+    assert plan["config"].endswith("sana_streaming_2b_720p.yaml")
+    assert plan["prompt"].startswith("Transform the entire scene into a breathtaking Sci-Fi Art")
+    # Not cached: one line naming the download command, exit 1.
+    env["HF_HUB_CACHE"] = str(workdir / "empty")
+    done = subprocess.run([sys.executable, "-m", "sana_streaming.cli", "--dry_run"], env=env, cwd=workdir,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 1
+    assert "hf download Efficient-Large-Model/SANA-Streaming dit/sana_streaming_ar.pth" in done.stderr
