@@ -2,8 +2,8 @@
 
 For every shape: CUDA-event medians of eager calls and of CUDA-graph replays, rotating over four input
 sets (so q/k/v do not sit in L2 between calls), for the Triton core (default precision for bf16
-inputs) and the PyTorch path (`gdn_core_torch`). At the hot-loop shape it also sweeps launch configs
-and records per-kernel device times from the profiler. Writes JSON; `make_results.py` renders it.
+inputs) and the PyTorch path (`gdn_core_torch`). Per-kernel times and launch-config variants are
+`gdn_profile.py`'s job. Writes JSON; `make_results.py` renders it.
 
     PYTHONPATH=. python kernels/gdn_bench.py --out gdn_bench.json
 """
@@ -24,18 +24,6 @@ from sana_streaming.ops.gdn_reference import gdn_core_torch
 from sana_streaming.ops.gdn_triton import LaunchConfig, gdn_core_triton_parts
 
 SETS = 4  # input sets rotated per timing (4 × 24 MB > 50 MB of L2 at the hot loop)
-SWEEP = {  # candidate launch configs at the hot-loop shape (differences from LaunchConfig())
-    "default": {},
-    "reduce bs64": {"reduce_block_s": 64},
-    "reduce cols64": {"reduce_cols": 64},
-    "reduce 4 warps": {"reduce_warps": 4},
-    "scan cols32": {"scan_cols": 32, "scan_warps": 4},
-    "scan 8 warps": {"scan_warps": 8},
-    "emit bs32 4w": {"emit_block_s": 32, "emit_warps": 4},
-    "emit bs128": {"emit_block_s": 128},
-    "emit 1056 progs": {"emit_programs": 1056},
-    "emit 264 progs": {"emit_programs": 264},
-}
 
 
 def median_ms(fn, repeats: int, warmup: int = 3) -> float:
@@ -89,25 +77,6 @@ def rotating(calls):
     return lambda: calls[next(it) % len(calls)]()
 
 
-def kernel_times(calls, repeats: int = 20) -> dict[str, float]:
-    """Mean device time per call of each kernel, from the profiler."""
-    from torch.profiler import ProfilerActivity, profile
-
-    for call in calls:
-        call()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for r in range(repeats):
-            calls[r % len(calls)]()
-        torch.cuda.synchronize()
-    out = {}
-    for evt in prof.key_averages():
-        total = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
-        if total > 0:
-            out[evt.key] = total / repeats / 1000  # ms per call
-    return out
-
-
 def traffic_and_flops(shape) -> tuple[float, float]:
     """Fewest bytes (inputs read once, output written once, bf16) and FLOPs of one call."""
     B, T, S, H, D = shape
@@ -123,7 +92,6 @@ def main() -> None:
     parser.add_argument("--out", default="gdn_bench.json")
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--torch-repeats", type=int, default=10)
-    parser.add_argument("--no-sweep", action="store_true")
     args = parser.parse_args()
     results = {
         "gpu": torch.cuda.get_device_name(),
@@ -134,23 +102,8 @@ def main() -> None:
         "sets": SETS,
         "default_config": dataclasses.asdict(LaunchConfig()),
         "shapes": [],
-        "sweep": [],
     }
     with torch.no_grad():
-        if not args.no_sweep:
-            hot = SHAPES["hot loop"]
-            for name, change in SWEEP.items():
-                cfg = dataclasses.replace(LaunchConfig(), **change)
-                try:
-                    ms = graph_ms(calls_for(hot, "triton", cfg), args.repeats)
-                except Exception as exc:  # a config that does not compile or launch
-                    results["sweep"].append(
-                        {"name": name, "change": change, "error": f"{type(exc).__name__}: {exc}"[:300]}
-                    )
-                    continue
-                results["sweep"].append({"name": name, "change": change, "graph_ms": ms})
-                print(f"sweep {name:<16} {ms * 1000:8.1f} us", flush=True)
-            results["kernels_hot_loop_ms"] = kernel_times(calls_for(hot, "triton"))
         for name, shape in SHAPES.items():
             row = {"name": name, "shape": shape}
             bytes_, flops = traffic_and_flops(shape)
@@ -164,6 +117,8 @@ def main() -> None:
             del ref
             torch.cuda.empty_cache()
             results["shapes"].append(row)
+            with open(args.out, "w") as f:  # written as we go: a later failure keeps what was measured
+                json.dump(results, f, indent=1)
             print(
                 f"{name:<13} {shape!s:<22} triton eager {row['triton_eager_ms']:7.3f} ms  graph "
                 f"{row['triton_graph_ms']:7.3f} ms  torch {row['torch_eager_ms']:7.3f} ms",
