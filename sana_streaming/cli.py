@@ -35,7 +35,7 @@ DEMOS: dict[str, tuple[str, str]] = {
         "of the metallic jewelry behind.",
     ),
 }
-SUBCOMMANDS = ("edit", "convert")
+SUBCOMMANDS = ("edit", "convert", "bench")
 
 
 class UsageError(ValueError):
@@ -113,7 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("output", help="file to write (.safetensors)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     convert.set_defaults(func=_convert)
+    bench = sub.add_parser("bench", help="time a whole edit of a synthetic clip (random weights by default)")
+    from sana_streaming.bench import add_bench_arguments
+
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_bench)
     return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from sana_streaming.bench import run_bench
+
+    return run_bench(args)
 
 
 def _convert(args: argparse.Namespace) -> int:

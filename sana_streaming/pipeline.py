@@ -34,6 +34,7 @@ from sana_streaming.sampling.streaming import (
     WindowPolicy,
     chunk_boundaries,
 )
+from sana_streaming.timing import StageTimer
 from sana_streaming.video.reader import VideoReader, VideoSource, open_video
 from sana_streaming.video.writer import VideoWriter
 
@@ -287,6 +288,7 @@ class SanaStreamingPipeline:
         prompts: PromptEmbeddings | None = None,
         record: LatentRecord | None = None,
         progress: ProgressFn | None = None,
+        timer: StageTimer | None = None,
     ) -> Iterator[Tensor]:
         """Yield edited frames `[3, F, H, W]` (VAE dtype, about [-1, 1]) chunk by chunk.
 
@@ -294,9 +296,10 @@ class SanaStreamingPipeline:
         used as is) or `SourceLatents`; `prompts`
         replaces text encoding; `record` collects the latents (`--save_latent`)."""
         settings = self.sampler_settings(options)
-        prompts = prompts or self.encode_prompts(options)
+        with _stage(timer, "text"):
+            prompts = prompts or self.encode_prompts(options)
         prompts = PromptEmbeddings(self._on_device(prompts.positive), self._on_device(prompts.negative))
-        run = _Run(settings, prompts, options.seed, record, progress)
+        run = _Run(settings, prompts, options.seed, record, progress, timer)
         if isinstance(source, SourceLatents):
             _, _, T, h, w = source.source.shape
             noise = source.noise.to(self.device)
@@ -316,22 +319,24 @@ class SanaStreamingPipeline:
             if self.mode == "bidirectional_short":  # the release encodes the whole clip at once
                 clip = torch.cat(list(pixels), dim=1)
                 clip = clip[:, : _floor_8k1(clip.shape[1])]
-                latents = self.vae.encode(clip[None].to(self.device))
+                with run.stage("encode"):
+                    latents = self.vae.encode(clip[None].to(self.device))
                 yield from self._sample(iter([latents]), latents.shape[2], (h, w), None, run)
             else:
                 frames = None if total is None else (total - 1) // 8 + 1
-                yield from self._sample(self._encode(pixels, known_length=total is not None), frames, (h, w),
-                                        None, run)  # fmt: skip
+                latents = self._encode(pixels, known_length=total is not None, run=run)
+                yield from self._sample(latents, frames, (h, w), None, run)
 
     def _on_device(self, conditions: StreamingConditions) -> StreamingConditions:
         return StreamingConditions(conditions.caption.to(self.device), conditions.mask.to(self.device))
 
-    def _encode(self, pixels: Iterator[Tensor], known_length: bool) -> Iterator[Tensor]:
+    def _encode(self, pixels: Iterator[Tensor], known_length: bool, run: _Run) -> Iterator[Tensor]:
         """Normalised source latents as soon as the chunked causal encoder makes them final."""
         encoder = self.vae.chunked_encoder()
         self._held["encoder"] = encoder
         for chunk in pixels:
-            z = encoder.push(chunk[None])
+            with run.stage("encode"):
+                z = encoder.push(chunk[None].to(self.device))
             if z.shape[2]:
                 yield z
         if known_length:  # checks the 8k+1 length; a causal encoder has nothing left to emit
@@ -371,12 +376,15 @@ class SanaStreamingPipeline:
         def velocity(x: Tensor, t: Tensor) -> Tensor:
             return self.dit(x, t, caption, mask, source_in)
 
-        latents = sample_flow_dpm_solver(
-            velocity, noise, steps=settings.steps, shift=settings.flow_shift, cfg_scale=settings.cfg_scale,
-            on_step=lambda done, total: run.report("denoise", done, total),
-        )  # fmt: skip
+        with run.stage("dit"):
+            latents = sample_flow_dpm_solver(
+                velocity, noise, steps=settings.steps, shift=settings.flow_shift,
+                cfg_scale=settings.cfg_scale, on_step=lambda done, total: run.report("denoise", done, total),
+            )  # fmt: skip
         run.keep(noise, source, latents)
-        yield self.vae.decode(latents.to(self.dtype))[0]
+        with run.stage("decode"):
+            frames = self.vae.decode(latents.to(self.dtype))[0]
+        yield frames
 
     def _streaming(
         self,
@@ -428,11 +436,13 @@ class SanaStreamingPipeline:
             else:  # unknown length: per-chunk noise from the seeded generator
                 shape = (1, self.vae.latent_channels, n, *latent_hw)
                 chunk_noise = torch.randn(shape, generator=gen, device=self.device)
-            x = sampler.denoise_chunk(chunk_noise, source, start, last)
+            with run.stage("dit"):
+                x = sampler.denoise_chunk(chunk_noise, source, start, last)
             run.keep(chunk_noise, source, x)
             start, chunk = start + n, chunk + 1
             run.report("chunk", chunk, len(sizes) or None)
-            return decoder.push(x.to(self.dtype))
+            with run.stage("decode"):
+                return decoder.push(x.to(self.dtype))
 
         for z in latents:
             pending = torch.cat([pending, z], dim=2)
@@ -452,7 +462,8 @@ class SanaStreamingPipeline:
                 yield frames[0]
         if latent_frames is not None and start != latent_frames:
             raise SourceTooShortError(f"the source gave {start} of {latent_frames} latent frames")
-        tail = decoder.flush()
+        with run.stage("decode"):
+            tail = decoder.flush()
         if tail.shape[2]:
             yield tail[0]
 
@@ -470,6 +481,7 @@ class SanaStreamingPipeline:
         prompts: PromptEmbeddings | None = None,
         latent_path: str | Path | None = None,
         progress: ProgressFn | None = None,
+        timer: StageTimer | None = None,
     ) -> EditResult:
         """Edit `source` into the MP4 `output` (written atomically). `fps` defaults to the source's rate
         (16 for latents); the source audio of the edited span is copied unless `audio` is off or `fps`
@@ -500,8 +512,11 @@ class SanaStreamingPipeline:
                 audio_from=source if keep_audio else None,  # type: ignore[arg-type]
             )  # fmt: skip
             with writer:
-                for frames in self.stream(reader, options, prompts=prompts, record=record, progress=progress):
-                    writer.write(frames.float().cpu())
+                stream = self.stream(reader, options, prompts=prompts, record=record, progress=progress,
+                                     timer=timer)  # fmt: skip
+                for frames in stream:
+                    with _stage(timer, "write"):
+                        writer.write(frames.float().cpu())
                 if record is not None:
                     _save_atomically(record.stacked(), Path(latent_path), overwrite)  # type: ignore[arg-type]
         return EditResult(path=Path(output), frames=writer.frames_written, fps=out_fps, audio=keep_audio)
@@ -516,6 +531,10 @@ class _Run:
     seed: int
     record: LatentRecord | None
     progress: ProgressFn | None
+    timer: StageTimer | None = None
+
+    def stage(self, name: str) -> contextlib.AbstractContextManager:
+        return _stage(self.timer, name)
 
     def report(self, stage: str, done: int, total: int | None) -> None:
         if self.progress is not None:
@@ -526,6 +545,11 @@ class _Run:
             self.record.noise.append(noise.cpu())
             self.record.source.append(source.cpu())
             self.record.result.append(result.cpu())
+
+
+def _stage(timer: StageTimer | None, name: str) -> contextlib.AbstractContextManager:
+    """Time a stage when a timer was given (benchmarks), else do nothing."""
+    return timer(name) if timer is not None else contextlib.nullcontext()
 
 
 def _floor_8k1(frames: int) -> int:

@@ -1,0 +1,96 @@
+"""`sana-streaming bench`: time a whole edit (reader → VAE → DiT → VAE → writer) on a synthetic clip.
+
+Random weights by default (the released architecture at full size), so it runs anywhere without
+downloads. A short warm-up edit runs first (kernel compilation, cuDNN autotuning); then `--repeats`
+measured edits. Per-stage times come from a `StageTimer` that synchronises the device at stage
+boundaries, so stages do not overlap while measured. Prints a table (medians) and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sana_streaming.pipeline import MODE_DEFAULTS, EditOptions, SanaStreamingPipeline
+from sana_streaming.timing import StageTimer
+from sana_streaming.video.synthetic import write_synthetic_clip
+
+STAGES = ("text", "encode", "dit", "decode", "write")
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--mode", choices=sorted(MODE_DEFAULTS), default="long_streaming")
+    add("--config", help="YAML config (default: the mode's release config)")
+    add("--model_path", help="time released weights instead of random ones")
+    add("--num_frames", type=int, help="frames of the synthetic clip (mode default: 81 / 969)")
+    add("--height", type=int, default=704)
+    add("--width", type=int, default=1280)
+    add("--warmup_frames", type=int, default=49)
+    add("--repeats", type=int, default=1)
+    add("--decode", choices=["release_tiles", "exact"])
+    add("--device")
+    add("--out", default="bench.json", help="JSON file for the results")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    defaults = MODE_DEFAULTS[args.mode]
+    frames = args.num_frames or int(defaults["num_frames"])  # type: ignore[arg-type]
+    pipe = SanaStreamingPipeline.from_config(
+        args.config or str(defaults["config"]), args.mode, model_path=args.model_path,
+        random_weights=args.model_path is None, device=args.device, decode=args.decode,
+    )  # fmt: skip
+    device = pipe.device
+    options = EditOptions(prompt="Turn the scene into a watercolour painting", height=args.height,
+                          width=args.width)  # fmt: skip
+    cuda = device.type == "cuda"
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        warm = write_synthetic_clip(Path(tmp) / "warm.mp4", args.warmup_frames, args.height, args.width)
+        clip = write_synthetic_clip(Path(tmp) / "clip.mp4", frames, args.height, args.width)
+        pipe.edit(warm, Path(tmp) / "warm_out.mp4", options, audio=False)
+        for _ in range(args.repeats):
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            timer = StageTimer(device)
+            start = time.perf_counter()
+            result = pipe.edit(clip, Path(tmp) / "out.mp4", options, audio=False, overwrite=True, timer=timer)
+            wall = time.perf_counter() - start
+            stages = {name: timer.seconds.get(name, 0.0) for name in STAGES}
+            runs.append({
+                "wall_s": wall,
+                **{f"{k}_s": v for k, v in stages.items()},
+                "other_s": wall - sum(stages.values()),
+                "frames": result.frames,
+                "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+            })  # fmt: skip
+    keys = [k for k in runs[0] if k.endswith("_s")]
+    median = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out_frames = runs[0]["frames"]
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "mode": args.mode,
+        "size": [args.height, args.width],
+        "frames": out_frames,
+        "repeats": args.repeats,
+        "median": median,
+        "fps_end_to_end": out_frames / median["wall_s"],
+        "fps_dit": out_frames / median["dit_s"] if median["dit_s"] else None,
+        "peak_gib": max((r["peak_gib"] or 0) for r in runs) or None,
+        "runs": runs,
+    }
+    print(f"{report['device']}  torch {report['torch']}  {args.mode}  {out_frames} frames "
+          f"{args.height}x{args.width}  median of {args.repeats}")  # fmt: skip
+    for key in keys:
+        print(f"  {key[:-2]:<8} {median[key]:9.2f} s")
+    print(f"  end-to-end {report['fps_end_to_end']:.1f} FPS; DiT alone {report['fps_dit'] or 0:.1f} FPS; "
+          f"peak {report['peak_gib'] or 0:.1f} GiB")  # fmt: skip
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    return 0
