@@ -21,13 +21,16 @@ from sana_streaming.ops.gdn_triton import LaunchConfig, gdn_core_triton_parts
 
 VARIANTS = {  # name: (shape name, precision, changes from LaunchConfig())
     "default": ("hot loop", "bf16", {}),
-    "reduce bs64": ("hot loop", "bf16", {"reduce_block_s": 64}),
+    "reduce 1 stage": ("hot loop", "bf16", {"reduce_stages": 1}),
+    "reduce bs64": ("hot loop", "bf16", {"reduce_block_s": 64, "reduce_stages": 1}),
     "reduce cols64": ("hot loop", "bf16", {"reduce_cols": 64}),
     "reduce 4 warps": ("hot loop", "bf16", {"reduce_warps": 4}),
     "scan cols32": ("hot loop", "bf16", {"scan_cols": 32}),
     "scan 8 warps": ("hot loop", "bf16", {"scan_warps": 8}),
-    "emit bs32 4w": ("hot loop", "bf16", {"emit_block_s": 32, "emit_warps": 4}),
+    "emit 2 stages": ("hot loop", "bf16", {"emit_stages": 2}),
+    "emit bs32 4w": ("hot loop", "bf16", {"emit_block_s": 32, "emit_warps": 4, "emit_stages": 2}),
     "emit 1056 progs": ("hot loop", "bf16", {"emit_programs": 1056}),
+    "emit 264 progs": ("hot loop", "bf16", {"emit_programs": 264}),
     "bidir default": ("bidir CFG", "bf16", {}),
     "tf32 default": ("hot loop", "tf32", {}),
 }

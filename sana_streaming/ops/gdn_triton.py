@@ -8,16 +8,17 @@ Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3,
    ReLU, κ on keys, RoPE from the (N, D/2) tables), β scaling, and one column block of one frame matrix —
    P = K̃ᵀ diag(β) K̃, A = K̃ᵀ diag(β) V or Π = Kᵀ diag(β) K (+ b = Kᵀ β) — accumulated over the frame's
    S tokens in fp32. Each program owns its output block: no partial sums, no atomics, deterministic.
-3. `_scan_kernel`, grid (B·H, D_pad / CB + 1): the forward scan from the initial state and the zero-seeded
-   backward scan, fp32 state with the identity applied in fp32 (`M ← g·(M − P M) + A`); programs
-   split M by value columns, the last program runs the normaliser scan z. Forward and backward states
-   go to separate buffers (no read-after-write inside a program); the final forward state is written
-   out when asked.
+3. `_scan_kernel`, grid (B·H, D_pad / CB + 1): the zero-seeded backward scan, then the forward scan
+   from the initial state, fp32 state with the identity applied in fp32 (`M ← g·(M − P M) + A`);
+   programs split M by value columns, the last program runs the normaliser scan z. It writes the
+   readout state M_t + R_t once (bf16 when the readout dots are bf16) and the final forward state
+   when asked.
 4. `_emit_kernel`, grid (B·H·T, S-splits): q features, num = q̃ (M_t + R_t), den = φ^q · (z_t + ζ_t),
    num / (den + ε) · SiLU(gate), written in the (B, N, C) layout `proj` reads.
 
 Precision (`precision=`): "bf16" — bf16 operands with fp32 accumulation for the reductions and the
-readout, tf32x3 (≈ fp32) for the scan; "tf32" — TF32 dots everywhere; "ieee" — fp32 FMA dots everywhere.
+readout (M_t + R_t rounded to bf16 once, as the readout operand), tf32x3 (≈ fp32) for the scan;
+"tf32" — TF32 dots everywhere; "ieee" — fp32 FMA dots everywhere.
 Features, state, normaliser, division and gate are fp32 in every mode. The Triton interpreter on CPU
 cannot run bf16 dots (it stores bf16 as raw 16-bit integers), so CPU tests use "tf32"/"ieee".
 
@@ -63,11 +64,13 @@ class LaunchConfig:
     reduce_block_s: int = 32
     reduce_cols: int = 32
     reduce_warps: int = 8
+    reduce_stages: int = 3
     scan_cols: int = 16
     scan_warps: int = 4
     scan_stages: int = 1
     emit_block_s: int = 64
     emit_warps: int = 8
+    emit_stages: int = 3
     emit_programs: int = 528  # target programs of the readout (4 per H100 SM)
 
 
@@ -220,17 +223,19 @@ def _frame_reduce_kernel(
 
 @triton.jit
 def _scan_kernel(
-    frame_ptr, bz_ptr, decay_ptr, kv0_ptr, z0_ptr, m_fwd_ptr, m_bwd_ptr, z_fwd_ptr, z_bwd_ptr,
+    frame_ptr, bz_ptr, decay_ptr, kv0_ptr, z0_ptr, m_hist_ptr, m_bwd_ptr, z_hist_ptr, z_bwd_ptr,
     kv_out_ptr, z_out_ptr, T, H, D,
     sdb, sdt, sdh, s0b, s0h, s0k, s0v, sz0b, sz0h, sz0k,
     HAS_STATE: tl.constexpr, WRITE_STATE: tl.constexpr,
     DP: tl.constexpr, CB: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
-    """Forward scan from the initial state and zero-seeded backward scan, per (batch, head).
+    """Zero-seeded backward scan, then the forward scan from the initial state, per (batch, head).
 
-    Programs 0 … DP/CB − 1 own CB value columns of M; the last program runs z. Histories
-    m_fwd/m_bwd: (B·H, T, DP, DP) fp32 (M_t, R_t); z_fwd/z_bwd: (B·H, T, DP); kv_out (B, H, D, D)
-    and z_out (B, H, D) contiguous fp32 receive the final forward state when WRITE_STATE."""
+    Programs 0 … DP/CB − 1 own CB value columns of M; the last program runs z. The backward states
+    R_t go to the fp32 scratch m_bwd/z_bwd (B·H, T, DP[, DP]); after a barrier the forward scan adds
+    them to M_t and writes the readout state M_t + R_t to m_hist (its dtype: bf16 for bf16 readout
+    dots) and z_t + ζ_t to z_hist (fp32). kv_out (B, H, D, D) and z_out (B, H, D) contiguous fp32
+    receive the final forward state when WRITE_STATE."""
     bh = tl.program_id(0)
     j = tl.program_id(1)
     b = bh // H
@@ -240,11 +245,22 @@ def _scan_kernel(
     r_mask = r < D
     bh64 = bh.to(tl.int64)
     mat_size: tl.constexpr = DP * DP
+    square = r[:, None] * DP + r[None, :]
     if j < n_blocks:
         c = j * CB + tl.arange(0, CB)
         c_mask = c < D
         tile = r[:, None] * DP + c[None, :]
-        square = r[:, None] * DP + r[None, :]
+        m = tl.zeros((DP, CB), dtype=tl.float32)
+        tl.store(m_bwd_ptr + (bh64 * T + T - 1) * mat_size + tile, m)
+        for i in range(T - 1):
+            t = T - 2 - i  # absorb frame t + 1, read by frame t
+            frame = frame_ptr + (bh64 * T + t + 1) * 3 * mat_size
+            p = tl.load(frame + square)
+            a = tl.load(frame + mat_size + tile)
+            g = tl.load(decay_ptr + b * sdb + (t + 1) * sdt + h * sdh).to(tl.float32)
+            m = g * (m - _mm(p, m, tl.zeros((DP, CB), dtype=tl.float32), DOT)) + a
+            tl.store(m_bwd_ptr + (bh64 * T + t) * mat_size + tile, m)
+        tl.debug_barrier()  # R_t written by other threads of this program is read below
         m = tl.zeros((DP, CB), dtype=tl.float32)
         if HAS_STATE:
             mask = r_mask[:, None] & c_mask[None, :]
@@ -256,34 +272,13 @@ def _scan_kernel(
             a = tl.load(frame + mat_size + tile)
             g = tl.load(decay_ptr + b * sdb + t * sdt + h * sdh).to(tl.float32)
             m = g * (m - _mm(p, m, tl.zeros((DP, CB), dtype=tl.float32), DOT)) + a
-            tl.store(m_fwd_ptr + (bh64 * T + t) * mat_size + tile, m)
+            back = tl.load(m_bwd_ptr + (bh64 * T + t) * mat_size + tile)
+            hist = m_hist_ptr + (bh64 * T + t) * mat_size + tile
+            tl.store(hist, (m + back).to(m_hist_ptr.dtype.element_ty))
         if WRITE_STATE:
             mask = r_mask[:, None] & c_mask[None, :]
             tl.store(kv_out_ptr + bh64 * D * D + r[:, None] * D + c[None, :], m, mask=mask)
-        m = tl.zeros((DP, CB), dtype=tl.float32)
-        tl.store(m_bwd_ptr + (bh64 * T + T - 1) * mat_size + tile, m)
-        for i in range(T - 1):
-            t = T - 2 - i  # absorb frame t + 1, read by frame t
-            frame = frame_ptr + (bh64 * T + t + 1) * 3 * mat_size
-            p = tl.load(frame + square)
-            a = tl.load(frame + mat_size + tile)
-            g = tl.load(decay_ptr + b * sdb + (t + 1) * sdt + h * sdh).to(tl.float32)
-            m = g * (m - _mm(p, m, tl.zeros((DP, CB), dtype=tl.float32), DOT)) + a
-            tl.store(m_bwd_ptr + (bh64 * T + t) * mat_size + tile, m)
     else:
-        square = r[:, None] * DP + r[None, :]
-        z = tl.zeros((DP,), dtype=tl.float32)
-        if HAS_STATE:
-            z = tl.load(z0_ptr + b.to(tl.int64) * sz0b + h * sz0h + r * sz0k, mask=r_mask, other=0.0)
-            z = z.to(tl.float32)
-        for t in range(T):
-            pz = tl.load(frame_ptr + ((bh64 * T + t) * 3 + 2) * mat_size + square)
-            bz = tl.load(bz_ptr + (bh64 * T + t) * DP + r)
-            g = tl.load(decay_ptr + b * sdb + t * sdt + h * sdh).to(tl.float32)
-            z = g * (z - tl.sum(pz * z[None, :], axis=1)) + bz
-            tl.store(z_fwd_ptr + (bh64 * T + t) * DP + r, z)
-        if WRITE_STATE:
-            tl.store(z_out_ptr + bh64 * D + r, z, mask=r_mask)
         z = tl.zeros((DP,), dtype=tl.float32)
         tl.store(z_bwd_ptr + (bh64 * T + T - 1) * DP + r, z)
         for i in range(T - 1):
@@ -293,11 +288,25 @@ def _scan_kernel(
             g = tl.load(decay_ptr + b * sdb + (t + 1) * sdt + h * sdh).to(tl.float32)
             z = g * (z - tl.sum(pz * z[None, :], axis=1)) + bz
             tl.store(z_bwd_ptr + (bh64 * T + t) * DP + r, z)
+        tl.debug_barrier()
+        z = tl.zeros((DP,), dtype=tl.float32)
+        if HAS_STATE:
+            z = tl.load(z0_ptr + b.to(tl.int64) * sz0b + h * sz0h + r * sz0k, mask=r_mask, other=0.0)
+            z = z.to(tl.float32)
+        for t in range(T):
+            pz = tl.load(frame_ptr + ((bh64 * T + t) * 3 + 2) * mat_size + square)
+            bz = tl.load(bz_ptr + (bh64 * T + t) * DP + r)
+            g = tl.load(decay_ptr + b * sdb + t * sdt + h * sdh).to(tl.float32)
+            z = g * (z - tl.sum(pz * z[None, :], axis=1)) + bz
+            back = tl.load(z_bwd_ptr + (bh64 * T + t) * DP + r)
+            tl.store(z_hist_ptr + (bh64 * T + t) * DP + r, z + back)
+        if WRITE_STATE:
+            tl.store(z_out_ptr + bh64 * D + r, z, mask=r_mask)
 
 
 @triton.jit
 def _emit_kernel(
-    q_ptr, gate_ptr, y_ptr, rq_ptr, wq_ptr, cos_ptr, sin_ptr, m_fwd_ptr, m_bwd_ptr, z_fwd_ptr, z_bwd_ptr,
+    q_ptr, gate_ptr, y_ptr, rq_ptr, wq_ptr, cos_ptr, sin_ptr, m_hist_ptr, z_hist_ptr,
     num_ptr, den_ptr, T, S, H, D, N, C, tiles_per_program, eps,
     sqb, sqn, sqc, sgb, sgn, sgc, scn, scd, ssn, ssd,
     DP: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr, WRITE_NUM_DEN: tl.constexpr,
@@ -313,10 +322,8 @@ def _emit_kernel(
     d = tl.arange(0, DP)
     d_mask = d < D
     hist = pid.to(tl.int64) * DP * DP + d[:, None] * DP + d[None, :]
-    m = tl.load(m_fwd_ptr + hist) + tl.load(m_bwd_ptr + hist)  # M_t + R_t (DP, DP)
-    if DOT == 0:
-        m = m.to(tl.bfloat16)
-    z = tl.load(z_fwd_ptr + pid.to(tl.int64) * DP + d) + tl.load(z_bwd_ptr + pid.to(tl.int64) * DP + d)
+    m = tl.load(m_hist_ptr + hist)  # M_t + R_t (DP, DP), bf16 or fp32
+    z = tl.load(z_hist_ptr + pid.to(tl.int64) * DP + d)  # z_t + ζ_t
     for i in range(tiles_per_program):
         s = (split * tiles_per_program + i) * BLOCK_S + tl.arange(0, BLOCK_S)
         s_mask = s < S
@@ -439,13 +446,14 @@ def gdn_core_triton_parts(
     _frame_reduce_kernel[(B * H * T, DP // cb)](
         k, v, beta, rk, k_norm_weight, cos, sin, frame_mats, frame_b,
         T, S, H, D, N, key_scale, *k.stride(), *v.stride(), *beta.stride(), *cos.stride(), *sin.stride(),
-        DP=DP, CB=cb, BLOCK_S=cfg.reduce_block_s, DOT=dot, num_warps=cfg.reduce_warps,
+        DP=DP, CB=cb, BLOCK_S=cfg.reduce_block_s, DOT=dot,
+        num_warps=cfg.reduce_warps, num_stages=cfg.reduce_stages,
     )  # fmt: skip
 
     # 3. forward and backward scans
-    m_fwd = _empty((B * H, T, DP, DP), dev, f32)
+    m_hist = _empty((B * H, T, DP, DP), dev, torch.bfloat16 if dot == 0 else f32)
     m_bwd = _empty((B * H, T, DP, DP), dev, f32)
-    z_fwd = _empty((B * H, T, DP), dev, f32)
+    z_hist = _empty((B * H, T, DP), dev, f32)
     z_bwd = _empty((B * H, T, DP), dev, f32)
     final = (
         GDNState(kv=_empty((B, H, D, D), dev, f32), z=_empty((B, H, D), dev, f32)) if return_state else None
@@ -457,7 +465,7 @@ def gdn_core_triton_parts(
     z0_strides = state.z.stride() if has_state else (0, 0, 0)
     cs = min(cfg.scan_cols, DP)
     _scan_kernel[(B * H, DP // cs + 1)](
-        frame_mats, frame_b, decay, kv0, z0, m_fwd, m_bwd, z_fwd, z_bwd,
+        frame_mats, frame_b, decay, kv0, z0, m_hist, m_bwd, z_hist, z_bwd,
         final.kv if final is not None else frame_b, final.z if final is not None else frame_b,
         T, H, D, *decay.stride(), *kv0_strides, *z0_strides,
         HAS_STATE=has_state, WRITE_STATE=final is not None, DP=DP, CB=cs, DOT=scan_dot,
@@ -473,9 +481,10 @@ def gdn_core_triton_parts(
     per_program = triton.cdiv(n_tiles, splits)
     splits = triton.cdiv(n_tiles, per_program)
     _emit_kernel[(B * H * T, splits)](
-        q, gate, y, rq, q_norm_weight, cos, sin, m_fwd, m_bwd, z_fwd, z_bwd, num, den,
+        q, gate, y, rq, q_norm_weight, cos, sin, m_hist, z_hist, num, den,
         T, S, H, D, N, C, per_program, eps, *q.stride(), *gate.stride(), *cos.stride(), *sin.stride(),
-        DP=DP, BLOCK_S=cfg.emit_block_s, DOT=dot, WRITE_NUM_DEN=return_num_den, num_warps=cfg.emit_warps,
+        DP=DP, BLOCK_S=cfg.emit_block_s, DOT=dot, WRITE_NUM_DEN=return_num_den,
+        num_warps=cfg.emit_warps, num_stages=cfg.emit_stages,
     )  # fmt: skip
     return GDNTritonOutput(
         y=y,
