@@ -31,8 +31,19 @@ VARIANTS = {  # name: (shape name, precision, changes from LaunchConfig())
     "emit bs32 4w": ("hot loop", "bf16", {"emit_block_s": 32, "emit_warps": 4, "emit_stages": 2}),
     "emit 1056 progs": ("hot loop", "bf16", {"emit_programs": 1056}),
     "emit 264 progs": ("hot loop", "bf16", {"emit_programs": 264}),
+    "gemm c64 bs64": ("hot loop", "bf16", {"reduce_mode": "gemm"}),
+    "gemm c32 bs64": ("hot loop", "bf16", {"reduce_mode": "gemm", "gemm_cols": 32}),
+    "gemm c32 bs128": ("hot loop", "bf16", {"reduce_mode": "gemm", "gemm_cols": 32, "gemm_block_s": 128}),
+    "gemm c64 bs32": ("hot loop", "bf16", {"reduce_mode": "gemm", "gemm_block_s": 32}),
+    "gemm feat bs64": (
+        "hot loop",
+        "bf16",
+        {"reduce_mode": "gemm", "features_block_s": 64, "features_warps": 8},
+    ),
     "bidir default": ("bidir CFG", "bf16", {}),
+    "bidir gemm": ("bidir CFG", "bf16", {"reduce_mode": "gemm"}),
     "tf32 default": ("hot loop", "tf32", {}),
+    "tf32 gemm": ("hot loop", "tf32", {"reduce_mode": "gemm"}),
 }
 
 

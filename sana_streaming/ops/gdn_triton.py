@@ -65,6 +65,13 @@ class LaunchConfig:
     reduce_cols: int = 32
     reduce_warps: int = 8
     reduce_stages: int = 3
+    reduce_mode: str = "fused"  # "fused": features inside the frame reduction; "gemm": features kernel + GEMM
+    features_block_s: int = 32
+    features_warps: int = 4
+    gemm_block_s: int = 64
+    gemm_cols: int = 64
+    gemm_warps: int = 8
+    gemm_stages: int = 3
     scan_cols: int = 16
     scan_warps: int = 4
     scan_stages: int = 1
@@ -219,6 +226,79 @@ def _frame_reduce_kernel(
     tl.store(out + 2 * DP * DP, acc_z)
     if cb == 0:
         tl.store(bz_ptr + pid.to(tl.int64) * DP + rows, acc_b)
+
+
+@triton.jit
+def _key_features_kernel(
+    k_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, kr_ptr, kz_ptr, T, S, H, D, N, key_scale,
+    skb, skn, skc, scn, scd, ssn, ssd,
+    DP: tl.constexpr, BLOCK_S: tl.constexpr,
+):  # fmt: skip
+    """Key features of BLOCK_S tokens of one (batch, head, frame): k̃ (rotated) and φ^k, both κ-scaled,
+    into (B·H·T, S, DP) buffers (zero beyond D) that the frame GEMM streams as tensor-core operands."""
+    pid = tl.program_id(0)  # (b·H + h)·T + t
+    s = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
+    s_mask = s < S
+    t = pid % T
+    h = (pid // T) % H
+    b = (pid // (T * H)).to(tl.int64)
+    n = (t * S + s).to(tl.int64)
+    rk = tl.load(rk_ptr + b * N + n, mask=s_mask, other=0.0)
+    phi, rot = _features(
+        k_ptr, b * skb + n * skn + h * D * skc, s_mask, n, 0, D, skc, rk, wk_ptr, h * D, key_scale,
+        cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL=DP, SPLIT_PAIRS=True,
+    )  # fmt: skip
+    d = tl.arange(0, DP)
+    out = (pid.to(tl.int64) * S + s)[:, None] * DP + d[None, :]
+    tl.store(kr_ptr + out, rot.to(kr_ptr.dtype.element_ty), mask=s_mask[:, None])
+    tl.store(kz_ptr + out, phi.to(kz_ptr.dtype.element_ty), mask=s_mask[:, None])
+
+
+@triton.jit
+def _frame_gemm_kernel(
+    kr_ptr, kz_ptr, v_ptr, beta_ptr, frame_ptr, bz_ptr, T, S, H, D,
+    svb, svn, svc, sbb, sbn, sbh,
+    DP: tl.constexpr, CB: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    """Columns [cb·CB, cb·CB + CB) of P_t = K̃ᵀ(β ⊙ K̃), A_t = K̃ᵀ(β ⊙ V), Π_t = Kᵀ(β ⊙ K) and b_t = Kᵀβ
+    for one (batch, head, frame), from the precomputed features (the wide operand goes straight to
+    the tensor cores; β scales the narrow one)."""
+    pid = tl.program_id(0)
+    cb = tl.program_id(1)
+    t = pid % T
+    h = (pid // T) % H
+    b = (pid // (T * H)).to(tl.int64)
+    d = tl.arange(0, DP)
+    e = cb * CB + tl.arange(0, CB)
+    e_mask = e < D
+    acc_p = tl.zeros((DP, CB), dtype=tl.float32)
+    acc_a = tl.zeros((DP, CB), dtype=tl.float32)
+    acc_z = tl.zeros((DP, CB), dtype=tl.float32)
+    acc_b = tl.zeros((CB,), dtype=tl.float32)
+    base = pid.to(tl.int64) * S * DP
+    for s0 in range(0, S, BLOCK_S):
+        s = s0 + tl.arange(0, BLOCK_S)
+        s_mask = s < S
+        n = (t * S + s).to(tl.int64)
+        beta = tl.load(beta_ptr + b * sbb + n * sbn + h * sbh, mask=s_mask, other=0.0).to(tl.float32)
+        rows = base + s[:, None] * DP
+        kr = tl.load(kr_ptr + rows + d[None, :], mask=s_mask[:, None], other=0.0)  # (BLOCK_S, DP)
+        kz = tl.load(kz_ptr + rows + d[None, :], mask=s_mask[:, None], other=0.0)
+        kr_part = tl.load(kr_ptr + rows + e[None, :], mask=s_mask[:, None], other=0.0).to(tl.float32)
+        kz_part = tl.load(kz_ptr + rows + e[None, :], mask=s_mask[:, None], other=0.0).to(tl.float32)
+        v_mask = s_mask[:, None] & e_mask[None, :]
+        v_off = b * svb + n[:, None] * svn + (h * D + e)[None, :] * svc
+        v_part = tl.load(v_ptr + v_off, mask=v_mask, other=0.0).to(tl.float32)
+        kz_part = kz_part * beta[:, None]
+        acc_p = _mm(tl.trans(kr), (kr_part * beta[:, None]).to(kr.dtype), acc_p, DOT)
+        acc_a = _mm(tl.trans(kr), (v_part * beta[:, None]).to(kr.dtype), acc_a, DOT)
+        acc_z = _mm(tl.trans(kz), kz_part.to(kz.dtype), acc_z, DOT)
+        acc_b += tl.sum(kz_part, axis=0)
+    out = frame_ptr + pid.to(tl.int64) * 3 * DP * DP + d[:, None] * DP + e[None, :]
+    tl.store(out, acc_p)
+    tl.store(out + DP * DP, acc_a)
+    tl.store(out + 2 * DP * DP, acc_z)
+    tl.store(bz_ptr + pid.to(tl.int64) * DP + e, acc_b)
 
 
 @triton.jit
@@ -443,12 +523,29 @@ def gdn_core_triton_parts(
     frame_mats = _empty((B * H * T, 3, DP, DP), dev, f32)
     frame_b = _empty((B * H * T, DP), dev, f32)
     cb = min(cfg.reduce_cols, DP)
-    _frame_reduce_kernel[(B * H * T, DP // cb)](
-        k, v, beta, rk, k_norm_weight, cos, sin, frame_mats, frame_b,
-        T, S, H, D, N, key_scale, *k.stride(), *v.stride(), *beta.stride(), *cos.stride(), *sin.stride(),
-        DP=DP, CB=cb, BLOCK_S=cfg.reduce_block_s, DOT=dot,
-        num_warps=cfg.reduce_warps, num_stages=cfg.reduce_stages,
-    )  # fmt: skip
+    if cfg.reduce_mode == "fused":
+        _frame_reduce_kernel[(B * H * T, DP // cb)](
+            k, v, beta, rk, k_norm_weight, cos, sin, frame_mats, frame_b,
+            T, S, H, D, N, key_scale, *k.stride(), *v.stride(), *beta.stride(), *cos.stride(), *sin.stride(),
+            DP=DP, CB=cb, BLOCK_S=cfg.reduce_block_s, DOT=dot,
+            num_warps=cfg.reduce_warps, num_stages=cfg.reduce_stages,
+        )  # fmt: skip
+    else:
+        feat_dtype = torch.bfloat16 if dot == 0 else f32
+        kr = _empty((B * H * T, S, DP), dev, feat_dtype)
+        kz = _empty((B * H * T, S, DP), dev, feat_dtype)
+        _key_features_kernel[(B * H * T, triton.cdiv(S, cfg.features_block_s))](
+            k, rk, k_norm_weight, cos, sin, kr, kz, T, S, H, D, N, key_scale,
+            *k.stride(), *cos.stride(), *sin.stride(),
+            DP=DP, BLOCK_S=cfg.features_block_s, num_warps=cfg.features_warps,
+        )  # fmt: skip
+        cg = min(cfg.gemm_cols, DP)
+        gemm_bs = cfg.gemm_block_s if dot == 0 else max(16, cfg.gemm_block_s // 2)  # fp32 tiles: half
+        _frame_gemm_kernel[(B * H * T, DP // cg)](
+            kr, kz, v, beta, frame_mats, frame_b, T, S, H, D, *v.stride(), *beta.stride(),
+            DP=DP, CB=cg, BLOCK_S=gemm_bs, DOT=dot,
+            num_warps=cfg.gemm_warps, num_stages=cfg.gemm_stages,
+        )  # fmt: skip
 
     # 3. forward and backward scans
     m_hist = _empty((B * H, T, DP, DP), dev, torch.bfloat16 if dot == 0 else f32)
