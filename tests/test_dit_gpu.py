@@ -48,6 +48,7 @@ def test_bf16_full_width_block_close_to_float64(backend):
     base = load_config("sana_streaming_2b_720p").dit
     config = type(base)(**{**base.__dict__, "depth": 4, "softmax_layer_indices": (3,)})
     ref = randomize_dit_(build_dit(config, device="cuda", dtype=torch.float64), seed=0)
+    set_backend(ref, "torch")
     model = build_dit(config, device="cuda", dtype=torch.bfloat16)
     model.load_state_dict(ref.state_dict())
     set_backend(model, backend)

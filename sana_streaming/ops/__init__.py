@@ -3,13 +3,14 @@
 `gdn_core` is the one entry point of the GDN layers. `backend="auto"` takes the fused Triton kernel
 when it is installed and the tensors live on a CUDA device, and the PyTorch path otherwise;
 `"triton"` raises instead of falling back (so tests prove the kernel ran); `"torch"` forces the
-reference path.
+reference path, which `"auto"` also takes for float64 tensors.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from sana_streaming.ops.gdn_reference import GDNState, gdn_core_torch
@@ -66,8 +67,8 @@ def gdn_core(
     args = (q, k, v, gate, beta, decay, q_norm_weight, k_norm_weight, cos, sin)
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"unknown GDN backend {backend!r}")
-    if backend == "torch" or (backend == "auto" and not q.is_cuda):
-        return gdn_core_torch(*args, **kwargs)
+    if backend == "torch" or (backend == "auto" and (not q.is_cuda or v.dtype == torch.float64)):
+        return gdn_core_torch(*args, **kwargs)  # float64 (reference runs) stays on the exact path
     try:
         from sana_streaming.ops.gdn_triton import gdn_core_triton
     except ImportError as exc:
