@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sana_streaming.background import BackgroundSink, prefetch
 from sana_streaming.checkpoint import load_dit_checkpoint
 from sana_streaming.config import MODE_SAMPLERS, SamplerConfig, SanaStreamingConfig, load_config
 from sana_streaming.hub import resolve_path
@@ -36,7 +37,7 @@ from sana_streaming.sampling.streaming import (
 )
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.reader import VideoReader, VideoSource, open_video
-from sana_streaming.video.writer import VideoWriter
+from sana_streaming.video.writer import VideoWriter, frames_to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -310,9 +311,10 @@ class SanaStreamingPipeline:
             opened = contextlib.nullcontext(source)
         else:
             opened = open_video(source, 32 * h, 32 * w, chunk_frames=24, max_frames=options.num_frames)
-        with opened as reader:
+        # decode ahead on a thread; `closing` stops that thread before the reader closes
+        with opened as reader, contextlib.closing(prefetch(iter(reader), depth=2)) as decoded:
             total = reader.info.num_frames if options.num_frames is None else options.num_frames
-            pixels: Iterator[Tensor] = iter(reader)
+            pixels: Iterator[Tensor] = decoded
             if total is not None:
                 total = _floor_8k1(total)
                 pixels = _limit_frames(pixels, total)
@@ -512,11 +514,19 @@ class SanaStreamingPipeline:
                 audio_from=source if keep_audio else None,  # type: ignore[arg-type]
             )  # fmt: skip
             with writer:
+                sink = BackgroundSink(writer.write_images, depth=2)  # x264 runs beside the GPU work
                 stream = self.stream(reader, options, prompts=prompts, record=record, progress=progress,
                                      timer=timer)  # fmt: skip
-                for frames in stream:
+                try:
+                    for frames in stream:
+                        with _stage(timer, "write"):  # the uint8 conversion and any wait for the writer
+                            sink.put(frames_to_uint8(frames))
                     with _stage(timer, "write"):
-                        writer.write(frames.float().cpu())
+                        sink.close()
+                except BaseException:
+                    stream.close()  # end the stream's threads while its reader is still open
+                    sink.cancel()
+                    raise
                 if record is not None:
                     _save_atomically(record.stacked(), Path(latent_path), overwrite)  # type: ignore[arg-type]
         return EditResult(path=Path(output), frames=writer.frames_written, fps=out_fps, audio=keep_audio)

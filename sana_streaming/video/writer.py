@@ -38,12 +38,12 @@ class VideoWriteError(RuntimeError):
 def frames_to_uint8(chunk: torch.Tensor) -> np.ndarray:
     """Decoded frames `[3, F, H, W]` (about [-1, 1], any float dtype/device) -> uint8 `[F, H, W, 3]`.
 
-    As the release: float32 on the CPU, `clamp(127.5 x + 127.5, 0, 255)`, then a truncating cast."""
+    As the release: float32, `clamp(127.5 x + 127.5, 0, 255)`, then a truncating cast. Computed where
+    the frames are (the same float32 operations on a GPU), so only uint8 crosses to the host."""
     if chunk.ndim != 4 or chunk.shape[0] != 3:
         raise ValueError(f"expected frames [3, F, H, W], got {tuple(chunk.shape)}")
-    values = chunk.detach().to("cpu", dtype=torch.float32)
-    values = torch.clamp(127.5 * values + 127.5, 0, 255).to(torch.uint8)
-    return values.permute(1, 2, 3, 0).contiguous().numpy()  # (F, H, W, 3)
+    values = torch.clamp(127.5 * chunk.detach().float() + 127.5, 0, 255).to(torch.uint8)
+    return values.permute(1, 2, 3, 0).contiguous().cpu().numpy()  # (F, H, W, 3)
 
 
 class VideoWriter:
@@ -90,6 +90,8 @@ class VideoWriter:
             self._container = av.open(str(self._temp), mode="w", format=container_format)
             self._stream = self._container.add_stream("libx264", rate=self.fps, options=dict(X264_OPTIONS))
             self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, PIXEL_FORMAT
+            # x264's own threads; an explicit count is faster than FFmpeg's 0 ("auto") through PyAV
+            self._stream.codec_context.thread_count = min(16, os.cpu_count() or 1)
             if audio_from is not None:
                 self._audio = _AudioCopier(Path(audio_from).expanduser(), self._container, audio_span)
         except BaseException:
@@ -102,8 +104,14 @@ class VideoWriter:
             raise ValueError(
                 f"expected frames [3, F, {self.height}, {self.width}], got {tuple(frames.shape)}"
             )
+        self.write_images(frames_to_uint8(frames))
+
+    def write_images(self, images: np.ndarray) -> None:
+        """Append uint8 RGB images `[F, H, W, 3]` (see `frames_to_uint8`)."""
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (self.height, self.width, 3):
+            raise ValueError(f"expected uint8 images [F, {self.height}, {self.width}, 3], got {images.shape}")
         try:
-            for image in frames_to_uint8(frames):
+            for image in images:
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 frame = frame.reformat(format=PIXEL_FORMAT, interpolation="BICUBIC")
                 frame.pts, frame.time_base = self.frames_written, 1 / self.fps
