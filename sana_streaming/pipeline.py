@@ -255,10 +255,13 @@ class SanaStreamingPipeline:
         negative_text = options.negative_prompt
         if negative_text is None:
             negative_text = str(defaults["negative_prompt"])
+        on_gpu = self.device.type == "cuda"
+        if on_gpu:
+            self.text_encoder.offload(self.device)  # back from the host after an earlier edit
         negative = self.text_encoder.encode_negative(negative_text)
         positive = self.text_encoder.encode_prompt(positive_prompt_text(options.prompt, int(motion)))
-        if self.device.type == "cuda":
-            self.text_encoder.offload("cpu")
+        if on_gpu:
+            self.text_encoder.offload("cpu")  # 5 GB the DiT and VAE can use
         return PromptEmbeddings(
             positive=StreamingConditions(positive.embeds, positive.mask),
             negative=StreamingConditions(negative.embeds, negative.mask),
@@ -294,8 +297,8 @@ class SanaStreamingPipeline:
         """Yield edited frames `[3, F, H, W]` (VAE dtype, about [-1, 1]) chunk by chunk.
 
         `source` is a video (path, URL or binary stream; an open `VideoReader` of the edit's size is
-        used as is) or `SourceLatents`; `prompts`
-        replaces text encoding; `record` collects the latents (`--save_latent`)."""
+        used as is) or `SourceLatents`; `prompts` replaces text encoding; `record` collects the
+        latents (`--save_latent`); `timer` measures the stages (benchmarks)."""
         settings = self.sampler_settings(options)
         with _stage(timer, "text"):
             prompts = prompts or self.encode_prompts(options)
