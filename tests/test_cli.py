@@ -55,6 +55,8 @@ def test_no_audio_and_existing_output(workdir, capsys):
     [
         (["--height", "16"], "at least 32"),
         (["--num_frames", "0"], "positive"),
+        (["--num_frames", "-9"], "positive"),
+        (["--step", "0"], "positive"),
         (["--step", "-1"], "positive"),
         (["--sink_token", "maybe"], "sink_token"),
         (["--cfg_scale", "0.5"], ">= 1"),
@@ -181,3 +183,30 @@ def test_quick_start_dry_run_against_a_fake_hub_cache(workdir):
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert done.returncode == 1
     assert "hf download Efficient-Large-Model/SANA-Streaming dit/sana_streaming_ar.pth" in done.stderr
+
+
+def test_bad_checkpoint_exits_1(workdir, capsys):
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    (workdir / "dit.pth").write_bytes(b"\x80\x02 truncated")
+    args = [a for a in tiny_args(src, "--num_frames", "all") if a != "--random_weights"]
+    assert main([*args, "--model_path", str(workdir / "dit.pth")]) == 1
+    err = capsys.readouterr().err
+    assert "dit.pth" in err and "Traceback" not in err
+    assert not (workdir / "outputs").exists() or list((workdir / "outputs").iterdir()) == []
+
+
+def test_out_of_memory_exits_1_without_output(workdir, capsys, monkeypatch):
+    import torch
+
+    from sana_streaming.sampling.streaming import StreamingSampler
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(StreamingSampler, "denoise_chunk", no_memory)
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    assert main(tiny_args(src, "--num_frames", "all")) == 1
+    assert "out of memory" in capsys.readouterr().err
+    assert list((workdir / "outputs").iterdir()) == []
