@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from sana_streaming.checkpoint import CheckpointError, convert_checkpoint
@@ -133,26 +134,46 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_edit_plan(args: argparse.Namespace) -> dict[str, object]:
+@dataclass
+class EditPlan:
+    """Every path and setting of one edit, resolved from the flags and the mode's defaults."""
+
+    mode: str
+    config: str
+    model_path: str | None  # None: random weights
+    video_path: str
+    prompt: str
+    height: int
+    width: int
+    num_frames: int | None  # None: the whole source
+    output: Path
+    latent_output: Path | None
+    input_latent_path: str | None
+    input_text_embed_path: str | None
+    steps: int | None
+    cfg_scale: float
+    seed: int
+    decode: str
+
+    def describe(self) -> list[str]:
+        """`key: value` lines for `--dry_run`."""
+        return [f"{k}: {'all' if k == 'num_frames' and v is None else v}" for k, v in vars(self).items()]
+
+
+def resolve_edit_plan(args: argparse.Namespace) -> EditPlan:
     """Fill the mode's defaults and validate values; raises `UsageError`."""
     from sana_streaming.pipeline import MODE_DEFAULTS
 
     defaults = MODE_DEFAULTS[args.mode]
     demo_video, demo_prompt = DEMOS[args.mode]
-    plan: dict[str, object] = {
-        "mode": args.mode,
-        "config": args.config or defaults["config"],
-        "model_path": None if args.random_weights else (args.model_path or defaults["model_path"]),
-        "video_path": args.video_path or demo_video,
-        "prompt": args.prompt if args.prompt is not None else demo_prompt,
-    }
+    size = {}
     for name in ("height", "width"):
         value = getattr(args, name)
         if value < 32:
             raise UsageError(f"--{name} must be at least 32, got {value}")
         if value % 32:
             print(f"note: --{name} {value} floored to {value // 32 * 32} (a multiple of 32)", file=sys.stderr)
-        plan[name] = value // 32 * 32
+        size[name] = value // 32 * 32
     num_frames = defaults["num_frames"] if args.num_frames is None else args.num_frames
     if num_frames == "all":
         num_frames = None
@@ -165,7 +186,6 @@ def resolve_edit_plan(args: argparse.Namespace) -> dict[str, object]:
         num_frames = floored
         if args.mode == "long_streaming" and num_frames < 25:
             raise UsageError(f"long_streaming needs at least 25 frames, got {num_frames}")
-    plan["num_frames"] = num_frames if num_frames is not None else "all"
     if args.step is not None and args.step <= 0:
         raise UsageError(f"--step must be positive, got {args.step}")
     cfg = MODE_SAMPLERS[args.mode].cfg_scale if args.cfg_scale is None else args.cfg_scale
@@ -179,43 +199,50 @@ def resolve_edit_plan(args: argparse.Namespace) -> dict[str, object]:
         raise UsageError(f"--fps must be positive, got {args.fps}")
     if args.sink_token.strip().lower() not in ("1", "true", "yes", "y", "0", "false", "no", "n"):
         raise UsageError(f"--sink_token must be true/false (1/0, yes/no, y/n), got {args.sink_token!r}")
-    stem = Path(str(plan["video_path"])).stem
-    output = Path(args.output_dir) / (args.output_name or f"{stem}_{args.mode}.mp4")
-    if output.exists() and not args.overwrite:
-        raise UsageError(f"{output} exists (use --overwrite to replace it)")
-    plan["output"] = output.resolve()
-    if args.save_latent:
-        latent = output.with_name(f"{output.stem}_latent.pt")
-        if latent.exists() and not args.overwrite:
-            raise UsageError(f"{latent} exists (use --overwrite to replace it)")
-        plan["latent_output"] = latent.resolve()
-    if args.input_latent_path:
-        plan["input_latent_path"] = args.input_latent_path
-    if args.input_text_embed_path:
-        plan["input_text_embed_path"] = args.input_text_embed_path
+    video_path = args.video_path or demo_video
+    output = Path(args.output_dir) / (args.output_name or f"{Path(video_path).stem}_{args.mode}.mp4")
+    latent_output = output.with_name(f"{output.stem}_latent.pt") if args.save_latent else None
+    for path in (output, latent_output):
+        if path is not None and path.exists() and not args.overwrite:
+            raise UsageError(f"{path} exists (use --overwrite to replace it)")
     try:
-        plan["config"] = str(resolve_config_path(str(plan["config"])))
+        config = str(resolve_config_path(args.config or str(defaults["config"])))
     except ConfigError as exc:
         raise UsageError(str(exc)) from exc
-    plan.update(steps=args.step, cfg_scale=cfg, seed=args.seed, decode=args.decode or "release_tiles")
-    return plan
+    return EditPlan(
+        mode=args.mode,
+        config=config,
+        model_path=None if args.random_weights else (args.model_path or str(defaults["model_path"])),
+        video_path=video_path,
+        prompt=args.prompt if args.prompt is not None else demo_prompt,
+        height=size["height"],
+        width=size["width"],
+        num_frames=num_frames,
+        output=output.resolve(),
+        latent_output=latent_output.resolve() if latent_output else None,
+        input_latent_path=args.input_latent_path,
+        input_text_embed_path=args.input_text_embed_path,
+        steps=args.step,
+        cfg_scale=cfg,
+        seed=args.seed,
+        decode=args.decode or "release_tiles",
+    )
 
 
 def _edit(args: argparse.Namespace) -> int:
     plan = resolve_edit_plan(args)
-    if args.dry_run:
-        from sana_streaming.hub import resolve_path
+    from sana_streaming.hub import resolve_path
 
+    if args.dry_run:
         for key in ("model_path", "video_path", "input_latent_path", "input_text_embed_path"):
-            if plan.get(key) is not None:
-                plan[key] = str(resolve_path(str(plan[key])))
-        for key, value in plan.items():
-            print(f"{key}: {value}")
+            value = getattr(plan, key)
+            if value is not None and not (key == "video_path" and plan.input_latent_path):
+                setattr(plan, key, str(resolve_path(value)))
+        print("\n".join(plan.describe()))
         return 0
     import torch
     from tqdm import tqdm
 
-    from sana_streaming.hub import resolve_path
     from sana_streaming.pipeline import (
         EditOptions,
         SanaStreamingPipeline,
@@ -223,26 +250,24 @@ def _edit(args: argparse.Namespace) -> int:
         load_text_embed_file,
     )
 
-    if args.input_latent_path:  # the release then reads no video
-        source = load_latent_file(resolve_path(args.input_latent_path))
+    if plan.input_latent_path:  # the release then reads no video
+        source = load_latent_file(resolve_path(plan.input_latent_path))
     else:
-        source = resolve_path(str(plan["video_path"]))
-    prompts = (
-        load_text_embed_file(resolve_path(args.input_text_embed_path)) if args.input_text_embed_path else None
-    )
+        source = resolve_path(plan.video_path)
+    prompts = None
+    if plan.input_text_embed_path:
+        prompts = load_text_embed_file(resolve_path(plan.input_text_embed_path))
     pipe = SanaStreamingPipeline.from_config(
-        str(plan["config"]), args.mode, model_path=plan["model_path"], random_weights=args.random_weights,
-        device=args.device, decode=args.decode, strict=args.strict, load_text_encoder=prompts is None,
+        plan.config, plan.mode, model_path=plan.model_path, random_weights=plan.model_path is None,
+        device=args.device, decode=plan.decode, strict=args.strict, load_text_encoder=prompts is None,
     )  # fmt: skip
-    num_frames = plan["num_frames"]
     options = EditOptions(
-        prompt=str(plan["prompt"]), negative_prompt=args.negative_prompt,
-        num_frames=None if num_frames == "all" else int(num_frames),  # type: ignore[arg-type]
-        height=int(plan["height"]), width=int(plan["width"]), steps=args.step, cfg_scale=args.cfg_scale,  # type: ignore[arg-type]
-        flow_shift=args.flow_shift, seed=args.seed, motion_score=args.motion_score,
+        prompt=plan.prompt, negative_prompt=args.negative_prompt, num_frames=plan.num_frames,
+        height=plan.height, width=plan.width, steps=plan.steps, cfg_scale=plan.cfg_scale,
+        flow_shift=args.flow_shift, seed=plan.seed, motion_score=args.motion_score,
         num_cached_blocks=args.num_cached_blocks, sink_token=_truthy(args.sink_token),
     )  # fmt: skip
-    bar = tqdm(desc=args.mode, unit="step", file=sys.stderr, disable=None)
+    bar = tqdm(desc=plan.mode, unit="chunk", file=sys.stderr, disable=None)
 
     def progress(stage: str, done: int, total: int | None) -> None:
         bar.total = total
@@ -253,9 +278,8 @@ def _edit(args: argparse.Namespace) -> int:
     try:
         with torch.inference_mode():
             result = pipe.edit(
-                source, plan["output"], options, fps=args.fps, audio=not args.no_audio,
-                overwrite=args.overwrite, prompts=prompts, latent_path=plan.get("latent_output"),
-                progress=progress,
+                source, plan.output, options, fps=args.fps, audio=not args.no_audio, overwrite=args.overwrite,
+                prompts=prompts, latent_path=plan.latent_output, progress=progress,
             )  # fmt: skip
     finally:
         bar.close()
