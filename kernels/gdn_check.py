@@ -12,7 +12,7 @@ import json
 import torch
 from gdn_common import SHAPES, errors, make_inputs, reference
 
-from sana_streaming.ops.gdn_triton import LaunchConfig, gdn_core_triton_parts
+from sana_streaming.ops.gdn_triton import gdn_core_triton_parts
 
 TOLERANCE = {"bf16": (1e-2, 2e-2), "tf32": (5e-3, 1e-2), "ieee": (1e-5, 1e-4)}  # kernels.md §7.3
 INPUT_DTYPE = {"bf16": torch.bfloat16, "tf32": torch.float32, "ieee": torch.float32}
@@ -22,7 +22,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gdn_check.json")
     parser.add_argument("--precisions", nargs="+", default=["bf16", "tf32", "ieee"])
-    parser.add_argument("--reduce-mode", default=LaunchConfig.reduce_mode, choices=["fused", "gemm"])
     args = parser.parse_args()
     rows = []
     for precision in args.precisions:
@@ -36,7 +35,6 @@ def main() -> None:
                 precision=precision,
                 return_num_den=True,
                 return_state=True,
-                config=LaunchConfig(reduce_mode=args.reduce_mode),
             )
             got = dict(num=out.num, den=out.den, kv=out.final_state.kv, z=out.final_state.z, y=out.y)
             errs = {k: errors(got[k], ref[k]) for k in got}

@@ -21,20 +21,14 @@ from sana_streaming.ops.gdn_triton import LaunchConfig, gdn_core_triton_parts
 
 VARIANTS = {  # name: (shape name, precision, changes from LaunchConfig())
     "default": ("hot loop", "bf16", {}),
-    "reduce 1 stage": ("hot loop", "bf16", {"reduce_stages": 1}),
-    "reduce bs64": ("hot loop", "bf16", {"reduce_block_s": 64, "reduce_stages": 1}),
+    "gemm cols32": ("hot loop", "bf16", {"gemm_cols": 32}),
+    "gemm bs32": ("hot loop", "bf16", {"gemm_block_s": 32}),
+    "features bs64 8w": ("hot loop", "bf16", {"features_block_s": 64, "features_warps": 8}),
     "scan cols32": ("hot loop", "bf16", {"scan_cols": 32}),
-    "emit 2 stages": ("hot loop", "bf16", {"emit_stages": 2}),
+    "emit 528 progs": ("hot loop", "bf16", {"emit_programs": 528}),
     "emit bs32 4w": ("hot loop", "bf16", {"emit_block_s": 32, "emit_warps": 4, "emit_stages": 2}),
-    "emit 1056 progs": ("hot loop", "bf16", {"emit_programs": 1056}),
-    "gemm c64 bs64": ("hot loop", "bf16", {"reduce_mode": "gemm"}),
-    "gemm c32 bs64": ("hot loop", "bf16", {"reduce_mode": "gemm", "gemm_cols": 32}),
-    "gemm c32 bs128": ("hot loop", "bf16", {"reduce_mode": "gemm", "gemm_cols": 32, "gemm_block_s": 128}),
-    "gemm c64 bs32": ("hot loop", "bf16", {"reduce_mode": "gemm", "gemm_block_s": 32}),
     "bidir default": ("bidir CFG", "bf16", {}),
-    "bidir gemm": ("bidir CFG", "bf16", {"reduce_mode": "gemm"}),
     "tf32 default": ("hot loop", "tf32", {}),
-    "tf32 gemm": ("hot loop", "tf32", {"reduce_mode": "gemm"}),
 }
 
 

@@ -1,29 +1,33 @@
 """Fused GDN core in Triton: from the q/k/v/gate projections to the gated output that `proj` reads.
 
-Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3, plan §7.1). Four launches:
+Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3, plan §7.1). Five launches:
 
-1. `_inv_rms_kernel`, grid (B·N / rows): the per-token inverse RMS of q and k over all C channels
-   (the only quantity that needs every head of a token).
-2. `_frame_reduce_kernel`, grid (B·H·T, 3 · D_pad / CB): feature maps in registers (inv-RMS × weight,
-   ReLU, κ on keys, RoPE from the (N, D/2) tables), β scaling, and one column block of one frame matrix —
-   P = K̃ᵀ diag(β) K̃, A = K̃ᵀ diag(β) V or Π = Kᵀ diag(β) K (+ b = Kᵀ β) — accumulated over the frame's
-   S tokens in fp32. Each program owns its output block: no partial sums, no atomics, deterministic.
-3. `_scan_kernel`, grid (B·H, D_pad / CB + 1): the zero-seeded backward scan, then the forward scan
+1. `_inv_rms_kernel`, grid (B·N): the per-token inverse RMS of q and k over all C channels (the only
+   quantity that needs every head of a token).
+2. `_key_features_kernel`, grid (B·H·T, S-tiles): key feature maps (inv-RMS × weight, ReLU, κ, RoPE
+   from the (N, D/2) tables) written once as k̃ and φ^k, bf16 for the bf16 path.
+3. `_frame_gemm_kernel`, grid (B·H·T, D_pad / CB): one column block of P = K̃ᵀ(β ⊙ K̃), A = K̃ᵀ(β ⊙ V),
+   Π = Kᵀ(β ⊙ K) and b = Kᵀβ over the frame's S tokens, fp32 accumulation. The wide operand streams
+   from memory straight into the tensor cores (software-pipelined); each program owns its output
+   block: no partial sums, no atomics, deterministic. (Computing the features inside this loop, the
+   plan's first layout, measured 0.61 ms at the hot loop against 0.067 ms for kernels 2 + 3:
+   kernels/NOTES.md.)
+4. `_scan_kernel`, grid (B·H, D_pad / CB + 1): the zero-seeded backward scan, then the forward scan
    from the initial state, fp32 state with the identity applied in fp32 (`M ← g·(M − P M) + A`);
    programs split M by value columns, the last program runs the normaliser scan z. It writes the
    readout state M_t + R_t once (bf16 when the readout dots are bf16) and the final forward state
    when asked.
-4. `_emit_kernel`, grid (B·H·T, S-splits): q features, num = q̃ (M_t + R_t), den = φ^q · (z_t + ζ_t),
+5. `_emit_kernel`, grid (B·H·T, S-splits): q features, num = q̃ (M_t + R_t), den = φ^q · (z_t + ζ_t),
    num / (den + ε) · SiLU(gate), written in the (B, N, C) layout `proj` reads.
 
 Precision (`precision=`): "bf16" — bf16 operands with fp32 accumulation for the reductions and the
-readout (M_t + R_t rounded to bf16 once, as the readout operand), tf32x3 (≈ fp32) for the scan;
+readout (features and M_t + R_t rounded to bf16 once, as operands), TF32 for the scan (fp32 state);
 "tf32" — TF32 dots everywhere; "ieee" — fp32 FMA dots everywhere.
 Features, state, normaliser, division and gate are fp32 in every mode. The Triton interpreter on CPU
 cannot run bf16 dots (it stores bf16 as raw 16-bit integers), so CPU tests use "tf32"/"ieee".
 
-Head dims up to 128 (even); D is padded to a power of two in registers and in the internal frame/state
-buffers only — inputs, output and the state keep their own layouts (any strides).
+Head dims up to 128 (even); D is padded to a power of two in registers and in the internal feature,
+frame and state buffers only — inputs, output and the state keep their own layouts (any strides).
 """
 
 from __future__ import annotations
@@ -40,11 +44,11 @@ from sana_streaming.ops.gdn_reference import GDNState
 
 Precision = Literal["bf16", "tf32", "ieee"]
 
-# Dot modes (constexpr): 0 bf16 operands, 1 tf32, 2 tf32x3, 3 ieee fp32.
+# Dot modes (constexpr): 0 bf16 operands, 1 tf32, 2 ieee fp32.
 _DOT_MODES: dict[str, tuple[int, int]] = {  # precision -> (reduce/readout dots, scan dots)
-    "bf16": (0, 2),
+    "bf16": (0, 1),
     "tf32": (1, 1),
-    "ieee": (3, 3),
+    "ieee": (2, 2),
 }
 _MAX_HEAD_DIM = 128
 
@@ -56,19 +60,13 @@ def _empty(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> 
 
 @dataclass
 class LaunchConfig:
-    """Block shapes and warps of the four kernels (defaults tuned on H100 at D = 112)."""
+    """Block shapes and warps of the five kernels (defaults from the H100 profile, kernels/NOTES.md)."""
 
-    rms_rows: int = 8
-    rms_block_c: int = 256
-    rms_warps: int = 4
-    reduce_block_s: int = 32
-    reduce_cols: int = 32
-    reduce_warps: int = 8
-    reduce_stages: int = 3
-    reduce_mode: str = "fused"  # "fused": features inside the frame reduction; "gemm": features kernel + GEMM
+    rms_block_c: int = 4096
+    rms_warps: int = 8
     features_block_s: int = 32
     features_warps: int = 4
-    gemm_block_s: int = 64
+    gemm_block_s: int = 64  # halved for fp32 operands (shared memory)
     gemm_cols: int = 64
     gemm_warps: int = 8
     gemm_stages: int = 3
@@ -78,7 +76,7 @@ class LaunchConfig:
     emit_block_s: int = 64
     emit_warps: int = 8
     emit_stages: int = 3
-    emit_programs: int = 528  # target programs of the readout (4 per H100 SM)
+    emit_programs: int = 1056  # target programs of the readout (8 per H100 SM)
 
 
 @dataclass
@@ -98,8 +96,6 @@ def _mm(a, b, acc, DOT: tl.constexpr):
         out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
     elif DOT == 1:
         out = tl.dot(a, b, acc, input_precision="tf32")
-    elif DOT == 2:
-        out = tl.dot(a, b, acc, input_precision="tf32x3")
     else:
         out = tl.dot(a, b, acc, input_precision="ieee")
     return out
@@ -108,15 +104,13 @@ def _mm(a, b, acc, DOT: tl.constexpr):
 @triton.jit
 def _features(
     x_ptr, row_off, row_mask, n, col0, D, sxc, inv_rms, weight_ptr, w_off, scale,
-    cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL: tl.constexpr, SPLIT_PAIRS: tl.constexpr,
+    cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL: tl.constexpr,
 ):  # fmt: skip
     """(φ, ρ(φ)) on a (rows, NCOL) tile of one head, channels col0 … col0 + NCOL − 1 (col0 even).
 
     φ = scale · ReLU(x · inv_rms · w); ρ rotates each interleaved pair (φ_2i, φ_2i+1) by the token's
     angle i. row_off: (R,) element offsets of the tokens' head start; n: (R,) token index into the
-    (N, D/2) tables; w_off: offset of the head in the norm weight. Channels ≥ D come out as 0.
-    SPLIT_PAIRS rotates by splitting the tile into pairs (one load); Triton 3.6 cannot feed such a tile
-    to an fp32 dot as the B operand, so those tiles take the partner-load form."""
+    (N, D/2) tables; w_off: offset of the head in the norm weight. Channels ≥ D come out as 0."""
     R: tl.constexpr = row_off.shape[0]
     cols = col0 + tl.arange(0, NCOL)
     col_mask = cols < D
@@ -124,108 +118,36 @@ def _features(
     x = tl.load(x_ptr + row_off[:, None] + cols[None, :] * sxc, mask=mask, other=0.0).to(tl.float32)
     w = tl.load(weight_ptr + w_off + cols, mask=col_mask, other=0.0).to(tl.float32)
     phi = tl.maximum(x * inv_rms[:, None] * w[None, :], 0.0) * scale
-    if SPLIT_PAIRS:
-        even, odd = tl.split(tl.reshape(phi, (R, NCOL // 2, 2)))  # (R, NCOL/2) each
-        pairs = col0 // 2 + tl.arange(0, NCOL // 2)
-        pair_mask = row_mask[:, None] & (pairs < D // 2)[None, :]
-        c = tl.load(cos_ptr + n[:, None] * scn + pairs[None, :] * scd, mask=pair_mask, other=0.0)
-        s = tl.load(sin_ptr + n[:, None] * ssn + pairs[None, :] * ssd, mask=pair_mask, other=0.0)
-        c = c.to(tl.float32)
-        s = s.to(tl.float32)
-        rot = tl.reshape(tl.join(even * c - odd * s, even * s + odd * c), (R, NCOL))
-    else:  # same rotation from a second load of each pair's partner (a plain layout for dot operands)
-        partner = cols ^ 1
-        xp = tl.load(x_ptr + row_off[:, None] + partner[None, :] * sxc, mask=mask, other=0.0)
-        wp = tl.load(weight_ptr + w_off + partner, mask=col_mask, other=0.0).to(tl.float32)
-        phi_p = tl.maximum(xp.to(tl.float32) * inv_rms[:, None] * wp[None, :], 0.0) * scale
-        pair = (cols // 2)[None, :]
-        c = tl.load(cos_ptr + n[:, None] * scn + pair * scd, mask=mask, other=0.0).to(tl.float32)
-        s = tl.load(sin_ptr + n[:, None] * ssn + pair * ssd, mask=mask, other=0.0).to(tl.float32)
-        sign = tl.where((cols % 2) == 0, -1.0, 1.0)[None, :]  # even: x·cos − y·sin; odd: y·cos + x·sin
-        rot = phi * c + sign * phi_p * s
+    even, odd = tl.split(tl.reshape(phi, (R, NCOL // 2, 2)))  # (R, NCOL/2) each
+    pairs = col0 // 2 + tl.arange(0, NCOL // 2)
+    pair_mask = row_mask[:, None] & (pairs < D // 2)[None, :]
+    c = tl.load(cos_ptr + n[:, None] * scn + pairs[None, :] * scd, mask=pair_mask, other=0.0)
+    s = tl.load(sin_ptr + n[:, None] * ssn + pairs[None, :] * ssd, mask=pair_mask, other=0.0)
+    c = c.to(tl.float32)
+    s = s.to(tl.float32)
+    rot = tl.reshape(tl.join(even * c - odd * s, even * s + odd * c), (R, NCOL))
     return phi, rot
 
 
 @triton.jit
 def _inv_rms_kernel(
-    q_ptr, k_ptr, rq_ptr, rk_ptr, rows_total, N, C,
-    sqb, sqn, sqc, skb, skn, skc, norm_eps,
-    ROWS: tl.constexpr, BLOCK_C: tl.constexpr,
+    q_ptr, k_ptr, rq_ptr, rk_ptr, N, C, sqb, sqn, sqc, skb, skn, skc, norm_eps, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """rq, rk (B·N,) fp32: 1/sqrt(mean_c x² + eps) of q and k over all C channels."""
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    row_mask = rows < rows_total
-    b = (rows // N).to(tl.int64)
-    n = (rows % N).to(tl.int64)
-    q_off = b * sqb + n * sqn
-    k_off = b * skb + n * skn
-    acc_q = tl.zeros((ROWS, BLOCK_C), dtype=tl.float32)
-    acc_k = tl.zeros((ROWS, BLOCK_C), dtype=tl.float32)
+    """rq, rk (B·N,) fp32: 1/sqrt(mean_c x² + eps) of one token's q and k over all C channels."""
+    row = tl.program_id(0)
+    b = (row // N).to(tl.int64)
+    n = (row % N).to(tl.int64)
+    acc_q = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    acc_k = tl.zeros((BLOCK_C,), dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
         cols = c0 + tl.arange(0, BLOCK_C)
-        mask = row_mask[:, None] & (cols < C)[None, :]
-        xq = tl.load(q_ptr + q_off[:, None] + cols[None, :] * sqc, mask=mask, other=0.0).to(tl.float32)
-        xk = tl.load(k_ptr + k_off[:, None] + cols[None, :] * skc, mask=mask, other=0.0).to(tl.float32)
+        mask = cols < C
+        xq = tl.load(q_ptr + b * sqb + n * sqn + cols * sqc, mask=mask, other=0.0).to(tl.float32)
+        xk = tl.load(k_ptr + b * skb + n * skn + cols * skc, mask=mask, other=0.0).to(tl.float32)
         acc_q += xq * xq
         acc_k += xk * xk
-    rq = 1.0 / tl.sqrt_rn(tl.sum(acc_q, axis=1) / C + norm_eps)
-    rk = 1.0 / tl.sqrt_rn(tl.sum(acc_k, axis=1) / C + norm_eps)
-    tl.store(rq_ptr + rows, rq, mask=row_mask)
-    tl.store(rk_ptr + rows, rk, mask=row_mask)
-
-
-@triton.jit
-def _frame_reduce_kernel(
-    k_ptr, v_ptr, beta_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, frame_ptr, bz_ptr,
-    T, S, H, D, N, key_scale,
-    skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
-    DP: tl.constexpr, CB: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr,
-):  # fmt: skip
-    """Columns [cb·CB, cb·CB + CB) of P_t, A_t and Π_t (and b_t) for one (batch, head, frame).
-
-    frame_ptr: (B·H·T, 3, DP, DP) fp32 (P, A, Π; rows = key channel); bz_ptr: (B·H·T, DP) fp32."""
-    pid = tl.program_id(0)  # (b·H + h)·T + t
-    cb = tl.program_id(1)
-    t = pid % T
-    h = (pid // T) % H
-    b = (pid // (T * H)).to(tl.int64)
-    e = cb * CB + tl.arange(0, CB)
-    e_mask = e < D
-    acc_p = tl.zeros((DP, CB), dtype=tl.float32)
-    acc_a = tl.zeros((DP, CB), dtype=tl.float32)
-    acc_z = tl.zeros((DP, CB), dtype=tl.float32)
-    acc_b = tl.zeros((DP,), dtype=tl.float32)
-    for s0 in range(0, S, BLOCK_S):
-        s = s0 + tl.arange(0, BLOCK_S)
-        s_mask = s < S
-        n = (t * S + s).to(tl.int64)
-        beta = tl.load(beta_ptr + b * sbb + n * sbn + h * sbh, mask=s_mask, other=0.0).to(tl.float32)
-        rk = tl.load(rk_ptr + b * N + n, mask=s_mask, other=0.0)
-        k_row = b * skb + n * skn + h * D * skc
-        phi, rot = _features(
-            k_ptr, k_row, s_mask, n, 0, D, skc, rk, wk_ptr, h * D, key_scale,
-            cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL=DP, SPLIT_PAIRS=True,
-        )  # fmt: skip
-        phi_part, rot_part = _features(
-            k_ptr, k_row, s_mask, n, cb * CB, D, skc, rk, wk_ptr, h * D, key_scale,
-            cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL=CB, SPLIT_PAIRS=False,
-        )  # fmt: skip
-        v_row = b * svb + n * svn + h * D * svc
-        v_mask = s_mask[:, None] & e_mask[None, :]
-        v = tl.load(v_ptr + v_row[:, None] + e[None, :] * svc, mask=v_mask, other=0.0).to(tl.float32)
-        rot_beta = tl.trans(rot * beta[:, None])  # (DP, BLOCK_S)
-        phi_beta = phi * beta[:, None]
-        acc_p = _mm(rot_beta, rot_part, acc_p, DOT)
-        acc_a = _mm(rot_beta, v, acc_a, DOT)
-        acc_z = _mm(tl.trans(phi_beta), phi_part, acc_z, DOT)
-        acc_b += tl.sum(phi_beta, axis=0)
-    rows = tl.arange(0, DP)
-    out = frame_ptr + pid.to(tl.int64) * 3 * DP * DP + rows[:, None] * DP + e[None, :]
-    tl.store(out, acc_p)
-    tl.store(out + DP * DP, acc_a)
-    tl.store(out + 2 * DP * DP, acc_z)
-    if cb == 0:
-        tl.store(bz_ptr + pid.to(tl.int64) * DP + rows, acc_b)
+    tl.store(rq_ptr + row, 1.0 / tl.sqrt_rn(tl.sum(acc_q, axis=0) / C + norm_eps))
+    tl.store(rk_ptr + row, 1.0 / tl.sqrt_rn(tl.sum(acc_k, axis=0) / C + norm_eps))
 
 
 @triton.jit
@@ -246,7 +168,7 @@ def _key_features_kernel(
     rk = tl.load(rk_ptr + b * N + n, mask=s_mask, other=0.0)
     phi, rot = _features(
         k_ptr, b * skb + n * skn + h * D * skc, s_mask, n, 0, D, skc, rk, wk_ptr, h * D, key_scale,
-        cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL=DP, SPLIT_PAIRS=True,
+        cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL=DP,
     )  # fmt: skip
     d = tl.arange(0, DP)
     out = (pid.to(tl.int64) * S + s)[:, None] * DP + d[None, :]
@@ -412,7 +334,7 @@ def _emit_kernel(
         q_row = b * sqb + n * sqn + h * D * sqc
         phi, q_rot = _features(
             q_ptr, q_row, s_mask, n, 0, D, sqc, rq, wq_ptr, h * D, 1.0,
-            cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL=DP, SPLIT_PAIRS=True,
+            cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL=DP,
         )  # fmt: skip
         num = _mm(q_rot, m, tl.zeros((BLOCK_S, DP), dtype=tl.float32), DOT)
         den = tl.sum(phi * z[None, :], axis=1)
@@ -514,38 +436,28 @@ def gdn_core_triton_parts(
     # 1. inverse RMS of q and k per token
     rq = _empty((B * N,), dev, f32)
     rk = _empty((B * N,), dev, f32)
-    _inv_rms_kernel[(triton.cdiv(B * N, cfg.rms_rows),)](
-        q, k, rq, rk, B * N, N, C, *q.stride(), *k.stride(), norm_eps,
-        ROWS=cfg.rms_rows, BLOCK_C=cfg.rms_block_c, num_warps=cfg.rms_warps,
+    _inv_rms_kernel[(B * N,)](
+        q, k, rq, rk, N, C, *q.stride(), *k.stride(), norm_eps,
+        BLOCK_C=min(cfg.rms_block_c, triton.next_power_of_2(C)), num_warps=cfg.rms_warps,
     )  # fmt: skip
 
-    # 2. frame reductions P, A, Π (B·H·T, 3, DP, DP) and b (B·H·T, DP)
+    # 2. key features, then the frame reductions P, A, Π (B·H·T, 3, DP, DP) and b (B·H·T, DP)
     frame_mats = _empty((B * H * T, 3, DP, DP), dev, f32)
     frame_b = _empty((B * H * T, DP), dev, f32)
-    cb = min(cfg.reduce_cols, DP)
-    if cfg.reduce_mode == "fused":
-        _frame_reduce_kernel[(B * H * T, DP // cb)](
-            k, v, beta, rk, k_norm_weight, cos, sin, frame_mats, frame_b,
-            T, S, H, D, N, key_scale, *k.stride(), *v.stride(), *beta.stride(), *cos.stride(), *sin.stride(),
-            DP=DP, CB=cb, BLOCK_S=cfg.reduce_block_s, DOT=dot,
-            num_warps=cfg.reduce_warps, num_stages=cfg.reduce_stages,
-        )  # fmt: skip
-    else:
-        feat_dtype = torch.bfloat16 if dot == 0 else f32
-        kr = _empty((B * H * T, S, DP), dev, feat_dtype)
-        kz = _empty((B * H * T, S, DP), dev, feat_dtype)
-        _key_features_kernel[(B * H * T, triton.cdiv(S, cfg.features_block_s))](
-            k, rk, k_norm_weight, cos, sin, kr, kz, T, S, H, D, N, key_scale,
-            *k.stride(), *cos.stride(), *sin.stride(),
-            DP=DP, BLOCK_S=cfg.features_block_s, num_warps=cfg.features_warps,
-        )  # fmt: skip
-        cg = min(cfg.gemm_cols, DP)
-        gemm_bs = cfg.gemm_block_s if dot == 0 else max(16, cfg.gemm_block_s // 2)  # fp32 tiles: half
-        _frame_gemm_kernel[(B * H * T, DP // cg)](
-            kr, kz, v, beta, frame_mats, frame_b, T, S, H, D, *v.stride(), *beta.stride(),
-            DP=DP, CB=cg, BLOCK_S=gemm_bs, DOT=dot,
-            num_warps=cfg.gemm_warps, num_stages=cfg.gemm_stages,
-        )  # fmt: skip
+    feat_dtype = torch.bfloat16 if dot == 0 else f32
+    kr = _empty((B * H * T, S, DP), dev, feat_dtype)
+    kz = _empty((B * H * T, S, DP), dev, feat_dtype)
+    _key_features_kernel[(B * H * T, triton.cdiv(S, cfg.features_block_s))](
+        k, rk, k_norm_weight, cos, sin, kr, kz, T, S, H, D, N, key_scale,
+        *k.stride(), *cos.stride(), *sin.stride(),
+        DP=DP, BLOCK_S=cfg.features_block_s, num_warps=cfg.features_warps,
+    )  # fmt: skip
+    cg = min(cfg.gemm_cols, DP)
+    gemm_bs = cfg.gemm_block_s if dot == 0 else max(16, cfg.gemm_block_s // 2)
+    _frame_gemm_kernel[(B * H * T, DP // cg)](
+        kr, kz, v, beta, frame_mats, frame_b, T, S, H, D, *v.stride(), *beta.stride(),
+        DP=DP, CB=cg, BLOCK_S=gemm_bs, DOT=dot, num_warps=cfg.gemm_warps, num_stages=cfg.gemm_stages,
+    )  # fmt: skip
 
     # 3. forward and backward scans
     m_hist = _empty((B * H, T, DP, DP), dev, torch.bfloat16 if dot == 0 else f32)
