@@ -416,14 +416,15 @@ def gdn_core_triton_parts(
     return_state: bool = False,
     config: LaunchConfig | None = None,
 ) -> GDNTritonOutput:
-    """Run the four kernels; optionally also return num/den and the final state (tests, checks).
+    """Run the five kernels; optionally also return num/den and the final state (tests, checks).
 
-    `state` is only read here. precision None picks "bf16" for 16-bit inputs and "tf32" for fp32."""
+    `state` is only read here. precision None picks "bf16" for 16-bit inputs, "tf32" for fp32 and
+    "ieee" for fp64."""
     B, N, C, S, D = _check_inputs(
         q, k, v, gate, beta, decay, q_norm_weight, k_norm_weight, cos, sin, frames, heads, state
     )
     if precision is None:
-        precision = "tf32" if v.dtype == torch.float32 else "bf16"
+        precision = {torch.float32: "tf32", torch.float64: "ieee"}.get(v.dtype, "bf16")
     if precision not in _DOT_MODES:
         raise ValueError(f"unknown GDN precision {precision!r}; expected one of {sorted(_DOT_MODES)}")
     dot, scan_dot = _DOT_MODES[precision]
