@@ -8,6 +8,7 @@ out of memory); 130 on Ctrl-C. Each error is one line on stderr, and no output f
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,7 +288,18 @@ def _edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_notices() -> None:
+    """Our INFO/WARNING log records (decode look-ahead, dropped audio, ...) as `note:` lines on stderr."""
+    logger = logging.getLogger("sana_streaming")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("note: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _show_notices()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
         argv.insert(0, "edit")  # no subcommand means `edit`

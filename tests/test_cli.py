@@ -210,3 +210,13 @@ def test_out_of_memory_exits_1_without_output(workdir, capsys, monkeypatch):
     assert main(tiny_args(src, "--num_frames", "all")) == 1
     assert "out of memory" in capsys.readouterr().err
     assert list((workdir / "outputs").iterdir()) == []
+
+
+def test_fps_override_drops_audio_with_a_notice(workdir, caplog):
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=24, audio=True)
+    with caplog.at_level("WARNING"):
+        assert main(tiny_args(src, "--num_frames", "all", "--fps", "12")) == 0
+    info = probe(workdir / "outputs" / "clip_long_streaming.mp4")
+    assert info["fps"] == 12.0 and info["audio_seconds"] is None
+    assert "dropping the audio" in caplog.text
