@@ -137,3 +137,34 @@ def test_temporal_conv_streaming_right_edge_is_zero_padded():
     assert not torch.allclose(first[:, 2], whole[:, 2])
     # The tail is the last frame of the pre-conv activation p, not of the output.
     torch.testing.assert_close(tail, ffn.spatial(m, 6, H, W)[:, 5])
+
+
+def test_qk_rmsnorm_spans_all_channels_not_each_head():
+    """RMS over all 224 channels of the tiny model (2 heads): scaling one head's channels changes the
+    other head's normalised values."""
+    layer = SoftmaxAttention(224, 112, qk_taps=1).double()
+    x = torch.randn(1, 5, 224, dtype=torch.float64)
+    y = x.clone()
+    y[..., :112] *= 3
+    a, b = layer.q_norm(x), layer.q_norm(y)
+    assert not torch.allclose(a[..., 112:], b[..., 112:])
+    rms = x.pow(2).mean(-1, keepdim=True).add(1e-5).rsqrt()
+    torch.testing.assert_close(a, x * rms * layer.q_norm.weight)
+
+
+def test_gdn_decay_rounded_to_the_activation_dtype():
+    """g = exp(−exp(A_log)·softplus(W ū + b + dt_bias)) per frame from the spatial mean, computed in
+    fp32 and rounded to bf16 for bf16 activations (dit.md §4.1.6, pitfall 15)."""
+    import torch.nn.functional as F
+
+    from sana_streaming.models.dit.gdn import GDNAttention
+
+    layer = randomize_dit_(GDNAttention(224, 112), seed=7).bfloat16()
+    u = torch.randn(1, 2 * 6, 224).bfloat16()
+    beta, decay = layer.gates(u, frames=2)
+    assert decay.dtype == torch.bfloat16 and beta.shape == (1, 12, 2) and decay.shape == (1, 2, 2)
+    mean = u.view(1, 2, 6, 224).mean(dim=2)
+    a = layer.gate_proj(mean).float()
+    expected = torch.exp(-layer.A_log.float().exp() * F.softplus(a + layer.dt_bias.float()))
+    assert torch.equal(decay, expected.bfloat16())
+    assert ((0 < decay) & (decay < 1)).all()

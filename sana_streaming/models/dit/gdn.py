@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from sana_streaming.models.dit.layers import RMSNorm, TapLinear
 from sana_streaming.models.dit.rope import RopeTables
 from sana_streaming.ops import Backend, GDNState, gdn_core
+from sana_streaming.ops.gdn_reference import compute_dtype
 
 
 class GDNAttention(nn.Module):
@@ -41,8 +42,9 @@ class GDNAttention(nn.Module):
         B, N, C = u.shape
         beta = torch.sigmoid(self.beta_proj(u)).to(u.dtype)
         frame_mean = u.view(B, frames, N // frames, C).mean(dim=2)  # (B, T, C)
-        a = self.gate_proj(frame_mean).float()
-        decay_log = -self.A_log.float().exp() * F.softplus(a + self.dt_bias.float())
+        dtype = compute_dtype(u.dtype)
+        a = self.gate_proj(frame_mean).to(dtype)
+        decay_log = -self.A_log.to(dtype).exp() * F.softplus(a + self.dt_bias.to(dtype))
         return beta, decay_log.exp().to(u.dtype)
 
     def forward(

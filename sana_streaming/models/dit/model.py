@@ -22,6 +22,7 @@ from sana_streaming.models.dit.layers import (
     TimestepEmbedder,
 )
 from sana_streaming.models.dit.rope import rope_tables
+from sana_streaming.ops.gdn_reference import compute_dtype
 
 
 class SanaStreamingDiT(nn.Module):
@@ -67,7 +68,9 @@ class SanaStreamingDiT(nn.Module):
         t_emb = self.t_embedder(timestep.expand(B))
         t0 = self.t_block(t_emb)  # (B, 6·C)
         y = self.attention_y_norm(self.y_embedder(caption.to(dtype).expand(B, -1, -1, -1)))[:, 0]  # (B, L, C)
-        rope = rope_tables(frame_offset, T, H, W, self.config.linear_head_dim, device=x.device)
+        rope = rope_tables(
+            frame_offset, T, H, W, self.config.linear_head_dim, device=x.device, dtype=compute_dtype(dtype)
+        )  # one table per forward, shared by every layer
         cached = 0
         if state is not None:
             cached = state.cached_tokens

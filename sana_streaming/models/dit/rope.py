@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sana_streaming.ops.gdn_reference import rotate_pairs
+from sana_streaming.ops.gdn_reference import compute_dtype, rotate_pairs
 
 ROPE_THETA = 10000.0
 
@@ -65,5 +65,6 @@ def rope_tables(
 
 
 def apply_rope(x: Tensor, tables: RopeTables) -> Tensor:
-    """Rotate interleaved pairs of x (B, N, H, D) in float32; returns float32."""
-    return rotate_pairs(x.float(), tables.cos.float(), tables.sin.float())
+    """Rotate interleaved pairs of x (B, N, H, D) in float32 (float64 stays float64)."""
+    dtype = compute_dtype(x.dtype)
+    return rotate_pairs(x.to(dtype), tables.cos.to(dtype), tables.sin.to(dtype))

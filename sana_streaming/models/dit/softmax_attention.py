@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from sana_streaming.models.dit.cache import KVWindow
 from sana_streaming.models.dit.layers import RMSNorm, TapLinear
 from sana_streaming.models.dit.rope import RopeTables, apply_rope
+from sana_streaming.ops.gdn_reference import compute_dtype
 
 
 class SoftmaxAttention(nn.Module):
@@ -49,4 +50,5 @@ class SoftmaxAttention(nn.Module):
             k, v = window.key[:, :, :end], window.value[:, :, :end]
         o = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, D), scale 1/sqrt(D)
         o = o.transpose(1, 2).reshape(B, N, C)
-        return self.proj(o * F.silu(self.output_gate(u).float()).to(o.dtype))
+        gate = F.silu(self.output_gate(u).to(compute_dtype(u.dtype))).to(o.dtype)  # SiLU in ≥ fp32
+        return self.proj(o * gate)
