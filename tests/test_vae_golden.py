@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import AutoencoderKLLTX2Video
+from golden import rel_err
 from safetensors.torch import load_file
 
 from sana_streaming.config import ConfigError, VAEConfig, load_config
@@ -45,10 +46,6 @@ def vae(model: AutoencoderKLLTX2Video) -> LTX2VAE:
     return LTX2VAE(model, "LTX2VAE_chunk_tile")
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
 @pytest.mark.parametrize("chunks", [[1, 8, 8, 8], [9, 16], [25], [2, 3, 20], [1, 4, 4, 4, 4, 8]])
 def test_chunked_encode_matches_release(
     vae: LTX2VAE, golden: dict[str, torch.Tensor], chunks: list[int]
@@ -56,12 +53,12 @@ def test_chunked_encode_matches_release(
     video = golden["input.video"].float()
     encoder = vae.chunked_encoder(normalise=False)
     latents = torch.cat([encoder.push(c) for c in video.split(chunks, dim=2)] + [encoder.flush()], dim=2)
-    assert _rel(latents, golden["output.encode_chunked_causal"]) <= TOLERANCE
-    assert _rel(latents, golden["output.encode_whole"]) <= TOLERANCE
+    assert rel_err(latents, golden["output.encode_chunked_causal"]) <= TOLERANCE
+    assert rel_err(latents, golden["output.encode_whole"]) <= TOLERANCE
 
 
 def test_whole_encode_matches_release_normalised(vae: LTX2VAE, golden: dict[str, torch.Tensor]) -> None:
-    assert _rel(vae.encode(golden["input.video"].float()), golden["output.latent_normalised"]) <= TOLERANCE
+    assert rel_err(vae.encode(golden["input.video"].float()), golden["output.latent_normalised"]) <= TOLERANCE
 
 
 @pytest.mark.parametrize("chunks", [[4], [1, 1, 1, 1], [3, 1], [2, 2], [1, 3]])
@@ -72,7 +69,7 @@ def test_release_tiles_match_release(
     latents = golden["output.encode_chunked_causal"]
     video = torch.cat([decoder.push(c) for c in latents.split(chunks, dim=2)] + [decoder.flush()], dim=2)
     assert video.shape == golden["output.decode_chunk_tile"].shape
-    assert _rel(video, golden["output.decode_chunk_tile"]) <= TOLERANCE
+    assert rel_err(video, golden["output.decode_chunk_tile"]) <= TOLERANCE
 
 
 @pytest.mark.parametrize("chunks", [[5], [1] * 5, [3, 2], [4, 1]])
@@ -84,13 +81,14 @@ def test_release_tiles_match_release_long(
     latents = golden["input.latent_long"]
     video = torch.cat([decoder.push(c) for c in latents.split(chunks, dim=2)] + [decoder.flush()], dim=2)
     assert video.shape == golden["output.decode_chunk_tile_long"].shape == (1, 3, 33, 64, 64)
-    assert _rel(video, golden["output.decode_chunk_tile_long"]) <= TOLERANCE
+    assert rel_err(video, golden["output.decode_chunk_tile_long"]) <= TOLERANCE
 
 
 def test_release_decode_from_normalised(vae: LTX2VAE, golden: dict[str, torch.Tensor]) -> None:
     """The release's `vae_decode`: de-normalise, then `decode_chunk_tile` (golden diagnostic: 4.3e-6)."""
     assert (
-        _rel(vae.decode(golden["output.latent_normalised"]), golden["output.decode_chunk_tile"]) <= TOLERANCE
+        rel_err(vae.decode(golden["output.latent_normalised"]), golden["output.decode_chunk_tile"])
+        <= TOLERANCE
     )
 
 
@@ -100,7 +98,7 @@ def test_exact_decode_matches_whole(vae: LTX2VAE, golden: dict[str, torch.Tensor
     assert (decoder.lookahead_latents, decoder.lookahead_frames) == (7, 53)  # one layer per block
     latents = golden["output.encode_chunked_causal"]
     video = torch.cat([decoder.push(c) for c in latents.split(chunks, dim=2)] + [decoder.flush()], dim=2)
-    assert _rel(video, golden["output.decode_whole"]) <= TOLERANCE
+    assert rel_err(video, golden["output.decode_whole"]) <= TOLERANCE
 
 
 def test_normalisation_round_trip_exact(vae: LTX2VAE, golden: dict[str, torch.Tensor]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import AutoencoderKLLTX2Video
+from golden import rel_err
 from safetensors.torch import load_file
 
 from sana_streaming.config import VAEConfig
@@ -71,10 +72,6 @@ def vae(model: AutoencoderKLLTX2Video) -> LTX2VAE:
     return LTX2VAE(model, "LTX2VAE_chunk_tile")
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
 def _video(frames: int, height: int = 64, width: int = 64, seed: int = 5) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(1, 3, frames, height, width, generator=gen) * 2 - 1
@@ -122,7 +119,7 @@ def test_chunked_encode_equals_whole(vae: LTX2VAE, model: AutoencoderKLLTX2Video
     parts = [encoder.push(chunk) for chunk in video.split(chunks, dim=2)]
     streamed = torch.cat([*parts, encoder.flush()], dim=2)
     assert streamed.shape == whole.shape == (1, LATENT, 5, 2, 2)
-    assert _rel(streamed, whole) <= 1e-5
+    assert rel_err(streamed, whole) <= 1e-5
     # latent frames come out as soon as final: after 8k+1 pixel frames, exactly k+1 latents
     pushed = 0
     emitted = 0
@@ -147,7 +144,7 @@ def test_chunked_encode_float64_is_exact_to_rounding(model64: AutoencoderKLLTX2V
     streamed = torch.cat(
         [encoder.push(c) for c in video.split([1, 4, 4, 8], dim=2)] + [encoder.flush()], dim=2
     )
-    assert _rel(streamed, whole) <= 1e-12
+    assert rel_err(streamed, whole) <= 1e-12
 
 
 def test_chunked_encode_rejects_wrong_length(vae: LTX2VAE) -> None:
@@ -175,7 +172,7 @@ def test_exact_decode_equals_whole(vae: LTX2VAE, model: AutoencoderKLLTX2Video, 
     assert decoder.lookahead_latents < latents.shape[2]
     video = torch.cat([decoder.push(c) for c in latents.split(chunks, dim=2)] + [decoder.flush()], dim=2)
     assert video.shape == whole.shape == (1, 3, 201, 64, 64)
-    assert _rel(video, whole) <= 1e-5
+    assert rel_err(video, whole) <= 1e-5
 
 
 def test_exact_lookahead_measured_equals_computed(vae: LTX2VAE, model64: AutoencoderKLLTX2Video) -> None:
@@ -246,7 +243,7 @@ def test_release_tiles_equal_restatement(
     parts = [decoder.push(c) for c in latents.split(chunks, dim=2)]
     video = torch.cat([*parts, decoder.flush()], dim=2)
     assert video.shape == expected.shape == (1, 3, 8 * (count - 1) + 1, 64, 64)
-    assert _rel(video, expected) <= 1e-6
+    assert rel_err(video, expected) <= 1e-6
     # frames come out once their tiles are complete: 9 + 8 (n - 4) after n >= 4 latents
     pushed = emitted = 0
     for chunk, part in zip(chunks, parts, strict=True):
@@ -255,7 +252,7 @@ def test_release_tiles_equal_restatement(
         assert emitted == (0 if pushed < 4 else 9 + 8 * (pushed - 4))
     if count >= 5:  # the tiles see only 4 latents, so this is not the whole decode
         with torch.no_grad():
-            assert _rel(video, model.decoder(latents, None)) > 1e-2
+            assert rel_err(video, model.decoder(latents, None)) > 1e-2
 
 
 def test_release_tiles_lookahead(vae: LTX2VAE) -> None:
@@ -265,10 +262,10 @@ def test_release_tiles_lookahead(vae: LTX2VAE) -> None:
 def test_streaming_whole_decode_is_release_tiles(vae: LTX2VAE, model: AutoencoderKLLTX2Video) -> None:
     latents = _latents(6, seed=17)
     raw = vae.denormalise(latents)
-    assert _rel(vae.decode(latents), _restated_release_tiles(model.decoder, raw)) <= 1e-6
+    assert rel_err(vae.decode(latents), _restated_release_tiles(model.decoder, raw)) <= 1e-6
     exact = LTX2VAE(model, "LTX2VAE_chunk_tile", decode="exact")
     with torch.no_grad():
-        assert _rel(exact.decode(latents), model.decoder(raw, None)) <= 1e-5
+        assert rel_err(exact.decode(latents), model.decoder(raw, None)) <= 1e-5
 
 
 def test_state_bytes_bounded(vae: LTX2VAE) -> None:
@@ -323,14 +320,14 @@ def test_bidirectional_settings_field_by_field() -> None:
         untiled = vae.normalise(model.encoder(video)[:, :LATENT])
     tiled = vae.encode(video)
     assert tiled.shape == untiled.shape == (1, LATENT, 1, 18, 2)
-    assert _rel(tiled, untiled) > 1e-3
+    assert rel_err(tiled, untiled) > 1e-3
 
     latents = torch.randn(1, LATENT, 1, 18, 2, generator=torch.Generator().manual_seed(31))
     with torch.no_grad():
         untiled_video = model.decoder(vae.denormalise(latents), None)
     tiled_video = vae.decode(latents)
     assert tiled_video.shape == untiled_video.shape == (1, 3, 1, 576, 64)
-    assert _rel(tiled_video, untiled_video) > 1e-3
+    assert rel_err(tiled_video, untiled_video) > 1e-3
 
 
 def test_streaming_mode_leaves_diffusers_untiled(vae: LTX2VAE) -> None:
@@ -355,4 +352,4 @@ def test_restatement_itself_matches_release() -> None:
         (golden["output.encode_chunked_causal"], golden["output.decode_chunk_tile"]),
         (golden["input.latent_long"], golden["output.decode_chunk_tile_long"]),
     ):
-        assert _rel(_restated_release_tiles(fixture_model.decoder, latents), expected) <= 1e-4
+        assert rel_err(_restated_release_tiles(fixture_model.decoder, latents), expected) <= 1e-4
