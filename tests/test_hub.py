@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx2
 import huggingface_hub
 import pytest
+
+try:  # huggingface_hub 2 builds on httpx2, version 1 on httpx
+    import httpx2 as httpx
+except ImportError:
+    import httpx
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
 
 from sana_streaming.hub import HubError, parse_hf_uri, resolve_path
@@ -115,8 +119,8 @@ def test_real_offline_mode_empty_cache(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def _http_error(cls: type[HfHubHTTPError], status: int) -> HfHubHTTPError:
-    request = httpx2.Request("GET", "https://huggingface.co/owner/repo/resolve/main/x")
-    return cls(f"{status} Client Error", response=httpx2.Response(status, request=request))
+    request = httpx.Request("GET", "https://huggingface.co/owner/repo/resolve/main/x")
+    return cls(f"{status} Client Error", response=httpx.Response(status, request=request))
 
 
 @pytest.mark.parametrize(
