@@ -255,13 +255,15 @@ class SanaStreamingPipeline:
         negative_text = options.negative_prompt
         if negative_text is None:
             negative_text = str(defaults["negative_prompt"])
-        on_gpu = self.device.type == "cuda"
-        if on_gpu:
-            self.text_encoder.offload(self.device)  # back from the host after an earlier edit
-        negative = self.text_encoder.encode_negative(negative_text)
-        positive = self.text_encoder.encode_prompt(positive_prompt_text(options.prompt, int(motion)))
-        if on_gpu:
-            self.text_encoder.offload("cpu")  # 5 GB the DiT and VAE can use
+        positive_text = positive_prompt_text(options.prompt, int(motion))
+        encoder = self.text_encoder
+        move = self.device.type == "cuda" and not encoder.is_cached(positive_text, negative_text)
+        if move:
+            encoder.offload(self.device)  # back from the host after an earlier edit
+        negative = encoder.encode_negative(negative_text)
+        positive = encoder.encode_prompt(positive_text)
+        if move:
+            encoder.offload("cpu")  # 5 GB the DiT and VAE can use
         return PromptEmbeddings(
             positive=StreamingConditions(positive.embeds, positive.mask),
             negative=StreamingConditions(negative.embeds, negative.mask),

@@ -175,7 +175,9 @@ def test_cache_offload_and_free(model_dir: Path, te_config: TextEncoderConfig) -
     first = encoder.encode_prompt(SHORT)
     assert encoder.encode_prompt(SHORT) is first
     encoder.offload("cpu")
+    assert not encoder.is_cached(SHORT, "")
     negative = encoder.encode_negative("")
+    assert encoder.is_cached(SHORT, "") and not encoder.is_cached(SHORT, "blurry")
     encoder.free()
     assert encoder.encode_prompt(SHORT) is first and encoder.encode_negative("") is negative
     with pytest.raises(TextEncoderError, match="freed"):

@@ -209,6 +209,10 @@ class TextEncoder:
             self._cache[key] = self._encode_with_chi(prompt)
         return self._cache[key]
 
+    def is_cached(self, prompt: str, negative: str) -> bool:
+        """Whether both encodings are already cached (then the model is not needed)."""
+        return (True, prompt) in self._cache and (False, negative) in self._cache
+
     def encode_negative(self, prompt: str) -> EncodedText:
         """Negative prompt: no prefix, no stripping, padded/truncated to L tokens, no selection."""
         key = (False, prompt)
