@@ -1,4 +1,4 @@
-"""Command line: `sana-streaming [edit] [flags]` (no subcommand means `edit`), `sana-streaming convert`.
+"""Command line: `sana-streaming [edit] [flags]` (no subcommand means `edit`), `convert`, `bench`.
 
 Exit codes: 0 done; 2 usage errors (bad values or combinations, an existing output without
 `--overwrite`); 1 problems found while running (missing or corrupt video, bad checkpoint, offline hub,
