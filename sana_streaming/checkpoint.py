@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from sana_streaming.files import make_temp_beside
 
 # Keys whose stored shape may be [C, C] (Linear) or [C, C, taps] (Conv1d) in either variant.
 _TAP_KEYS = ("attn.q.weight", "attn.k.weight")
@@ -148,13 +149,10 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite
     if dst.exists() and not overwrite:
         raise CheckpointError(f"{dst} exists (use --overwrite to replace it)")
     state = {k: v.contiguous().clone() for k, v in read_state_dict(src).items()}  # own, unshared storage
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = make_temp_beside(dst)
     try:
-        save_file(state, tmp)
+        save_file(state, str(tmp))
         os.replace(tmp, dst)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
     return len(state)

@@ -103,7 +103,14 @@ def _resolve_hub(hub_path: HubPath, kind: Kind, allow_patterns: Sequence[str] | 
         root = huggingface_hub.snapshot_download(
             repo_id=hub_path.repo_id, allow_patterns=_folder_patterns(hub_path.subpath, allow_patterns)
         )
-        return Path(root) / hub_path.subpath
+        folder = Path(root) / hub_path.subpath
+        if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
+            # offline, snapshot_download returns whatever part of the snapshot is cached
+            raise HubError(
+                f"{hub_path.uri}: no files of this folder are in the repo or the local hub cache; fetch "
+                f"them with: {download_command(hub_path, kind)}"
+            )
+        return folder
     except LocalEntryNotFoundError as exc:
         raise HubError(
             f"{hub_path.uri} is not in the local hub cache and cannot be downloaded now (offline or no "

@@ -24,6 +24,7 @@ from torch import Tensor
 from sana_streaming.background import BackgroundSink, prefetch
 from sana_streaming.checkpoint import load_dit_checkpoint
 from sana_streaming.config import MODE_SAMPLERS, SamplerConfig, SanaStreamingConfig, load_config
+from sana_streaming.files import make_temp_beside
 from sana_streaming.hub import resolve_path
 from sana_streaming.models.dit import StreamingState, build_dit, randomize_dit_
 from sana_streaming.models.text_encoder import TextEncoder, positive_prompt_text
@@ -529,8 +530,10 @@ class SanaStreamingPipeline:
                     with _stage(timer, "write"):
                         sink.close()
                 except BaseException:
-                    stream.close()  # end the stream's threads while its reader is still open
-                    sink.cancel()
+                    try:
+                        stream.close()  # end the stream's threads while its reader is still open
+                    finally:
+                        sink.cancel()  # and the writer's thread before the writer aborts
                     raise
                 if record is not None:
                     _save_atomically(record.stacked(), Path(latent_path), overwrite)  # type: ignore[arg-type]
@@ -590,6 +593,9 @@ def _limit_frames(chunks: Iterator[Tensor], frames: int) -> Iterator[Tensor]:
 def _save_atomically(tensor: Tensor, path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (use --overwrite to replace it)")
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(tensor, tmp)
-    tmp.replace(path)
+    tmp = make_temp_beside(path)
+    try:
+        torch.save(tensor, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -67,7 +67,7 @@ def test_hub_folder_and_whole_repo(fake_snapshot: Path, monkeypatch: pytest.Monk
     dit = resolve_path("hf://owner/repo/dit", kind="folder", allow_patterns=["*.pth"])
     assert dit == fake_snapshot / "dit"
     assert calls == [("owner/repo", ["vae/*"]), ("owner/repo", None), ("owner/repo", ["dit/*.pth"])]
-    with pytest.raises(HubError, match="does not exist"):
+    with pytest.raises(HubError, match='hf download owner/repo --include "nothing/\\*"'):
         resolve_path("hf://owner/repo/nothing", kind="folder")
 
 

@@ -101,7 +101,8 @@ class VideoReader:
         self.chunk_frames = chunk_frames
         self.max_frames = max_frames
         self.name = _source_name(source)
-        self._container = _open(source, self.name)
+        self._local_path = _local_file(source, self.name)
+        self._container = _open(source, self._local_path, self.name)
         if not self._container.streams.video:
             self._container.close()
             raise VideoReadError(f"{self.name}: no video stream")
@@ -112,17 +113,17 @@ class VideoReader:
             width=self._stream.width,
             height=self._stream.height,
             fps=Fraction(rate) if rate else None,
-            num_frames=self._stream.frames or self._count_frames(source),
+            num_frames=self._stream.frames or self._count_frames(),
             has_audio=bool(self._container.streams.audio),
         )
 
-    def _count_frames(self, source: VideoSource) -> int | None:
+    def _count_frames(self) -> int | None:
         """Frame count of a local file whose container does not store it (e.g. Matroska), by demuxing
         its packets in a second pass (no decoding); None for streams, which cannot be read twice."""
-        if not isinstance(source, (str, Path)) or "://" in str(source) or str(source).startswith("pipe:"):
+        if self._local_path is None:
             return None
         try:
-            with av.open(str(Path(source).expanduser()), mode="r") as container:
+            with av.open(str(self._local_path), mode="r") as container:
                 stream = container.streams.video[0]
                 return sum(1 for packet in container.demux(stream) if packet.size) or None
         except av.error.FFmpegError:
@@ -179,20 +180,26 @@ def _source_name(source: VideoSource) -> str:
     return str(getattr(source, "name", "<stream>"))
 
 
-def _open(source: VideoSource, name: str) -> av.container.InputContainer:
-    if isinstance(source, (str, Path)):
-        text = str(source)
-        if is_hub_uri(text):
-            try:
-                source = resolve_path(text, kind="file")
-            except HubError as exc:
-                raise VideoReadError(str(exc)) from exc
-        elif "://" not in text and not text.startswith("pipe:"):
-            source = Path(text).expanduser()
-            if not source.is_file():
-                raise VideoReadError(f"{name}: no such file")
-        source = str(source)
+def _local_file(source: VideoSource, name: str) -> Path | None:
+    """The local file behind `source` (hub files are fetched); None for URLs, pipes and streams."""
+    if not isinstance(source, (str, Path)):
+        return None
+    text = str(source)
+    if is_hub_uri(text):
+        try:
+            return resolve_path(text, kind="file")
+        except HubError as exc:
+            raise VideoReadError(str(exc)) from exc
+    if "://" in text or text.startswith("pipe:"):
+        return None
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise VideoReadError(f"{name}: no such file")
+    return path
+
+
+def _open(source: VideoSource, local: Path | None, name: str) -> av.container.InputContainer:
     try:
-        return av.open(source, mode="r")
+        return av.open(str(local) if local is not None else source, mode="r")
     except av.error.FFmpegError as exc:
         raise VideoReadError(f"{name}: cannot open as a video ({exc.strerror or exc})") from exc

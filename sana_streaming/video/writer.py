@@ -7,7 +7,11 @@ RGB -> YUV 4:2:0 conversion uses bicubic chroma filtering, the scaler flag the f
 
 The file is written under a hidden temporary name in the output folder and renamed when `close()`
 succeeds, so an interrupted or failed run leaves nothing at the output path. The release writes no audio;
-`audio_from` copies (re-encodes as AAC) the source's first audio track for the edited span.
+`audio_from` copies (re-encodes as AAC) the source's first audio track for the edited span; mono stays
+mono, every other layout is encoded as stereo.
+
+A writer may be fed from a worker thread while another thread closes or aborts it: its methods hold one
+lock, and writing after `close`/`abort` raises `VideoWriteError`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import tempfile
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +27,8 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+
+from sana_streaming.files import make_temp_beside
 
 # Source: meefs/Sana save_video -> imageio ffmpeg writer, quality 5 -> crf int((1 - 5/10) * 51) = 25.
 X264_OPTIONS = {"crf": "25", "preset": "medium"}
@@ -84,6 +90,7 @@ class VideoWriter:
             raise VideoWriteError(f"{self.path} is a folder")
         self.width, self.height = width, height
         self.frames_written = 0
+        self._lock = threading.RLock()
         self._temp = _make_temp(self.path)
         self._audio: _AudioCopier | None = None
         try:
@@ -110,6 +117,12 @@ class VideoWriter:
         """Append uint8 RGB images `[F, H, W, 3]` (see `frames_to_uint8`)."""
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (self.height, self.width, 3):
             raise ValueError(f"expected uint8 images [F, {self.height}, {self.width}, 3], got {images.shape}")
+        with self._lock:
+            if self._temp is None:
+                raise VideoWriteError(f"{self.path}: the writer is closed")
+            self._encode_images(images)
+
+    def _encode_images(self, images: np.ndarray) -> None:
         try:
             for image in images:
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
@@ -124,8 +137,11 @@ class VideoWriter:
 
     def close(self) -> None:
         """Finish encoding and move the file into place. Nothing is left at the output path on failure."""
-        if self._temp is None:
-            return
+        with self._lock:
+            if self._temp is not None:
+                self._finish()
+
+    def _finish(self) -> None:
         try:
             self._container.mux(self._stream.encode(None))
             if self._audio is not None:
@@ -134,14 +150,18 @@ class VideoWriter:
             os.replace(self._temp, self.path)
             self._temp = None
         except av.error.FFmpegError as exc:
-            self.abort()
+            self._abort()
             raise VideoWriteError(f"{self.path}: finishing the file failed ({exc})") from exc
         except BaseException:
-            self.abort()
+            self._abort()
             raise
 
     def abort(self) -> None:
         """Stop and delete the partial file."""
+        with self._lock:
+            self._abort()
+
+    def _abort(self) -> None:
         if self._audio is not None:
             self._audio.close()
         container = getattr(self, "_container", None)
@@ -165,12 +185,9 @@ class VideoWriter:
 def _make_temp(path: Path) -> Path:
     """An empty hidden file beside `path`; its suffix keeps the container recognisable."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
+        return make_temp_beside(path, suffix=f".partial{path.suffix}")
     except OSError as exc:
         raise VideoWriteError(f"cannot write in folder {path.parent}: {exc.strerror or exc}") from exc
-    os.close(fd)
-    return Path(name)
 
 
 class _AudioCopier:
@@ -191,7 +208,11 @@ class _AudioCopier:
         self.rate = in_stream.codec_context.sample_rate
         layout = "mono" if in_stream.codec_context.channels == 1 else "stereo"
         self._layout = layout
-        self._stream = output.add_stream("aac", rate=self.rate, layout=layout)
+        try:
+            self._stream = output.add_stream("aac", rate=self.rate, layout=layout)
+        except av.error.FFmpegError as exc:
+            self._input.close()
+            raise VideoWriteError(f"{source}: cannot encode its audio as AAC ({exc})") from exc
         self._output = output
         video = self._input.streams.video
         video_start = (

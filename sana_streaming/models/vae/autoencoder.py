@@ -244,7 +244,9 @@ def load_vae(
         dtype = _DTYPES[config.weight_dtype]
     if random_weights:
         architecture = config.architecture or LTX2_RELEASE_ARCHITECTURE
-        with torch.random.fork_rng(devices=[]), torch.device(device):
+        target = torch.device(device)
+        cuda_devices = [target.index or 0] if target.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices), target:  # leaves the caller's RNGs untouched
             torch.manual_seed(0)
             model = AutoencoderKLLTX2Video(**architecture)
         if dtype != model.dtype:
