@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from sana_streaming.files import make_temp_beside
+from sana_streaming.files import make_temp_beside, publish
 
 # Keys whose stored shape may be [C, C] (Linear) or [C, C, taps] (Conv1d) in either variant.
 _TAP_KEYS = ("attn.q.weight", "attn.k.weight")
@@ -152,7 +152,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite
     tmp = make_temp_beside(dst)
     try:
         save_file(state, str(tmp))
-        os.replace(tmp, dst)
+        publish(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
     return len(state)

@@ -15,9 +15,14 @@ def _umask() -> int:
 
 
 def make_temp_beside(path: Path, suffix: str = ".tmp") -> Path:
-    """An empty hidden file in `path`'s folder (created if needed), readable as `open()` would make it."""
+    """An empty hidden file in `path`'s folder (created if needed) to write the output into."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
     os.close(fd)
-    os.chmod(name, 0o666 & ~_umask())
     return Path(name)
+
+
+def publish(temp: Path, path: Path) -> None:
+    """Give the finished `temp` the permissions `open()` would have, then rename it to `path`."""
+    os.chmod(temp, 0o666 & ~_umask())
+    os.replace(temp, path)

@@ -24,7 +24,7 @@ from torch import Tensor
 from sana_streaming.background import BackgroundSink, prefetch
 from sana_streaming.checkpoint import load_dit_checkpoint
 from sana_streaming.config import MODE_SAMPLERS, SamplerConfig, SanaStreamingConfig, load_config
-from sana_streaming.files import make_temp_beside
+from sana_streaming.files import make_temp_beside, publish
 from sana_streaming.hub import resolve_path
 from sana_streaming.models.dit import StreamingState, build_dit, randomize_dit_
 from sana_streaming.models.text_encoder import TextEncoder, positive_prompt_text
@@ -596,6 +596,6 @@ def _save_atomically(tensor: Tensor, path: Path, overwrite: bool) -> None:
     tmp = make_temp_beside(path)
     try:
         torch.save(tensor, tmp)
-        tmp.replace(path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sana_streaming.checkpoint import convert_checkpoint
-from sana_streaming.files import make_temp_beside
+from sana_streaming.files import make_temp_beside, publish
 from sana_streaming.video.writer import VideoWriteError, VideoWriter
 
 
@@ -24,7 +24,9 @@ def mode(path) -> int:
 
 
 def test_outputs_are_world_readable(tmp_path, umask_022):
-    assert mode(make_temp_beside(tmp_path / "sub" / "x.bin")) == 0o644
+    temp = make_temp_beside(tmp_path / "sub" / "x.bin")
+    publish(temp, tmp_path / "sub" / "x.bin")
+    assert mode(tmp_path / "sub" / "x.bin") == 0o644 and not temp.exists()
     with VideoWriter(tmp_path / "out.mp4", 8, 32, 32) as writer:
         writer.write_images(np.full((3, 32, 32, 3), 100, dtype=np.uint8))
     assert mode(tmp_path / "out.mp4") == 0o644

@@ -28,7 +28,7 @@ import av
 import numpy as np
 import torch
 
-from sana_streaming.files import make_temp_beside
+from sana_streaming.files import make_temp_beside, publish
 
 # Source: meefs/Sana save_video -> imageio ffmpeg writer, quality 5 -> crf int((1 - 5/10) * 51) = 25.
 X264_OPTIONS = {"crf": "25", "preset": "medium"}
@@ -147,7 +147,7 @@ class VideoWriter:
             if self._audio is not None:
                 self._audio.encode_until(self.frames_written / self.fps, final=True)
             self._container.close()
-            os.replace(self._temp, self.path)
+            publish(self._temp, self.path)
             self._temp = None
         except av.error.FFmpegError as exc:
             self._abort()
