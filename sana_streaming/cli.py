@@ -65,7 +65,7 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     add("--config", help="YAML config (default: the mode's release config)")
     add("--model_path", help="DiT checkpoint, local or hf:// (default: the mode's released weights)")
     add("--prompt", help="edit instruction (default: the release demo's prompt)")
-    add("--video_path", help="source video, local or hf:// (default: the release demo's source)")
+    add("--video_path", help="source video: a file, hf://, a URL, pipe:N or - for stdin (default: the demo)")
     add("--output_dir", default="outputs")
     add("--output_name", help="default: <video stem>_<mode>.mp4")
     add("--num_frames", type=_num_frames, help="frames to edit, floored to 8k+1, or 'all' (mode default)")
@@ -201,7 +201,8 @@ def resolve_edit_plan(args: argparse.Namespace) -> EditPlan:
     if args.sink_token.strip().lower() not in ("1", "true", "yes", "y", "0", "false", "no", "n"):
         raise UsageError(f"--sink_token must be true/false (1/0, yes/no, y/n), got {args.sink_token!r}")
     video_path = args.video_path or demo_video
-    output = Path(args.output_dir) / (args.output_name or f"{Path(video_path).stem}_{args.mode}.mp4")
+    stem = "stdin" if video_path == "-" else Path(video_path).stem
+    output = Path(args.output_dir) / (args.output_name or f"{stem}_{args.mode}.mp4")
     latent_output = output.with_name(f"{output.stem}_latent.pt") if args.save_latent else None
     for path in (output, latent_output):
         if path is not None and path.exists() and not args.overwrite:
@@ -232,13 +233,15 @@ def resolve_edit_plan(args: argparse.Namespace) -> EditPlan:
 
 def _edit(args: argparse.Namespace) -> int:
     plan = resolve_edit_plan(args)
-    from sana_streaming.hub import resolve_path
+    from sana_streaming.hub import is_hub_uri, resolve_path
 
     if args.dry_run:
-        for key in ("model_path", "video_path", "input_latent_path", "input_text_embed_path"):
+        for key in ("model_path", "input_latent_path", "input_text_embed_path"):
             value = getattr(plan, key)
-            if value is not None and not (key == "video_path" and plan.input_latent_path):
+            if value is not None:
                 setattr(plan, key, str(resolve_path(value)))
+        if not plan.input_latent_path and is_hub_uri(plan.video_path):
+            plan.video_path = str(resolve_path(plan.video_path))
         print("\n".join(plan.describe()))
         return 0
     import torch
@@ -253,8 +256,10 @@ def _edit(args: argparse.Namespace) -> int:
 
     if plan.input_latent_path:  # the release then reads no video
         source = load_latent_file(resolve_path(plan.input_latent_path))
-    else:
-        source = resolve_path(plan.video_path)
+    elif plan.video_path == "-":
+        source = sys.stdin.buffer  # a pipe: length unknown, chunked as it arrives
+    else:  # local files, URLs and `pipe:` go to the reader as they are; hf:// is fetched first
+        source = resolve_path(plan.video_path) if is_hub_uri(plan.video_path) else plan.video_path
     prompts = None
     if plan.input_text_embed_path:
         prompts = load_text_embed_file(resolve_path(plan.input_text_embed_path))
@@ -327,12 +332,12 @@ def _runtime_errors() -> tuple[type[BaseException], ...]:
     from sana_streaming.hub import HubError
     from sana_streaming.models.text_encoder import TextEncoderError
     from sana_streaming.models.vae import VAELoadError
-    from sana_streaming.pipeline import DebugFileError, SourceTooShortError
+    from sana_streaming.pipeline import EditError
     from sana_streaming.video.reader import VideoReadError
     from sana_streaming.video.writer import VideoWriteError
 
-    return (CheckpointError, ConfigError, DebugFileError, HubError, TextEncoderError, VAELoadError,
-            SourceTooShortError, VideoReadError, VideoWriteError, torch.OutOfMemoryError)  # fmt: skip
+    return (CheckpointError, ConfigError, EditError, HubError, TextEncoderError, VAELoadError,
+            VideoReadError, VideoWriteError, torch.OutOfMemoryError)  # fmt: skip
 
 
 if __name__ == "__main__":

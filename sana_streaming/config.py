@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from sana_streaming.hub import HubError, is_hub_uri, resolve_path
+
 Variant = Literal["bidirectional", "streaming"]
 
 # Registry of named models -> explicit dimensions.
@@ -344,15 +346,23 @@ def _packaged_path(name: str) -> Path | None:
 
 
 def resolve_config_path(path_or_name: str | Path) -> Path:
-    """A config path as given, else a packaged config of that name (so the release's relative
-    default `configs/sana_streaming/<name>.yaml` works from any working directory)."""
-    path = Path(path_or_name).expanduser()
+    """An existing file or `hf://` URI as given; else, for a bare name or the release's relative form
+    `configs/sana_streaming/<name>.yaml`, the packaged config (so the release's defaults work from any
+    working directory). Any other missing path is an error, never silently replaced."""
+    text = str(path_or_name)
+    if is_hub_uri(text):
+        try:
+            return resolve_path(text, kind="file")
+        except HubError as exc:
+            raise ConfigError(str(exc)) from exc
+    path = Path(text).expanduser()
     if path.is_file():
         return path
-    packaged = _packaged_path(str(path_or_name))
+    is_name = path.parent in (Path("."), Path(PACKAGED_CONFIG_DIR))
+    packaged = _packaged_path(text) if is_name else None
     if packaged is not None:
         return packaged
-    raise ConfigError(f"config {str(path_or_name)!r} not found; packaged configs: {packaged_config_names()}")
+    raise ConfigError(f"config {text!r} not found; packaged configs: {packaged_config_names()}")
 
 
 def load_config(path_or_name: str | Path) -> SanaStreamingConfig:

@@ -67,11 +67,15 @@ MODE_DEFAULTS: dict[str, dict[str, object]] = {
 RELEASE_FPS = Fraction(16)  # the release writes every output at 16 fps
 
 
-class SourceTooShortError(ValueError):
+class EditError(ValueError):
+    """An edit cannot run with these inputs or settings (the CLI prints it on one line, exit 1)."""
+
+
+class SourceTooShortError(EditError):
     """The source has fewer frames than the edit asks for."""
 
 
-class DebugFileError(ValueError):
+class DebugFileError(EditError):
     """A `--input_latent_path` / `--input_text_embed_path` file has the wrong content."""
 
 
@@ -233,6 +237,10 @@ class SanaStreamingPipeline:
     def sampler_settings(self, options: EditOptions) -> SamplerConfig:
         """The mode's sampler defaults with the edit's overrides; flow shift from the config."""
         base = MODE_SAMPLERS[self.mode]
+        if options.cfg_scale is not None and options.cfg_scale < 1:
+            raise EditError(f"cfg_scale must be >= 1, got {options.cfg_scale}")
+        if options.steps is not None and options.steps < 1:
+            raise EditError(f"steps must be >= 1, got {options.steps}")
         shift = options.flow_shift
         if shift is None:
             sched = self.config.scheduler
@@ -411,13 +419,16 @@ class SanaStreamingPipeline:
         base = settings.base_chunk_frames
         policy = WindowPolicy(settings.num_cached_blocks, settings.sink_token)
         if latent_frames is not None:
-            boundaries = chunk_boundaries(latent_frames, base)
+            try:
+                boundaries = chunk_boundaries(latent_frames, base)
+            except ValueError as exc:
+                raise SourceTooShortError(str(exc)) from exc
             sizes = [b - a for a, b in itertools.pairwise(boundaries)]
             window = policy.window_frames(boundaries)
         elif settings.num_cached_blocks > 0:
             sizes, window = [], base * (settings.num_cached_blocks + 1)  # chunks of `base` as they arrive
         else:
-            raise ValueError("num_cached_blocks <= 0 (full history) needs a source of known length")
+            raise EditError("num_cached_blocks <= 0 (full history) needs a source of known length")
         state = StreamingState.allocate(
             self.dit.config, batch=1, height=latent_hw[0], width=latent_hw[1], window_frames=window,
             device=self.device, dtype=self.dtype,
@@ -535,8 +546,8 @@ class SanaStreamingPipeline:
                     finally:
                         sink.cancel()  # and the writer's thread before the writer aborts
                     raise
-                if record is not None:
-                    _save_atomically(record.stacked(), Path(latent_path), overwrite)  # type: ignore[arg-type]
+        if record is not None:  # after the video: a failed edit leaves neither file
+            _save_atomically(record.stacked(), Path(latent_path), overwrite)  # type: ignore[arg-type]
         return EditResult(path=Path(output), frames=writer.frames_written, fps=out_fps, audio=keep_audio)
 
 
@@ -592,7 +603,7 @@ def _limit_frames(chunks: Iterator[Tensor], frames: int) -> Iterator[Tensor]:
 
 def _save_atomically(tensor: Tensor, path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists (use --overwrite to replace it)")
+        raise EditError(f"{path} exists (use --overwrite to replace it)")
     tmp = make_temp_beside(path)
     try:
         torch.save(tensor, tmp)

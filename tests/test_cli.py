@@ -220,3 +220,37 @@ def test_fps_override_drops_audio_with_a_notice(workdir, caplog):
     info = probe(workdir / "outputs" / "clip_long_streaming.mp4")
     assert info["fps"] == 12.0 and info["audio_seconds"] is None
     assert "dropping the audio" in caplog.text
+
+
+def test_video_from_stdin_pipe(workdir):
+    """`--video_path -` reads a pipe of unknown length, chunk by chunk."""
+    from fractions import Fraction
+
+    import av
+
+    from sana_streaming.video.synthetic import gradient_frame
+
+    src = workdir / "clip.mkv"  # Matroska streams through a pipe (an MP4's index sits at its end)
+    with av.open(str(src), mode="w") as out:
+        stream = out.add_stream("libx264", rate=24, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for i in range(41):
+            frame = av.VideoFrame.from_ndarray(gradient_frame(i, 64, 96), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 24)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "sana_streaming.cli", *tiny_args("-", "--num_frames", "all")]
+    with open(src, "rb") as stdin:
+        done = subprocess.run(command, env=env, cwd=workdir, stdin=stdin, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert probe(workdir / "outputs" / "stdin_long_streaming.mp4")["frames"] == 41
+
+
+def test_mistyped_config_path_is_not_replaced_by_a_packaged_one(workdir, capsys):
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    args = tiny_args(src)
+    args[args.index("tiny_random")] = "/no/such/dir/tiny_random.yaml"
+    assert main(args) == 2
+    assert "not found" in capsys.readouterr().err

@@ -81,3 +81,41 @@ def test_golden_streaming_sample_call_by_call():
         assert rel_err(v, g[f"call.{n:02d}.velocity"]) <= 1e-4, n
     assert rel_err(torch.cat(chunks, dim=2), g["output.latents"]) <= 1e-3
     assert [s.chunk for s in state.segments] == [0, 2]
+
+
+class ScriptedModel:
+    """Returns preset bf16 velocities, one per call, in place of the DiT."""
+
+    def __init__(self, velocities):
+        self.velocities = list(velocities)
+
+    def __call__(self, x, timestep, caption, mask, source, **kwargs):
+        return self.velocities.pop(0)
+
+
+def test_bf16_euler_steps_equal_diffusers_scheduler():
+    """The release steps with diffusers' FlowMatchEulerDiscreteScheduler on a bf16 velocity: the
+    product dt·v is rounded to bf16 before the float32 add. Our steps must match it bit for bit."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 16, 3, 2, 3, generator=gen)
+    velocities = [torch.randn(1, 16, 3, 2, 3, generator=gen).bfloat16() for _ in range(4)]
+    model = ScriptedModel(velocities)
+    sampler = StreamingSampler(model, StreamingConditions(torch.zeros(1), torch.zeros(1)), state=None)
+    ours = sampler.denoise_chunk(noise, noise, start=0, last=True)
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=8.0)
+    scheduler.set_timesteps(4)
+    scheduler.timesteps = torch.tensor([1000.0, 961.0, 893.0, 743.0])
+    scheduler.sigmas = torch.cat([scheduler.timesteps / 1000, torch.zeros(1)])
+    latents = noise.clone()
+    for t, v in zip(scheduler.timesteps, velocities, strict=True):
+        latents = scheduler.step(v, t, latents.float()).prev_sample.float()
+    assert torch.equal(ours, latents)
+    naive = noise.clone()  # the float32-product variant differs in the last bf16 bit somewhere
+    for j, v in enumerate(velocities):
+        naive = (
+            (naive + (scheduler.sigmas[j + 1] - scheduler.sigmas[j]).item() * v.float()).bfloat16().float()
+        )
+    assert not torch.equal(naive, latents)

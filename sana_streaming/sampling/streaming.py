@@ -126,10 +126,12 @@ class StreamingSampler:
         t = 0 that writes its state, commit its K/V and apply the window policy. Returns float32 latents,
         rounded to the model dtype after every Euler step as the release does."""
         x = noise.float()
+        sigmas = self.sigmas.to(x.device)
         for j, t in enumerate(self.timesteps.tolist()):
             v = self._forward(x.to(noise.dtype), t, source, start, save=False)
-            dt = (self.sigmas[j + 1] - self.sigmas[j]).item()
-            x = (x + dt * v.float()).to(v.dtype).float()
+            # diffusers' Euler step: the 0-dim float32 dt times v stays in v's dtype (bf16 product),
+            # is added to the float32 sample, and the result is cast back to v's dtype
+            x = (x + (sigmas[j + 1] - sigmas[j]) * v).to(v.dtype).float()
         if not last:
             self._forward(x.to(noise.dtype), 0.0, source, start, save=True)
             self.state.commit_chunk(self.chunk, x.shape[2])
