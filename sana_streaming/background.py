@@ -19,39 +19,60 @@ class _Failure:
         self.error = error
 
 
-def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Yield `items`, produced by a daemon thread up to `depth` ahead. Closing the generator stops
-    the thread at its next item."""
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+class Prefetch(Generic[T]):
+    """Iterate `items` produced by a daemon thread up to `depth` ahead.
 
-    def produce() -> None:
+    `close(timeout)` stops the producer at its next item and says whether it stopped in time: a
+    producer blocked inside a read of a stalled live source cannot be interrupted, and the caller must
+    then leave what it reads from alone (see `VideoReader.abandon`)."""
+
+    def __init__(self, items: Iterator[T], depth: int = 2) -> None:
+        self._items = items
+        self._slots: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._finished = False
+        self._worker = threading.Thread(target=self._produce, name="sana-prefetch", daemon=True)
+        self._worker.start()
+
+    def _produce(self) -> None:
         try:
-            for item in items:
-                if stop.is_set():
+            for item in self._items:
+                if not self._offer(item):
                     return
-                slots.put(item)
-            slots.put(_DONE)
+            self._offer(_DONE)
         except BaseException as exc:  # handed to the consumer
-            slots.put(_Failure(exc))
+            self._offer(_Failure(exc))
 
-    worker = threading.Thread(target=produce, name="sana-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = slots.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
+    def _offer(self, item: object) -> bool:
+        while not self._stop.is_set():
             try:
-                slots.get(timeout=0.05)
-            except queue.Empty:
-                pass
+                self._slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Prefetch[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._finished:
+            raise StopIteration
+        item = self._slots.get()
+        if item is _DONE:
+            self._finished = True
+            raise StopIteration
+        if isinstance(item, _Failure):
+            self._finished = True
+            raise item.error
+        return item
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop the producer; True if it has ended within `timeout` seconds."""
+        self._stop.set()
+        self._finished = True
+        self._worker.join(timeout)
+        return not self._worker.is_alive()
 
 
 class BackgroundSink(Generic[T]):

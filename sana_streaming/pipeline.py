@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sana_streaming.background import BackgroundSink, prefetch
+from sana_streaming.background import BackgroundSink, Prefetch
 from sana_streaming.checkpoint import load_dit_checkpoint
 from sana_streaming.config import MODE_SAMPLERS, SamplerConfig, SanaStreamingConfig, load_config
 from sana_streaming.files import make_temp_beside, publish
@@ -325,23 +325,37 @@ class SanaStreamingPipeline:
             opened = contextlib.nullcontext(source)
         else:
             opened = open_video(source, 32 * h, 32 * w, chunk_frames=24, max_frames=options.num_frames)
-        # decode ahead on a thread; `closing` stops that thread before the reader closes
-        with opened as reader, contextlib.closing(prefetch(iter(reader), depth=2)) as decoded:
-            total = reader.info.num_frames if options.num_frames is None else options.num_frames
-            pixels: Iterator[Tensor] = decoded
-            if total is not None:
-                total = _floor_8k1(total)
-                pixels = _limit_frames(pixels, total)
-            if self.mode == "bidirectional_short":  # the release encodes the whole clip at once
-                clip = torch.cat(list(pixels), dim=1)
-                clip = clip[:, : _floor_8k1(clip.shape[1])]
-                with run.stage("encode"):
-                    latents = self.vae.encode(clip[None].to(self.device))
-                yield from self._sample(iter([latents]), latents.shape[2], (h, w), None, run)
-            else:
-                frames = None if total is None else (total - 1) // 8 + 1
-                latents = self._encode(pixels, known_length=total is not None, run=run)
-                yield from self._sample(latents, frames, (h, w), None, run)
+        with opened as reader:
+            decoded = Prefetch(iter(reader), depth=2)  # decode ahead on a thread
+            try:
+                yield from self._from_pixels(reader, decoded, options, (h, w), run)
+            finally:
+                if not decoded.close():  # stuck in a read of a stalled live source
+                    reader.abandon()
+
+    def _from_pixels(
+        self,
+        reader: VideoReader,
+        decoded: Iterator[Tensor],
+        options: EditOptions,
+        latent_hw: tuple[int, int],
+        run: _Run,
+    ) -> Iterator[Tensor]:
+        total = reader.info.num_frames if options.num_frames is None else options.num_frames
+        pixels = decoded
+        if total is not None:
+            total = _floor_8k1(total)
+            pixels = _limit_frames(pixels, total, asked=options.num_frames is not None)
+        if self.mode == "bidirectional_short":  # the release encodes the whole clip at once
+            clip = torch.cat(list(pixels), dim=1)
+            clip = clip[:, : _floor_8k1(clip.shape[1])]
+            with run.stage("encode"):
+                latents = self.vae.encode(clip[None].to(self.device))
+            yield from self._sample(iter([latents]), latents.shape[2], latent_hw, None, run)
+        else:
+            frames = None if total is None else (total - 1) // 8 + 1
+            latents = self._encode(pixels, known_length=total is not None, run=run)
+            yield from self._sample(latents, frames, latent_hw, None, run)
 
     def _on_device(self, conditions: StreamingConditions) -> StreamingConditions:
         return StreamingConditions(conditions.caption.to(self.device), conditions.mask.to(self.device))
@@ -586,8 +600,9 @@ def _floor_8k1(frames: int) -> int:
     return (frames - 1) // 8 * 8 + 1
 
 
-def _limit_frames(chunks: Iterator[Tensor], frames: int) -> Iterator[Tensor]:
-    """Pass pixel chunks `[3, F, H, W]` through until `frames` frames were given."""
+def _limit_frames(chunks: Iterator[Tensor], frames: int, asked: bool) -> Iterator[Tensor]:
+    """Pass pixel chunks `[3, F, H, W]` through until `frames` frames were given; `asked`: the count
+    came from the user (not from the container)."""
     given = 0
     for chunk in chunks:
         take = min(chunk.shape[1], frames - given)
@@ -596,9 +611,11 @@ def _limit_frames(chunks: Iterator[Tensor], frames: int) -> Iterator[Tensor]:
             given += take
         if given >= frames:
             return
-    raise SourceTooShortError(
-        f"the source has {given} frames, fewer than the {frames} asked for (use --num_frames all)"
-    )
+    if asked:
+        raise SourceTooShortError(
+            f"the source has {given} frames, fewer than the {frames} asked for (use --num_frames all)"
+        )
+    raise SourceTooShortError(f"the source ended after {given} of the {frames} frames its container lists")
 
 
 def _save_atomically(tensor: Tensor, path: Path, overwrite: bool) -> None:

@@ -5,17 +5,17 @@ import time
 
 import pytest
 
-from sana_streaming.background import BackgroundSink, prefetch
+from sana_streaming.background import BackgroundSink, Prefetch
 
 
 def test_prefetch_keeps_order_and_reraises():
-    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+    assert list(Prefetch(iter(range(50)), depth=3)) == list(range(50))
 
     def failing():
         yield 1
         raise OSError("disk gone")
 
-    out = prefetch(failing())
+    out = Prefetch(failing())
     assert next(out) == 1
     with pytest.raises(OSError, match="disk gone"):
         next(out)
@@ -29,9 +29,9 @@ def test_prefetch_close_stops_the_producer():
             produced.append(i)
             yield i
 
-    out = prefetch(slow(), depth=2)
+    out = Prefetch(slow(), depth=2)
     assert next(out) == 0
-    out.close()
+    assert out.close()
     count = len(produced)
     time.sleep(0.05)
     assert len(produced) == count < 10
@@ -57,17 +57,41 @@ def test_sink_consumes_all_in_order_and_reports_errors():
         sink.close()
 
 
+def test_prefetch_close_gives_up_on_a_blocked_producer():
+    """A producer stuck in a read (a stalled live source) cannot be stopped: close returns False
+    after its timeout instead of hanging the caller (Ctrl-C must still end the program)."""
+    release = threading.Event()
+
+    def stalled():
+        yield 0
+        release.wait()  # blocked like a read on a silent pipe
+        yield 1
+
+    out = Prefetch(stalled())
+    assert next(out) == 0
+    start = time.monotonic()
+    assert out.close(timeout=0.2) is False
+    assert time.monotonic() - start < 1
+    release.set()
+
+
 def test_sink_cancel_drops_pending_items():
     seen = []
-    gate = threading.Event()
+    started, gate = threading.Event(), threading.Event()
 
     def consume(item):
+        started.set()
         gate.wait()
         seen.append(item)
 
     sink = BackgroundSink(consume, depth=2)
     sink.put(0)
+    started.wait()  # the worker holds item 0; items 1 and 2 wait in the queue
     sink.put(1)
+    sink.put(2)
+    canceller = threading.Thread(target=sink.cancel)
+    canceller.start()
+    time.sleep(0.1)
     gate.set()
-    sink.cancel()
-    assert len(seen) <= 2
+    canceller.join()
+    assert seen == [0]

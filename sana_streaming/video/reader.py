@@ -101,6 +101,7 @@ class VideoReader:
         self.chunk_frames = chunk_frames
         self.max_frames = max_frames
         self.name = _source_name(source)
+        self._abandoned = False
         self._local_path = _local_file(source, self.name)
         self._container = _open(source, self._local_path, self.name)
         if not self._container.streams.video:
@@ -155,7 +156,13 @@ class VideoReader:
             yield transform_frames(np.stack(batch), self.height, self.width)
 
     def close(self) -> None:
-        self._container.close()
+        if not self._abandoned:
+            self._container.close()
+
+    def abandon(self) -> None:
+        """Leave the container open for good: a thread is blocked reading it (a stalled live source),
+        and freeing it under that thread would crash; the process frees it when it ends."""
+        self._abandoned = True
 
     def __enter__(self) -> VideoReader:
         return self
