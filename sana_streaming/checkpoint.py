@@ -8,6 +8,7 @@ and then a leading `module.` stripped from every key.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import warnings
@@ -21,6 +22,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from sana_streaming.files import make_temp_beside, publish
+
+logger = logging.getLogger(__name__)
 
 # Keys whose stored shape may be [C, C] (Linear) or [C, C, taps] (Conv1d) in either variant.
 _TAP_KEYS = ("attn.q.weight", "attn.k.weight")
@@ -129,6 +132,12 @@ def load_dit_state_dict(model: nn.Module, state: Mapping[str, Tensor], strict: b
         warnings.warn(
             f"ignoring {len(report.unexpected)} unexpected checkpoint key(s), e.g. {report.unexpected[:5]}",
             stacklevel=2,
+        )
+    if report.adapted:
+        logger.warning(
+            "softmax q/k weights have the other release variant's shape (%d adapted, centre tap used); "
+            "check that the checkpoint matches the mode",
+            len(report.adapted),
         )
     model.load_state_dict(fitted, strict=False)
     return report

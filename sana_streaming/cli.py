@@ -126,11 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
 def _bench(args: argparse.Namespace) -> int:
     from sana_streaming.bench import run_bench
 
+    if args.repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
+    shortest = 25 if args.mode == "long_streaming" else 1
+    for flag, value in (("--num_frames", args.num_frames), ("--warmup_frames", args.warmup_frames)):
+        if value is not None and value < shortest:
+            raise UsageError(f"{flag} must be at least {shortest} in {args.mode}, got {value}")
     return run_bench(args)
 
 
 def _convert(args: argparse.Namespace) -> int:
-    count = convert_checkpoint(args.input, args.output, overwrite=args.overwrite)
+    output = Path(args.output)
+    if output.suffix != ".safetensors":
+        raise UsageError(f"the output must end in .safetensors: {output}")
+    if output.exists() and not args.overwrite:
+        raise UsageError(f"{output} exists (use --overwrite to replace it)")
+    count = convert_checkpoint(args.input, output, overwrite=args.overwrite)
     print(f"Wrote {count} tensors to {args.output}")
     return 0
 

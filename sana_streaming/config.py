@@ -203,10 +203,6 @@ class DiTConfig:
     t_kernel_size: int
     softmax_layer_indices: tuple[int, ...]
     input_size: int
-    qk_norm: bool = True
-    cross_norm: bool = True
-    y_norm: bool = True
-    timestep_norm_scale_factor: float = 1.0
 
     @property
     def linear_heads(self) -> int:
@@ -275,8 +271,15 @@ def resolve_dit_config(config: SanaStreamingConfig) -> DiTConfig:
             raise ConfigError(f"{m.attn_type} needs {key}={expected!r}, got {getattr(m, key)!r}")
     if tuple(m.mlp_acts) != ("silu", "silu", None):
         raise ConfigError(f"only mlp_acts (silu, silu, None) is supported, got {m.mlp_acts}")
-    if not (m.use_pe and m.qk_norm):
-        raise ConfigError("the SANA-Streaming DiT needs use_pe and qk_norm")
+    fixed = {
+        "use_pe": m.use_pe,
+        "qk_norm": m.qk_norm,
+        "cross_norm": m.cross_norm,
+        "y_norm": config.text_encoder.y_norm,
+    }
+    off = [name for name, value in fixed.items() if not value]
+    if off:  # the model always applies them, as both release configs do
+        raise ConfigError(f"the SANA-Streaming DiT needs {off} set to true")
     depth = int(dims["depth"])
     indices = m.softmax_layer_indices
     if indices is None:
@@ -297,9 +300,6 @@ def resolve_dit_config(config: SanaStreamingConfig) -> DiTConfig:
         t_kernel_size=m.t_kernel_size,
         softmax_layer_indices=tuple(indices),
         input_size=m.image_size // config.vae.vae_downsample_rate,
-        qk_norm=m.qk_norm,
-        cross_norm=m.cross_norm,
-        y_norm=config.text_encoder.y_norm,
     )
 
 

@@ -254,3 +254,9 @@ def test_mistyped_config_path_is_not_replaced_by_a_packaged_one(workdir, capsys)
     args[args.index("tiny_random")] = "/no/such/dir/tiny_random.yaml"
     assert main(args) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--repeats", "0"], ["--num_frames", "17"], ["--warmup_frames", "9"]])
+def test_bench_usage_errors_exit_2(workdir, capsys, extra):
+    assert main(["bench", "--config", "tiny_random", *extra]) == 2
+    assert "must be at least" in capsys.readouterr().err

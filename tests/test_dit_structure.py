@@ -82,6 +82,8 @@ def test_softmax_layer_indices():
         ({"model": {"model": "NoSuchModel"}}, "unknown model"),
         ({"model": {"model": None}}, "explicit"),
         ({"model": {"model": "SanaMSVideoV2V_2000M_P1_D20", "ffn_type": "GLUMBConvTemp"}}, "needs ffn_type"),
+        ({"model": {"model": "SanaMSVideoV2V_2000M_P1_D20", "cross_norm": False}}, "cross_norm"),
+        ({"model": {"model": "SanaMSVideoV2V_2000M_P1_D20"}, "text_encoder": {"y_norm": False}}, "y_norm"),
     ],
 )
 def test_bad_configs_raise_clear_errors(raw, message):
