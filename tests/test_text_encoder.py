@@ -189,7 +189,18 @@ def test_bf16_release_dtypes(te_config: TextEncoderConfig) -> None:
     encoder = TextEncoder.from_config(te_config, dtype=torch.bfloat16)
     positive, negative = encoder.encode_prompt(SHORT), encoder.encode_negative("")
     assert positive.embeds.dtype == torch.float32 and negative.embeds.dtype == torch.bfloat16
-    assert torch.isfinite(positive.embeds).all() and torch.isfinite(negative.embeds.float()).all()
+    # the same computations written out: autocast for the positive prompt, plain bf16 for the negative
+    chi = chi_prefix(te_config.chi_prompt)
+    tok = encoder.tokenizer
+    ids = tok(chi + SHORT, max_length=chi_max_length(tok, chi, L), padding="max_length", truncation=True,
+              return_tensors="pt")  # fmt: skip
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = encoder.model(ids.input_ids, ids.attention_mask)[0].float()
+    assert torch.equal(positive.embeds, hidden[:, chi_select_index(L)][:, None])
+    neg = tok("", max_length=L, padding="max_length", truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        plain = encoder.model(neg.input_ids, neg.attention_mask)[0]
+    assert torch.equal(negative.embeds, plain[:, None])
 
 
 def test_random_weights_are_seeded(te_config: TextEncoderConfig) -> None:
