@@ -260,3 +260,47 @@ def test_mistyped_config_path_is_not_replaced_by_a_packaged_one(workdir, capsys)
 def test_bench_usage_errors_exit_2(workdir, capsys, extra):
     assert main(["bench", "--config", "tiny_random", *extra]) == 2
     assert "must be at least" in capsys.readouterr().err
+
+
+def folder_files(folder: Path, prefix: str = "") -> dict[str, bytes]:
+    return {f"{prefix}{p.relative_to(folder)}": p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_released_loading_path_offline_from_a_fake_hub_cache(workdir):
+    """The real loading code, not random weights: DiT checkpoint, Gemma-2 and the LTX-2 VAE come from
+    the hub cache at the release's repo paths (tiny models saved there by the test), with
+    HF_HUB_OFFLINE=1, and the default demo source is edited end to end."""
+    import shutil
+
+    import torch
+    from diffusers import AutoencoderKLLTX2Video
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from sana_streaming import build_dit, load_config
+    from sana_streaming.models.dit import randomize_dit_
+    from sana_streaming.models.text_encoder import packaged_tokenizer_dir
+
+    config = load_config("tiny_random")
+    cache = workdir / "hub"
+    torch.save(randomize_dit_(build_dit(config), seed=5).state_dict(), workdir / "dit.pth")
+    make_clip(workdir / "demo.mp4", num_frames=40, fps=24, width=100, height=70)
+    fake_hub_cache(cache, "Efficient-Large-Model/SANA-Streaming", {
+        "dit/sana_streaming_ar.pth": (workdir / "dit.pth").read_bytes(),
+        "source/09_style_transfer_source.mp4": (workdir / "demo.mp4").read_bytes(),
+    })  # fmt: skip
+    gemma = workdir / "gemma"
+    Gemma2ForCausalLM(Gemma2Config(**config.text_encoder.architecture)).save_pretrained(gemma)
+    for file in packaged_tokenizer_dir().iterdir():
+        shutil.copy(file, gemma)
+    fake_hub_cache(cache, "Efficient-Large-Model/gemma-2-2b-it", folder_files(gemma))
+    vae = workdir / "vae"
+    AutoencoderKLLTX2Video(**config.vae.architecture).save_pretrained(vae)
+    fake_hub_cache(cache, "Lightricks/LTX-2", folder_files(vae, prefix="vae/"))
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    command = [sys.executable, "-m", "sana_streaming.cli", "--config", "tiny_random", "--device", "cpu",
+               "--height", "64", "--width", "96", "--num_frames", "33", "--no_audio"]  # fmt: skip
+    done = subprocess.run(command, env=env, cwd=workdir, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    info = probe(workdir / "outputs" / "09_style_transfer_source_long_streaming.mp4")
+    assert (info["frames"], info["width"], info["height"]) == (33, 96, 64)
