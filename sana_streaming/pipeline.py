@@ -427,7 +427,7 @@ class SanaStreamingPipeline:
     ) -> Iterator[Tensor]:
         settings = run.settings
         if settings.cfg_scale != 1.0:
-            raise ValueError(
+            raise EditError(
                 "classifier-free guidance is not supported in long_streaming (the release crashes)"
             )
         base = settings.base_chunk_frames

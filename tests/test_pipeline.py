@@ -121,3 +121,18 @@ def test_sigint_mid_run_exits_130_and_leaves_nothing(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert list(outputs.iterdir()) == []
+
+
+def test_settings_the_stream_cannot_run_raise_edit_errors(tmp_path, pipe):
+    from sana_streaming.pipeline import EditError
+
+    write_lossless(tmp_path / "clip.mkv", clip_frames(41, 70, 100))
+    for options in (
+        EditOptions(prompt="x", height=64, width=96, cfg_scale=2.0),  # no CFG in long_streaming
+        EditOptions(prompt="x", height=64, width=96, cfg_scale=0.5),
+        EditOptions(prompt="x", height=64, width=96, steps=0),
+        EditOptions(prompt="x", height=64, width=96, num_frames=17),  # 3 latent frames: too short
+    ):
+        with pytest.raises(EditError):
+            list(pipe.stream(tmp_path / "clip.mkv", options))
+    assert pipe.live_bytes() == 0
