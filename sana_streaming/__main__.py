@@ -1,0 +1,7 @@
+"""`python -m sana_streaming` runs the command line."""
+
+import sys
+
+from sana_streaming.cli import main
+
+sys.exit(main())
