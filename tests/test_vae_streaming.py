@@ -19,25 +19,21 @@ from golden import rel_err
 from safetensors.torch import load_file
 
 from sana_streaming.config import VAEConfig
-from sana_streaming.models.vae import LTX2VAE, bidirectional_tiling, load_vae, release_encode_chunks
+from sana_streaming.models.vae import (
+    LTX2_RELEASE_ARCHITECTURE,
+    LTX2VAE,
+    bidirectional_tiling,
+    load_vae,
+    release_encode_chunks,
+)
 
 LATENT = 16
+# The released LTX-2 structure (depths, resampler types, causality, padding) with narrow channels.
 ARCHITECTURE = {
+    **LTX2_RELEASE_ARCHITECTURE,
     "latent_channels": LATENT,
     "block_out_channels": [8, 16, 32, 32],
     "decoder_block_out_channels": [8, 16, 32],
-    "layers_per_block": [4, 6, 6, 2, 2],
-    "decoder_layers_per_block": [5, 5, 5, 5],
-    "downsample_type": ["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
-    "upsample_type": ["spatiotemporal"] * 3,
-    "upsample_residual": [True] * 3,
-    "upsample_factor": [2, 2, 2],
-    "encoder_causal": True,
-    "decoder_causal": False,
-    "encoder_spatial_padding_mode": "zeros",
-    "decoder_spatial_padding_mode": "reflect",
-    "spatial_compression_ratio": 32,
-    "temporal_compression_ratio": 8,
 }
 # Pixel frames an open stream of the exact decoder holds back, counted by hand from the structure: each
 # non-causal 3-tap conv holds back 1 frame at its own frame rate (8, 4, 2, 1 pixel frames per frame).
