@@ -100,7 +100,7 @@ def main() -> None:
         "cuda": torch.version.cuda,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "sets": SETS,
-        "default_config": dataclasses.asdict(LaunchConfig()),
+        "default_config": dataclasses.asdict(LaunchConfig()),  # frames < 8; LaunchConfig.for_frames
         "shapes": [],
     }
     with torch.no_grad():

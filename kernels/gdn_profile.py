@@ -19,15 +19,14 @@ from gdn_common import SHAPES, make_inputs
 
 from sana_streaming.ops.gdn_triton import LaunchConfig, gdn_core_triton_parts
 
-VARIANTS = {  # name: (shape name, precision, changes from LaunchConfig())
+VARIANTS = {  # name: (shape name, precision, changes from LaunchConfig.for_frames(T))
     "default": ("hot loop", "bf16", {}),
-    "gemm cols32": ("hot loop", "bf16", {"gemm_cols": 32}),
-    "gemm bs32": ("hot loop", "bf16", {"gemm_block_s": 32}),
-    "features bs64 8w": ("hot loop", "bf16", {"features_block_s": 64, "features_warps": 8}),
-    "scan cols32": ("hot loop", "bf16", {"scan_cols": 32}),
+    "gemm cols64 4w": ("hot loop", "bf16", {"gemm_cols": 64, "gemm_warps": 4}),
+    "features bs16 8w": ("hot loop", "bf16", {"features_warps": 8}),
     "emit 528 progs": ("hot loop", "bf16", {"emit_programs": 528}),
-    "emit bs32 4w": ("hot loop", "bf16", {"emit_block_s": 32, "emit_warps": 4, "emit_stages": 2}),
     "bidir default": ("bidir CFG", "bf16", {}),
+    "bidir scan cols32": ("bidir CFG", "bf16", {"scan_cols": 32}),
+    "bidir gemm cols64 4w": ("bidir CFG", "bf16", {"gemm_cols": 64, "gemm_warps": 4}),
     "tf32 default": ("hot loop", "tf32", {}),
 }
 
@@ -36,7 +35,7 @@ def profile_variant(name: str, repeats: int = 20) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     shape_name, precision, change = VARIANTS[name]
-    cfg = dataclasses.replace(LaunchConfig(), **change)
+    cfg = dataclasses.replace(LaunchConfig.for_frames(SHAPES[shape_name][1]), **change)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     sets = [make_inputs(SHAPES[shape_name], seed=i, dtype=dtype) for i in range(4)]
 

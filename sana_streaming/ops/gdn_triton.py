@@ -2,16 +2,16 @@
 
 Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3, plan §7.1). Five launches:
 
-1. `_inv_rms_kernel`, grid (B·N): the per-token inverse RMS of q and k over all C channels (the only
-   quantity that needs every head of a token).
-2. `_key_features_kernel`, grid (B·H·T, S-tiles): key feature maps (inv-RMS × weight, ReLU, κ, RoPE
-   from the (N, D/2) tables) written once as k̃ and φ^k, bf16 for the bf16 path.
-3. `_frame_gemm_kernel`, grid (B·H·T, D_pad / CB): one column block of P = K̃ᵀ(β ⊙ K̃), A = K̃ᵀ(β ⊙ V),
-   Π = Kᵀ(β ⊙ K) and b = Kᵀβ over the frame's S tokens, fp32 accumulation. The wide operand streams
-   from memory straight into the tensor cores (software-pipelined); each program owns its output
-   block: no partial sums, no atomics, deterministic. (Computing the features inside this loop, the
-   plan's first layout, measured 0.61 ms at the hot loop against 0.067 ms for kernels 2 + 3:
-   kernels/NOTES.md.)
+1. `_inv_rms_kernel`, grid (B·N / ROWS): the per-token inverse RMS of q and k over all C channels (the
+   only quantity that needs every head of a token).
+2. `_key_features_kernel`, grid (B·H·T, S-tiles): the frame GEMM's operands, written once:
+   X = √β ⊙ k̃ (rotated key features), W = √β ⊙ v and Y = √β ⊙ φ^k (un-rotated), with β split as √β·√β
+   over the two sides of every product; plus per-tile partial sums of b = Σ β φ^k.
+3. `_frame_gemm_kernel`, grid (B·H·T, 3, D_pad / CB): P_t = XᵀX, A_t = XᵀW, Π_t = YᵀY, one column block
+   each, fp32 accumulation. Both operands stream from memory straight into the tensor cores with no
+   arithmetic between (Triton's software pipelining applies); each program owns its output block: no
+   partial sums, no atomics, deterministic. (Computing features inside this loop, the plan's first
+   layout, measured 0.61 ms at the hot loop: kernels/NOTES.md.)
 4. `_scan_kernel`, grid (B·H, D_pad / CB + 1): the zero-seeded backward scan, then the forward scan
    from the initial state, fp32 state with the identity applied in fp32 (`M ← g·(M − P M) + A`);
    programs split M by value columns, the last program runs the normaliser scan z. It writes the
@@ -20,14 +20,18 @@ Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3,
 5. `_emit_kernel`, grid (B·H·T, S-splits): q features, num = q̃ (M_t + R_t), den = φ^q · (z_t + ζ_t),
    num / (den + ε) · SiLU(gate), written in the (B, N, C) layout `proj` reads.
 
+RoPE rotates interleaved pairs; kernels 2 and 5 load each channel's pair partner a second time with
+the column index flipped (d ^ 1) and rotate elementwise, instead of splitting and re-joining the tile
+in registers (the layout shuffles cost registers and shared memory: kernels/NOTES.md).
+
 Precision (`precision=`): "bf16" — bf16 operands with fp32 accumulation for the reductions and the
 readout (features and M_t + R_t rounded to bf16 once, as operands), TF32 for the scan (fp32 state);
 "tf32" — TF32 dots everywhere; "ieee" — fp32 FMA dots everywhere.
 Features, state, normaliser, division and gate are fp32 in every mode. The Triton interpreter on CPU
 cannot run bf16 dots (it stores bf16 as raw 16-bit integers), so CPU tests use "tf32"/"ieee".
 
-Head dims up to 128 (even); D is padded to a power of two in registers and in the internal feature,
-frame and state buffers only — inputs, output and the state keep their own layouts (any strides).
+Head dims up to 128 (even); D is padded to a power of two in registers and in the frame and state
+buffers only — inputs, output, feature buffers and the state keep D.
 """
 
 from __future__ import annotations
@@ -62,21 +66,28 @@ def _empty(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> 
 class LaunchConfig:
     """Block shapes and warps of the five kernels (defaults from the H100 profile, kernels/NOTES.md)."""
 
-    rms_block_c: int = 4096
+    rms_rows: int = 8
+    rms_block_c: int = 512
     rms_warps: int = 8
-    features_block_s: int = 32
+    features_block_s: int = 16
     features_warps: int = 4
     gemm_block_s: int = 64  # halved for fp32 operands (shared memory)
-    gemm_cols: int = 64
+    gemm_cols: int = 128
     gemm_warps: int = 8
     gemm_stages: int = 3
-    scan_cols: int = 16
-    scan_warps: int = 4
+    scan_cols: int = 32
+    scan_warps: int = 8
     scan_stages: int = 1
     emit_block_s: int = 64
     emit_warps: int = 8
-    emit_stages: int = 3
+    emit_stages: int = 1
     emit_programs: int = 1056  # target programs of the readout (8 per H100 SM)
+
+    @classmethod
+    def for_frames(cls, frames: int) -> LaunchConfig:
+        """Defaults for a call of `frames` frames: long clips (bidirectional mode) split the scan into
+        wider column blocks, since its serial chain, not the parallelism, is then what limits."""
+        return cls(scan_cols=64) if frames >= 8 else cls()
 
 
 @dataclass
@@ -103,141 +114,176 @@ def _mm(a, b, acc, DOT: tl.constexpr):
 
 @triton.jit
 def _features(
-    x_ptr, row_off, row_mask, n, col0, D, sxc, inv_rms, weight_ptr, w_off, scale,
-    cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL: tl.constexpr,
+    x_ptr, row_off, row_mask, n, D, sxc, inv_rms, weight_ptr, w_off, scale,
+    cos_ptr, sin_ptr, scn, scd, ssn, ssd, HP: tl.constexpr,
 ):  # fmt: skip
-    """(φ, ρ(φ)) on a (rows, NCOL) tile of one head, channels col0 … col0 + NCOL − 1 (col0 even).
+    """φ and ρ(φ) of a tile of one head, pair-major: (φ_even, φ_odd, ρ_even, ρ_odd), (rows, HP) each,
+    and each row's Σ x² over the head's channels.
 
     φ = scale · ReLU(x · inv_rms · w); ρ rotates each interleaved pair (φ_2i, φ_2i+1) by the token's
-    angle i. row_off: (R,) element offsets of the tokens' head start; n: (R,) token index into the
-    (N, D/2) tables; w_off: offset of the head in the norm weight. Channels ≥ D come out as 0."""
-    R: tl.constexpr = row_off.shape[0]
-    cols = col0 + tl.arange(0, NCOL)
-    col_mask = cols < D
-    mask = row_mask[:, None] & col_mask[None, :]
-    x = tl.load(x_ptr + row_off[:, None] + cols[None, :] * sxc, mask=mask, other=0.0).to(tl.float32)
-    w = tl.load(weight_ptr + w_off + cols, mask=col_mask, other=0.0).to(tl.float32)
-    phi = tl.maximum(x * inv_rms[:, None] * w[None, :], 0.0) * scale
-    even, odd = tl.split(tl.reshape(phi, (R, NCOL // 2, 2)))  # (R, NCOL/2) each
-    pairs = col0 // 2 + tl.arange(0, NCOL // 2)
-    pair_mask = row_mask[:, None] & (pairs < D // 2)[None, :]
-    c = tl.load(cos_ptr + n[:, None] * scn + pairs[None, :] * scd, mask=pair_mask, other=0.0)
-    s = tl.load(sin_ptr + n[:, None] * ssn + pairs[None, :] * ssd, mask=pair_mask, other=0.0)
-    c = c.to(tl.float32)
-    s = s.to(tl.float32)
-    rot = tl.reshape(tl.join(even * c - odd * s, even * s + odd * c), (R, NCOL))
-    return phi, rot
+    angle i. The tile is loaded as (rows, HP, 2) so that splitting the pairs stays inside each thread's
+    registers; pairs ≥ D/2 come out as 0. row_off: (R,) element offsets of the tokens' head start;
+    n: (R,) token index into the (N, D/2) tables; w_off: offset of the head in the norm weight."""
+    i = tl.arange(0, HP)
+    channel = 2 * i[:, None] + tl.arange(0, 2)[None, :]  # (HP, 2)
+    mask = row_mask[:, None, None] & (channel < D)[None, :, :]
+    x = tl.load(x_ptr + row_off[:, None, None] + channel[None, :, :] * sxc, mask=mask, other=0.0)
+    x = x.to(tl.float32)
+    w = tl.load(weight_ptr + w_off + channel, mask=channel < D, other=0.0).to(tl.float32)
+    phi = tl.maximum(x * inv_rms[:, None, None] * w[None, :, :], 0.0) * scale
+    even, odd = tl.split(phi)  # (R, HP) each
+    pair_mask = row_mask[:, None] & (i < D // 2)[None, :]
+    c = tl.load(cos_ptr + n[:, None] * scn + i[None, :] * scd, mask=pair_mask, other=0.0).to(tl.float32)
+    s = tl.load(sin_ptr + n[:, None] * ssn + i[None, :] * ssd, mask=pair_mask, other=0.0).to(tl.float32)
+    square_sum = tl.sum(tl.sum(x * x, axis=2), axis=1)  # Σ x² over the head's channels, (R,)
+    return even, odd, even * c - odd * s, even * s + odd * c, square_sum
+
+
+@triton.jit
+def _key_row(r, D):
+    """Interleaved channel of pair-major index r: 2r for the even half, 2(r − D/2) + 1 for the odd."""
+    half = D // 2
+    return tl.where(r < half, 2 * r, 2 * (r - half) + 1)
 
 
 @triton.jit
 def _inv_rms_kernel(
-    q_ptr, k_ptr, rq_ptr, rk_ptr, N, C, sqb, sqn, sqc, skb, skn, skc, norm_eps, BLOCK_C: tl.constexpr,
+    k_ptr, rk_ptr, BN, N, C, skb, skn, skc, norm_eps, ROWS: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """rq, rk (B·N,) fp32: 1/sqrt(mean_c x² + eps) of one token's q and k over all C channels."""
-    row = tl.program_id(0)
+    """rk (B·N,) fp32: 1/sqrt(mean_c k² + eps) of ROWS tokens over all C channels. (The queries need no
+    such pass: their inverse RMS is a per-token factor the readout applies after the fact, from the
+    per-head Σ q² the features kernel records.)"""
+    row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_mask = row < BN
     b = (row // N).to(tl.int64)
     n = (row % N).to(tl.int64)
-    acc_q = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    acc_k = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    acc = tl.zeros((ROWS, BLOCK_C), dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
         cols = c0 + tl.arange(0, BLOCK_C)
-        mask = cols < C
-        xq = tl.load(q_ptr + b * sqb + n * sqn + cols * sqc, mask=mask, other=0.0).to(tl.float32)
-        xk = tl.load(k_ptr + b * skb + n * skn + cols * skc, mask=mask, other=0.0).to(tl.float32)
-        acc_q += xq * xq
-        acc_k += xk * xk
-    tl.store(rq_ptr + row, 1.0 / tl.sqrt_rn(tl.sum(acc_q, axis=0) / C + norm_eps))
-    tl.store(rk_ptr + row, 1.0 / tl.sqrt_rn(tl.sum(acc_k, axis=0) / C + norm_eps))
+        mask = row_mask[:, None] & (cols < C)[None, :]
+        x = tl.load(k_ptr + (b * skb + n * skn)[:, None] + cols[None, :] * skc, mask=mask, other=0.0)
+        x = x.to(tl.float32)
+        acc += x * x
+    tl.store(rk_ptr + row, 1.0 / tl.sqrt_rn(tl.sum(acc, axis=1) / C + norm_eps), mask=row_mask)
 
 
 @triton.jit
-def _key_features_kernel(
-    k_ptr, rk_ptr, wk_ptr, cos_ptr, sin_ptr, kr_ptr, kz_ptr, T, S, H, D, N, key_scale,
-    skb, skn, skc, scn, scd, ssn, ssd,
+def _features_kernel(
+    q_ptr, k_ptr, v_ptr, beta_ptr, q_sq_ptr, rk_ptr, wq_ptr, wk_ptr, cos_ptr, sin_ptr, feat_ptr, b_part_ptr,
+    T, S, H, D, N, key_scale, role_stride,
+    sqb, sqn, sqc, skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
     DP: tl.constexpr, BLOCK_S: tl.constexpr,
 ):  # fmt: skip
-    """Key features of BLOCK_S tokens of one (batch, head, frame): k̃ (rotated) and φ^k, both κ-scaled,
-    into (B·H·T, S, DP) buffers (zero beyond D) that the frame GEMM streams as tensor-core operands."""
+    """Feature maps of BLOCK_S tokens of one (batch, head, frame) into the (4, B·H·T, S, D) feature
+    buffer: X = √β k̃, W = √β v and Y = √β φ^k, the frame GEMM's operands (roles 0–2), and the
+    readout's q̃ without its inverse-RMS factor rq (role 3; ReLU is positively homogeneous, so rq
+    factors out of φ^q and q̃); this tile's Σ β φ^k into b_part (B·H·T, S-tiles, DP) (entries ≥ D
+    unwritten); and each token's Σ q² over this head into q_sq (B·N, H).
+    Features are stored pair-major (the even channels of each RoPE pair, then the odd ones);
+    everything keyed by them — P, Π, A, M, z — keeps that order inside the core, and only the state's
+    load and store map it back."""
     pid = tl.program_id(0)  # (b·H + h)·T + t
-    s = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
+    tile = tl.program_id(1)
+    s = tile * BLOCK_S + tl.arange(0, BLOCK_S)
     s_mask = s < S
     t = pid % T
     h = (pid // T) % H
     b = (pid // (T * H)).to(tl.int64)
     n = (t * S + s).to(tl.int64)
+    half = D // 2
+    i = tl.arange(0, DP // 2)
+    pair_mask = s_mask[:, None] & (i < half)[None, :]
+    dtype = feat_ptr.dtype.element_ty
+    row = feat_ptr + (pid.to(tl.int64) * S + s)[:, None] * D + i[None, :]  # even half; odd at + half
+
     rk = tl.load(rk_ptr + b * N + n, mask=s_mask, other=0.0)
-    phi, rot = _features(
-        k_ptr, b * skb + n * skn + h * D * skc, s_mask, n, 0, D, skc, rk, wk_ptr, h * D, key_scale,
-        cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL=DP,
+    beta = tl.load(beta_ptr + b * sbb + n * sbn + h * sbh, mask=s_mask, other=0.0).to(tl.float32)
+    root = tl.sqrt_rn(beta)[:, None]  # β = √β·√β: one factor on each side of P, A and Π
+    phi_even, phi_odd, rot_even, rot_odd, _ = _features(
+        k_ptr, b * skb + n * skn + h * D * skc, s_mask, n, D, skc, rk, wk_ptr, h * D, key_scale,
+        cos_ptr, sin_ptr, scn, scd, ssn, ssd, HP=DP // 2,
     )  # fmt: skip
+    tl.store(row, (rot_even * root).to(dtype), mask=pair_mask)  # X
+    tl.store(row + half, (rot_odd * root).to(dtype), mask=pair_mask)
+    y_even = phi_even * root
+    y_odd = phi_odd * root
+    tl.store(row + 2 * role_stride, y_even.to(dtype), mask=pair_mask)  # Y
+    tl.store(row + 2 * role_stride + half, y_odd.to(dtype), mask=pair_mask)
     d = tl.arange(0, DP)
-    out = (pid.to(tl.int64) * S + s)[:, None] * DP + d[None, :]
-    tl.store(kr_ptr + out, rot.to(kr_ptr.dtype.element_ty), mask=s_mask[:, None])
-    tl.store(kz_ptr + out, phi.to(kz_ptr.dtype.element_ty), mask=s_mask[:, None])
+    mask = s_mask[:, None] & (d < D)[None, :]
+    v = tl.load(v_ptr + b * svb + n[:, None] * svn + (h * D + d)[None, :] * svc, mask=mask, other=0.0)
+    w_row = feat_ptr + role_stride + (pid.to(tl.int64) * S + s)[:, None] * D + d[None, :]
+    tl.store(w_row, (v.to(tl.float32) * root).to(dtype), mask=mask)  # W
+    b_part = b_part_ptr + (pid.to(tl.int64) * tl.num_programs(1) + tile) * DP + i
+    tl.store(b_part, tl.sum(y_even * root, axis=0), mask=i < half)
+    tl.store(b_part + half, tl.sum(y_odd * root, axis=0), mask=i < half)
+
+    ones = tl.full((BLOCK_S,), 1.0, tl.float32)
+    _, _, rot_even, rot_odd, q_squares = _features(
+        q_ptr, b * sqb + n * sqn + h * D * sqc, s_mask, n, D, sqc, ones, wq_ptr, h * D, 1.0,
+        cos_ptr, sin_ptr, scn, scd, ssn, ssd, HP=DP // 2,
+    )  # fmt: skip
+    tl.store(row + 3 * role_stride, rot_even.to(dtype), mask=pair_mask)  # q̃ / rq
+    tl.store(row + 3 * role_stride + half, rot_odd.to(dtype), mask=pair_mask)
+    tl.store(q_sq_ptr + (b * N + n) * H + h, q_squares, mask=s_mask)
 
 
 @triton.jit
 def _frame_gemm_kernel(
-    kr_ptr, kz_ptr, v_ptr, beta_ptr, frame_ptr, bz_ptr, T, S, H, D,
-    svb, svn, svc, sbb, sbn, sbh,
+    feat_ptr, frame_ptr, S, D, role_stride,
     DP: tl.constexpr, CB: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
-    """Columns [cb·CB, cb·CB + CB) of P_t = K̃ᵀ(β ⊙ K̃), A_t = K̃ᵀ(β ⊙ V), Π_t = Kᵀ(β ⊙ K) and b_t = Kᵀβ
-    for one (batch, head, frame), from the precomputed features (the wide operand goes straight to
-    the tensor cores; β scales the narrow one)."""
+    """Columns [cb·CB, cb·CB + CB) of one frame matrix of one (batch, head, frame), fp32 accumulation,
+    zero beyond D: mat 0: P_t = XᵀX, mat 1: A_t = XᵀW, mat 2: Π_t = YᵀY (feature roles X, W, Y =
+    0, 1, 2; the left operand is X for mats 0 and 1 and Y for mat 2), into frame (B·H·T, 3, DP, DP).
+    Both operands stream from memory straight into the tensor cores."""
     pid = tl.program_id(0)
-    cb = tl.program_id(1)
-    t = pid % T
-    h = (pid // T) % H
-    b = (pid // (T * H)).to(tl.int64)
+    mat = tl.program_id(1)
+    cb = tl.program_id(2)
+    frame = pid.to(tl.int64) * S * D
+    left = feat_ptr + (mat // 2 * 2).to(tl.int64) * role_stride + frame
+    right = feat_ptr + mat.to(tl.int64) * role_stride + frame
     d = tl.arange(0, DP)
     e = cb * CB + tl.arange(0, CB)
-    e_mask = e < D
-    acc_p = tl.zeros((DP, CB), dtype=tl.float32)
-    acc_a = tl.zeros((DP, CB), dtype=tl.float32)
-    acc_z = tl.zeros((DP, CB), dtype=tl.float32)
-    acc_b = tl.zeros((CB,), dtype=tl.float32)
-    base = pid.to(tl.int64) * S * DP
+    acc = tl.zeros((DP, CB), dtype=tl.float32)
     for s0 in range(0, S, BLOCK_S):
         s = s0 + tl.arange(0, BLOCK_S)
         s_mask = s < S
-        n = (t * S + s).to(tl.int64)
-        beta = tl.load(beta_ptr + b * sbb + n * sbn + h * sbh, mask=s_mask, other=0.0).to(tl.float32)
-        rows = base + s[:, None] * DP
-        kr = tl.load(kr_ptr + rows + d[None, :], mask=s_mask[:, None], other=0.0)  # (BLOCK_S, DP)
-        kz = tl.load(kz_ptr + rows + d[None, :], mask=s_mask[:, None], other=0.0)
-        kr_part = tl.load(kr_ptr + rows + e[None, :], mask=s_mask[:, None], other=0.0).to(tl.float32)
-        kz_part = tl.load(kz_ptr + rows + e[None, :], mask=s_mask[:, None], other=0.0).to(tl.float32)
-        v_mask = s_mask[:, None] & e_mask[None, :]
-        v_off = b * svb + n[:, None] * svn + (h * D + e)[None, :] * svc
-        v_part = tl.load(v_ptr + v_off, mask=v_mask, other=0.0).to(tl.float32)
-        kz_part = kz_part * beta[:, None]
-        acc_p = _mm(tl.trans(kr), (kr_part * beta[:, None]).to(kr.dtype), acc_p, DOT)
-        acc_a = _mm(tl.trans(kr), (v_part * beta[:, None]).to(kr.dtype), acc_a, DOT)
-        acc_z = _mm(tl.trans(kz), kz_part.to(kz.dtype), acc_z, DOT)
-        acc_b += tl.sum(kz_part, axis=0)
-    out = frame_ptr + pid.to(tl.int64) * 3 * DP * DP + d[:, None] * DP + e[None, :]
-    tl.store(out, acc_p)
-    tl.store(out + DP * DP, acc_a)
-    tl.store(out + 2 * DP * DP, acc_z)
-    tl.store(bz_ptr + pid.to(tl.int64) * DP + e, acc_b)
+        lhs = tl.load(left + s[:, None] * D + d[None, :], mask=s_mask[:, None] & (d < D)[None, :], other=0.0)
+        rhs = tl.load(right + s[:, None] * D + e[None, :], mask=s_mask[:, None] & (e < D)[None, :], other=0.0)
+        acc = _mm(tl.trans(lhs), rhs, acc, DOT)
+    out = frame_ptr + (pid.to(tl.int64) * 3 + mat) * DP * DP + d[:, None] * DP + e[None, :]
+    tl.store(out, acc)
+
+
+@triton.jit
+def _frame_b(b_part_ptr, frame, n_tiles, r, D, DP: tl.constexpr):
+    """b_t = Σ β φ^k of one frame: the sum of its S-tiles' partials, in tile order (deterministic)."""
+    TILES: tl.constexpr = 16
+    acc = tl.zeros((TILES, DP), dtype=tl.float32)
+    for i0 in range(0, n_tiles, TILES):
+        i = i0 + tl.arange(0, TILES)
+        part = b_part_ptr + (frame * n_tiles + i)[:, None] * DP + r[None, :]
+        acc += tl.load(part, mask=(i < n_tiles)[:, None] & (r < D)[None, :], other=0.0)
+    return tl.sum(acc, axis=0)
 
 
 @triton.jit
 def _scan_kernel(
-    frame_ptr, bz_ptr, decay_ptr, kv0_ptr, z0_ptr, m_hist_ptr, m_bwd_ptr, z_hist_ptr, z_bwd_ptr,
-    kv_out_ptr, z_out_ptr, T, H, D,
+    frame_ptr, b_part_ptr, decay_ptr, kv0_ptr, z0_ptr, m_hist_ptr, m_bwd_ptr, z_hist_ptr, z_bwd_ptr,
+    kv_out_ptr, z_out_ptr, T, H, D, n_tiles,
     sdb, sdt, sdh, s0b, s0h, s0k, s0v, sz0b, sz0h, sz0k,
     HAS_STATE: tl.constexpr, WRITE_STATE: tl.constexpr,
     DP: tl.constexpr, CB: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
     """Zero-seeded backward scan, then the forward scan from the initial state, per (batch, head).
 
-    Programs 0 … DP/CB − 1 own CB value columns of M; the last program runs z. The backward states
-    R_t go to the fp32 scratch m_bwd/z_bwd (B·H, T, DP[, DP]); after a barrier the forward scan adds
-    them to M_t and writes the readout state M_t + R_t to m_hist (its dtype: bf16 for bf16 readout
-    dots) and z_t + ζ_t to z_hist (fp32). kv_out (B, H, D, D) and z_out (B, H, D) contiguous fp32
-    receive the final forward state when WRITE_STATE."""
+    Programs 0 … DP/CB − 1 own CB value columns of M; the last program runs z, summing b_t from the
+    feature kernel's per-tile partials. The backward states R_t go to the fp32 scratch m_bwd/z_bwd
+    (B·H, T, DP[, DP]); after a barrier the forward scan adds them to M_t and writes the readout
+    state M_t + R_t to m_hist (its dtype: bf16 for bf16 readout dots) and z_t + ζ_t to z_hist (fp32).
+    kv_out (B, H, D, D) and z_out (B, H, D) contiguous fp32 receive the final forward state when
+    WRITE_STATE."""
     bh = tl.program_id(0)
     j = tl.program_id(1)
     b = bh // H
@@ -266,8 +312,9 @@ def _scan_kernel(
         m = tl.zeros((DP, CB), dtype=tl.float32)
         if HAS_STATE:
             mask = r_mask[:, None] & c_mask[None, :]
-            src = kv0_ptr + b.to(tl.int64) * s0b + h * s0h + r[:, None] * s0k + c[None, :] * s0v
-            m = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+            rows = _key_row(r, D)
+            kv_src = kv0_ptr + b.to(tl.int64) * s0b + h * s0h + rows[:, None] * s0k + c[None, :] * s0v
+            m = tl.load(kv_src, mask=mask, other=0.0).to(tl.float32)
         for t in range(T):
             frame = frame_ptr + (bh64 * T + t) * 3 * mat_size
             p = tl.load(frame + square)
@@ -279,41 +326,46 @@ def _scan_kernel(
             tl.store(hist, (m + back).to(m_hist_ptr.dtype.element_ty))
         if WRITE_STATE:
             mask = r_mask[:, None] & c_mask[None, :]
-            tl.store(kv_out_ptr + bh64 * D * D + r[:, None] * D + c[None, :], m, mask=mask)
+            dst = kv_out_ptr + bh64 * D * D + _key_row(r, D)[:, None] * D + c[None, :]
+            tl.store(dst, m, mask=mask)
     else:
         z = tl.zeros((DP,), dtype=tl.float32)
         tl.store(z_bwd_ptr + (bh64 * T + T - 1) * DP + r, z)
         for i in range(T - 1):
             t = T - 2 - i
             pz = tl.load(frame_ptr + ((bh64 * T + t + 1) * 3 + 2) * mat_size + square)
-            bz = tl.load(bz_ptr + (bh64 * T + t + 1) * DP + r)
+            bz = _frame_b(b_part_ptr, bh64 * T + t + 1, n_tiles, r, D, DP)
             g = tl.load(decay_ptr + b * sdb + (t + 1) * sdt + h * sdh).to(tl.float32)
             z = g * (z - tl.sum(pz * z[None, :], axis=1)) + bz
             tl.store(z_bwd_ptr + (bh64 * T + t) * DP + r, z)
         tl.debug_barrier()
         z = tl.zeros((DP,), dtype=tl.float32)
         if HAS_STATE:
-            z = tl.load(z0_ptr + b.to(tl.int64) * sz0b + h * sz0h + r * sz0k, mask=r_mask, other=0.0)
+            z_src = z0_ptr + b.to(tl.int64) * sz0b + h * sz0h + _key_row(r, D) * sz0k
+            z = tl.load(z_src, mask=r_mask, other=0.0)
             z = z.to(tl.float32)
         for t in range(T):
             pz = tl.load(frame_ptr + ((bh64 * T + t) * 3 + 2) * mat_size + square)
-            bz = tl.load(bz_ptr + (bh64 * T + t) * DP + r)
+            bz = _frame_b(b_part_ptr, bh64 * T + t, n_tiles, r, D, DP)
             g = tl.load(decay_ptr + b * sdb + t * sdt + h * sdh).to(tl.float32)
             z = g * (z - tl.sum(pz * z[None, :], axis=1)) + bz
             back = tl.load(z_bwd_ptr + (bh64 * T + t) * DP + r)
             tl.store(z_hist_ptr + (bh64 * T + t) * DP + r, z + back)
         if WRITE_STATE:
-            tl.store(z_out_ptr + bh64 * D + r, z, mask=r_mask)
+            tl.store(z_out_ptr + bh64 * D + _key_row(r, D), z, mask=r_mask)
 
 
 @triton.jit
 def _emit_kernel(
-    q_ptr, gate_ptr, y_ptr, rq_ptr, wq_ptr, cos_ptr, sin_ptr, m_hist_ptr, z_hist_ptr,
-    num_ptr, den_ptr, T, S, H, D, N, C, tiles_per_program, eps,
-    sqb, sqn, sqc, sgb, sgn, sgc, scn, scd, ssn, ssd,
-    DP: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr, WRITE_NUM_DEN: tl.constexpr,
+    feat_ptr, q_ptr, q_sq_ptr, wq_ptr, gate_ptr, y_ptr, m_hist_ptr, z_hist_ptr, num_ptr, den_ptr,
+    T, S, H, D, N, C, tiles_per_program, eps, norm_eps, role_stride, sqb, sqn, sqc, sgb, sgn, sgc,
+    DP: tl.constexpr, HP2: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr,
+    WRITE_NUM_DEN: tl.constexpr,
 ):  # fmt: skip
-    """y = num / (den + ε) · SiLU(gate) for BLOCK_S-token tiles of one (batch, head, frame).
+    """y = num / (den + ε) · SiLU(gate) for BLOCK_S-token tiles of one (batch, head, frame), with
+    num = rq · (q̃/rq) (M_t + R_t) from the stored query features (role 3) and den = φ^q · (z_t + ζ_t),
+    φ^q computed here from q (no rotation: it is elementwise, and cheaper than a stored copy); rq, the
+    inverse RMS over all C channels, comes from the per-head Σ q² (q_sq, (B·N, H); HP2 ≥ H).
 
     y: (B, N, C) contiguous; num (B, N, C) and den (B, N, H) fp32 when WRITE_NUM_DEN."""
     pid = tl.program_id(0)  # (b·H + h)·T + t
@@ -323,23 +375,27 @@ def _emit_kernel(
     b = (pid // (T * H)).to(tl.int64)
     d = tl.arange(0, DP)
     d_mask = d < D
-    hist = pid.to(tl.int64) * DP * DP + d[:, None] * DP + d[None, :]
-    m = tl.load(m_hist_ptr + hist)  # M_t + R_t (DP, DP), bf16 or fp32
-    z = tl.load(z_hist_ptr + pid.to(tl.int64) * DP + d)  # z_t + ζ_t
-    for i in range(tiles_per_program):
-        s = (split * tiles_per_program + i) * BLOCK_S + tl.arange(0, BLOCK_S)
+    m = tl.load(m_hist_ptr + pid.to(tl.int64) * DP * DP + d[:, None] * DP + d[None, :])  # M_t + R_t
+    pair_major = tl.where(d % 2 == 0, d // 2, D // 2 + d // 2)  # pair-major index of channel d
+    z = tl.load(z_hist_ptr + pid.to(tl.int64) * DP + pair_major, mask=d_mask, other=0.0)  # z_t + ζ_t
+    w = tl.load(wq_ptr + h * D + d, mask=d_mask, other=0.0).to(tl.float32)
+    q_base = feat_ptr + 3 * role_stride + pid.to(tl.int64) * S * D
+    for j in range(tiles_per_program):
+        s = (split * tiles_per_program + j) * BLOCK_S + tl.arange(0, BLOCK_S)
         s_mask = s < S
         n = (t * S + s).to(tl.int64)
-        rq = tl.load(rq_ptr + b * N + n, mask=s_mask, other=0.0)
-        q_row = b * sqb + n * sqn + h * D * sqc
-        phi, q_rot = _features(
-            q_ptr, q_row, s_mask, n, 0, D, sqc, rq, wq_ptr, h * D, 1.0,
-            cos_ptr, sin_ptr, scn, scd, ssn, ssd, NCOL=DP,
-        )  # fmt: skip
-        num = _mm(q_rot, m, tl.zeros((BLOCK_S, DP), dtype=tl.float32), DOT)
+        mask = s_mask[:, None] & d_mask[None, :]
+        q_rot = tl.load(q_base + s[:, None] * D + d[None, :], mask=mask, other=0.0)
+        heads = tl.arange(0, HP2)
+        q_sq = q_sq_ptr + (b * N + n)[:, None] * H + heads[None, :]
+        q_sq = tl.load(q_sq, mask=s_mask[:, None] & (heads < H)[None, :], other=0.0)
+        rq = 1.0 / tl.sqrt_rn(tl.sum(q_sq, axis=1) / C + norm_eps)
+        num = _mm(q_rot, m, tl.zeros((BLOCK_S, DP), dtype=tl.float32), DOT) * rq[:, None]
+        q_off = (b * sqb + n * sqn + h * D * sqc)[:, None] + d[None, :] * sqc
+        x = tl.load(q_ptr + q_off, mask=mask, other=0.0).to(tl.float32)
+        phi = tl.maximum(x * rq[:, None] * w[None, :], 0.0)
         den = tl.sum(phi * z[None, :], axis=1)
         o = tl.math.div_rn(num, (den + eps)[:, None])
-        mask = s_mask[:, None] & d_mask[None, :]
         g_row = b * sgb + n * sgn + h * D * sgc
         gate = tl.load(gate_ptr + g_row[:, None] + d[None, :] * sgc, mask=mask, other=0.0).to(tl.float32)
         y = o * gate * tl.sigmoid(gate)
@@ -428,35 +484,38 @@ def gdn_core_triton_parts(
     if precision not in _DOT_MODES:
         raise ValueError(f"unknown GDN precision {precision!r}; expected one of {sorted(_DOT_MODES)}")
     dot, scan_dot = _DOT_MODES[precision]
-    cfg = config or LaunchConfig()
+    cfg = config or LaunchConfig.for_frames(frames)
     T, H = frames, heads
-    DP = max(16, triton.next_power_of_2(D))
+    DP = max(32, triton.next_power_of_2(D))  # pair halves of >= 16 channels: tl.dot's minimum K
     dev = q.device
     f32 = torch.float32
 
-    # 1. inverse RMS of q and k per token
-    rq = _empty((B * N,), dev, f32)
+    # 1. inverse RMS of k per token (the queries' comes from the features kernel's per-head sums)
     rk = _empty((B * N,), dev, f32)
-    _inv_rms_kernel[(B * N,)](
-        q, k, rq, rk, N, C, *q.stride(), *k.stride(), norm_eps,
-        BLOCK_C=min(cfg.rms_block_c, triton.next_power_of_2(C)), num_warps=cfg.rms_warps,
+    _inv_rms_kernel[(triton.cdiv(B * N, cfg.rms_rows),)](
+        k, rk, B * N, N, C, *k.stride(), norm_eps,
+        ROWS=cfg.rms_rows, BLOCK_C=min(cfg.rms_block_c, triton.next_power_of_2(C)), num_warps=cfg.rms_warps,
     )  # fmt: skip
 
-    # 2. key features, then the frame reductions P, A, Π (B·H·T, 3, DP, DP) and b (B·H·T, DP)
-    frame_mats = _empty((B * H * T, 3, DP, DP), dev, f32)
-    frame_b = _empty((B * H * T, DP), dev, f32)
+    # 2. feature maps X, W, Y, q̃/rq (4, B·H·T, S, D), b's per-tile partials and the per-head Σ q²,
+    #    then the frame matrices P, A, Π (B·H·T, 3, DP, DP)
     feat_dtype = torch.bfloat16 if dot == 0 else f32
-    kr = _empty((B * H * T, S, DP), dev, feat_dtype)
-    kz = _empty((B * H * T, S, DP), dev, feat_dtype)
-    _key_features_kernel[(B * H * T, triton.cdiv(S, cfg.features_block_s))](
-        k, rk, k_norm_weight, cos, sin, kr, kz, T, S, H, D, N, key_scale,
-        *k.stride(), *cos.stride(), *sin.stride(),
+    feats = _empty((4, B * H * T, S, D), dev, feat_dtype)
+    role_stride = feats[0].numel()
+    n_tiles = triton.cdiv(S, cfg.features_block_s)
+    b_part = _empty((B * H * T, n_tiles, DP), dev, f32)
+    q_sq = _empty((B * N, H), dev, f32)
+    _features_kernel[(B * H * T, n_tiles)](
+        q, k, v, beta, q_sq, rk, q_norm_weight, k_norm_weight, cos, sin, feats, b_part,
+        T, S, H, D, N, key_scale, role_stride,
+        *q.stride(), *k.stride(), *v.stride(), *beta.stride(), *cos.stride(), *sin.stride(),
         DP=DP, BLOCK_S=cfg.features_block_s, num_warps=cfg.features_warps,
     )  # fmt: skip
+    frame_mats = _empty((B * H * T, 3, DP, DP), dev, f32)
     cg = min(cfg.gemm_cols, DP)
     gemm_bs = cfg.gemm_block_s if dot == 0 else max(16, cfg.gemm_block_s // 2)
-    _frame_gemm_kernel[(B * H * T, DP // cg)](
-        kr, kz, v, beta, frame_mats, frame_b, T, S, H, D, *v.stride(), *beta.stride(),
+    _frame_gemm_kernel[(B * H * T, 3, DP // cg)](
+        feats, frame_mats, S, D, role_stride,
         DP=DP, CB=cg, BLOCK_S=gemm_bs, DOT=dot, num_warps=cfg.gemm_warps, num_stages=cfg.gemm_stages,
     )  # fmt: skip
 
@@ -469,15 +528,15 @@ def gdn_core_triton_parts(
         GDNState(kv=_empty((B, H, D, D), dev, f32), z=_empty((B, H, D), dev, f32)) if return_state else None
     )
     has_state = state is not None
-    kv0 = state.kv if has_state else frame_b  # any valid pointer when there is no state
-    z0 = state.z if has_state else frame_b
+    kv0 = state.kv if has_state else b_part  # any valid pointer when there is no state
+    z0 = state.z if has_state else b_part
     kv0_strides = state.kv.stride() if has_state else (0, 0, 0, 0)
     z0_strides = state.z.stride() if has_state else (0, 0, 0)
     cs = min(cfg.scan_cols, DP)
     _scan_kernel[(B * H, DP // cs + 1)](
-        frame_mats, frame_b, decay, kv0, z0, m_hist, m_bwd, z_hist, z_bwd,
-        final.kv if final is not None else frame_b, final.z if final is not None else frame_b,
-        T, H, D, *decay.stride(), *kv0_strides, *z0_strides,
+        frame_mats, b_part, decay, kv0, z0, m_hist, m_bwd, z_hist, z_bwd,
+        final.kv if final is not None else b_part, final.z if final is not None else b_part,
+        T, H, D, n_tiles, *decay.stride(), *kv0_strides, *z0_strides,
         HAS_STATE=has_state, WRITE_STATE=final is not None, DP=DP, CB=cs, DOT=scan_dot,
         num_warps=cfg.scan_warps, num_stages=cfg.scan_stages,
     )  # fmt: skip
@@ -486,14 +545,14 @@ def gdn_core_triton_parts(
     y = _empty((B, N, C), dev, v.dtype)
     num = _empty((B, N, C), dev, f32) if return_num_den else y
     den = _empty((B, N, H), dev, f32) if return_num_den else y
-    n_tiles = triton.cdiv(S, cfg.emit_block_s)
-    splits = min(n_tiles, max(1, triton.cdiv(cfg.emit_programs, B * H * T)))
-    per_program = triton.cdiv(n_tiles, splits)
-    splits = triton.cdiv(n_tiles, per_program)
+    emit_tiles = triton.cdiv(S, cfg.emit_block_s)
+    splits = min(emit_tiles, max(1, triton.cdiv(cfg.emit_programs, B * H * T)))
+    per_program = triton.cdiv(emit_tiles, splits)
+    splits = triton.cdiv(emit_tiles, per_program)
     _emit_kernel[(B * H * T, splits)](
-        q, gate, y, rq, q_norm_weight, cos, sin, m_hist, z_hist, num, den,
-        T, S, H, D, N, C, per_program, eps, *q.stride(), *gate.stride(), *cos.stride(), *sin.stride(),
-        DP=DP, BLOCK_S=cfg.emit_block_s, DOT=dot, WRITE_NUM_DEN=return_num_den,
+        feats, q, q_sq, q_norm_weight, gate, y, m_hist, z_hist, num, den,
+        T, S, H, D, N, C, per_program, eps, norm_eps, role_stride, *q.stride(), *gate.stride(),
+        DP=DP, HP2=triton.next_power_of_2(H), BLOCK_S=cfg.emit_block_s, DOT=dot, WRITE_NUM_DEN=return_num_den,
         num_warps=cfg.emit_warps, num_stages=cfg.emit_stages,
     )  # fmt: skip
     return GDNTritonOutput(
