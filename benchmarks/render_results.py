@@ -50,6 +50,10 @@ def main() -> None:
         "",
         "## One DiT forward (full size, random weights, bf16, latent [1,128,3,22,40], 2-chunk window)",
         "",
+        "Eager forwards: the times include Python's kernel launches, which vary with the host's CPU "
+        "(the `_gdn_v3` run's host ran the same PyTorch path 15% slower), so compare backends within one "
+        "run; kernel-level times are in `kernels/RESULTS.md`.",
+        "",
         "| run | GDN backend | median ms | min ms | peak GiB |",
         "|---|---|---|---|---|",
         *dit,

@@ -2,27 +2,29 @@
 
 Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3, plan §7.1). Five launches:
 
-1. `_inv_rms_kernel`, grid (B·N / ROWS): the per-token inverse RMS of q and k over all C channels (the
-   only quantity that needs every head of a token).
-2. `_key_features_kernel`, grid (B·H·T, S-tiles): the frame GEMM's operands, written once:
-   X = √β ⊙ k̃ (rotated key features), W = √β ⊙ v and Y = √β ⊙ φ^k (un-rotated), with β split as √β·√β
-   over the two sides of every product; plus per-tile partial sums of b = Σ β φ^k.
-3. `_frame_gemm_kernel`, grid (B·H·T, 3, D_pad / CB): P_t = XᵀX, A_t = XᵀW, Π_t = YᵀY, one column block
-   each, fp32 accumulation. Both operands stream from memory straight into the tensor cores with no
-   arithmetic between (Triton's software pipelining applies); each program owns its output block: no
-   partial sums, no atomics, deterministic. (Computing features inside this loop, the plan's first
-   layout, measured 0.61 ms at the hot loop: kernels/NOTES.md.)
+1. `_inv_rms_kernel`, grid (B·N / ROWS): the keys' per-token inverse RMS over all C channels (the only
+   quantity that needs every head of a token). The queries need no such pass: ReLU is positively
+   homogeneous, so their factor rq comes out of φ^q and q̃ and the readout applies it.
+2. `_features_kernel`, grid (B·H·T, S-tiles): feature maps stored once, pair-major (below):
+   X = √β ⊙ k̃, W = √β ⊙ v and Y = √β ⊙ φ^k — β split as √β·√β over the two sides of every frame
+   product — and q̃/rq; per-tile partial sums of b = Σ β φ^k; each token's Σ q² per head.
+3. `_frame_gemm_kernel`, grid (B·H·T, 3, D_pad / CB): P_t = XᵀX, A_t = XᵀW, Π_t = YᵀY, fp32
+   accumulation. Both operands stream from memory straight into the tensor cores (Triton's software
+   pipelining applies); each program owns its output block: no atomics, deterministic.
 4. `_scan_kernel`, grid (B·H, D_pad / CB + 1): the zero-seeded backward scan, then the forward scan
    from the initial state, fp32 state with the identity applied in fp32 (`M ← g·(M − P M) + A`);
    programs split M by value columns, the last program runs the normaliser scan z. It writes the
    readout state M_t + R_t once (bf16 when the readout dots are bf16) and the final forward state
    when asked.
-5. `_emit_kernel`, grid (B·H·T, S-splits): q features, num = q̃ (M_t + R_t), den = φ^q · (z_t + ζ_t),
-   num / (den + ε) · SiLU(gate), written in the (B, N, C) layout `proj` reads.
+5. `_emit_kernel`, grid (B·H·T, S-splits): num = rq · (q̃/rq)(M_t + R_t), den = φ^q · (z_t + ζ_t) with
+   φ^q rebuilt from q, num / (den + ε) · SiLU(gate), written in the (B, N, C) layout `proj` reads.
 
-RoPE rotates interleaved pairs; kernels 2 and 5 load each channel's pair partner a second time with
-the column index flipped (d ^ 1) and rotate elementwise, instead of splitting and re-joining the tile
-in registers (the layout shuffles cost registers and shared memory: kernels/NOTES.md).
+RoPE rotates interleaved pairs. Kernel 2 loads each head's tile as (rows, D/2, 2), so splitting the
+pairs stays inside each thread's registers, and stores the features pair-major: all even channels of
+the pairs, then all odd ones. P, A, Π, M and z live in that key order inside the core (products are
+invariant to a consistent permutation); only the state's load and store map rows back (`_key_row`).
+Splitting and re-joining an interleaved tile in registers instead cost every kernel all 255
+registers (kernels/NOTES.md).
 
 Precision (`precision=`): "bf16" — bf16 operands with fp32 accumulation for the reductions and the
 readout (features and M_t + R_t rounded to bf16 once, as operands), TF32 for the scan (fp32 state);
@@ -30,8 +32,9 @@ readout (features and M_t + R_t rounded to bf16 once, as operands), TF32 for the
 Features, state, normaliser, division and gate are fp32 in every mode. The Triton interpreter on CPU
 cannot run bf16 dots (it stores bf16 as raw 16-bit integers), so CPU tests use "tf32"/"ieee".
 
-Head dims up to 128 (even); D is padded to a power of two in registers and in the frame and state
-buffers only — inputs, output, feature buffers and the state keep D.
+Head dims up to 128 (even); D is padded to a power of two (at least 32: pair halves of at least 16
+channels) in registers and in the frame and state buffers only — inputs, output, feature buffers and
+the state keep D.
 """
 
 from __future__ import annotations
@@ -69,8 +72,8 @@ class LaunchConfig:
     rms_rows: int = 8
     rms_block_c: int = 512
     rms_warps: int = 8
-    features_block_s: int = 16
-    features_warps: int = 4
+    features_block_s: int = 8
+    features_warps: int = 2
     gemm_block_s: int = 64  # halved for fp32 operands (shared memory)
     gemm_cols: int = 128
     gemm_warps: int = 8
