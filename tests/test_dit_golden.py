@@ -87,7 +87,10 @@ def manifest_calls():
 
     from golden import GOLDEN
 
-    return json.loads((GOLDEN / "manifest.json").read_text())["fixtures"]["dit_streaming"]["calls"]
+    manifest = GOLDEN / "manifest.json"
+    if not manifest.is_file():
+        pytest.skip(f"golden manifest {manifest} not found")  # as for every other fixture file
+    return json.loads(manifest.read_text())["fixtures"]["dit_streaming"]["calls"]
 
 
 def test_streaming_every_call_from_recorded_caches(manifest_calls):
