@@ -21,11 +21,8 @@ from sana_streaming.ops.gdn_triton import LaunchConfig, gdn_core_triton_parts
 
 VARIANTS = {  # name: (shape name, precision, changes from LaunchConfig.for_frames(T))
     "default": ("hot loop", "bf16", {}),
-    "features bs8 2w": ("hot loop", "bf16", {"features_block_s": 8, "features_warps": 2}),
-    "emit bs32 8w": ("hot loop", "bf16", {"emit_block_s": 32}),
     "bidir default": ("bidir CFG", "bf16", {}),
-    "bidir features bs8 2w": ("bidir CFG", "bf16", {"features_block_s": 8, "features_warps": 2}),
-    "bidir emit bs32 8w": ("bidir CFG", "bf16", {"emit_block_s": 32}),
+    "tf32 default": ("hot loop", "tf32", {}),
 }
 
 

@@ -2,8 +2,7 @@
 
     python kernels/make_results.py --bench kernels/results/gdn_bench.json \
         --check kernels/results/gdn_check.json --profile kernels/results/gdn_profile.json \
-        --pytest-log "pytest -m gpu tests/test_gdn_triton.py" kernels/results/pytest_gpu.log \
-        --pytest-log "pytest -m gpu tests (one launch config earlier)" kernels/results/pytest_gpu_all.log \
+        --pytest-log "pytest -m gpu tests" kernels/results/pytest_gpu.log \
         --out kernels/RESULTS.md
 """
 

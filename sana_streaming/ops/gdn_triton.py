@@ -262,7 +262,7 @@ def _frame_gemm_kernel(
 @triton.jit
 def _frame_b(b_part_ptr, frame, n_tiles, r, D, DP: tl.constexpr):
     """b_t = Σ β φ^k of one frame: the sum of its S-tiles' partials, in tile order (deterministic)."""
-    TILES: tl.constexpr = 16
+    TILES: tl.constexpr = 64
     acc = tl.zeros((TILES, DP), dtype=tl.float32)
     for i0 in range(0, n_tiles, TILES):
         i = i0 + tl.arange(0, TILES)
@@ -303,8 +303,11 @@ def _scan_kernel(
         tile = r[:, None] * DP + c[None, :]
         m = tl.zeros((DP, CB), dtype=tl.float32)
         tl.store(m_bwd_ptr + (bh64 * T + T - 1) * mat_size + tile, m)
-        for i in range(T - 1):
-            t = T - 2 - i  # absorb frame t + 1, read by frame t
+        if T > 1:  # R_{T−2} = A_{T−1}: the first step absorbs into a zero state
+            m = tl.load(frame_ptr + ((bh64 * T + T - 1) * 3 + 1) * mat_size + tile)
+            tl.store(m_bwd_ptr + (bh64 * T + T - 2) * mat_size + tile, m)
+        for i in range(T - 2):
+            t = T - 3 - i  # absorb frame t + 1, read by frame t
             frame = frame_ptr + (bh64 * T + t + 1) * 3 * mat_size
             p = tl.load(frame + square)
             a = tl.load(frame + mat_size + tile)
@@ -312,13 +315,18 @@ def _scan_kernel(
             m = g * (m - _mm(p, m, tl.zeros((DP, CB), dtype=tl.float32), DOT)) + a
             tl.store(m_bwd_ptr + (bh64 * T + t) * mat_size + tile, m)
         tl.debug_barrier()  # R_t written by other threads of this program is read below
-        m = tl.zeros((DP, CB), dtype=tl.float32)
         if HAS_STATE:
             mask = r_mask[:, None] & c_mask[None, :]
             rows = _key_row(r, D)
             kv_src = kv0_ptr + b.to(tl.int64) * s0b + h * s0h + rows[:, None] * s0k + c[None, :] * s0v
             m = tl.load(kv_src, mask=mask, other=0.0).to(tl.float32)
-        for t in range(T):
+            first = 0
+        else:  # M_0 = A_0
+            m = tl.load(frame_ptr + (bh64 * T * 3 + 1) * mat_size + tile)
+            back = tl.load(m_bwd_ptr + bh64 * T * mat_size + tile)
+            tl.store(m_hist_ptr + bh64 * T * mat_size + tile, (m + back).to(m_hist_ptr.dtype.element_ty))
+            first = 1
+        for t in range(first, T):
             frame = frame_ptr + (bh64 * T + t) * 3 * mat_size
             p = tl.load(frame + square)
             a = tl.load(frame + mat_size + tile)
@@ -334,20 +342,26 @@ def _scan_kernel(
     else:
         z = tl.zeros((DP,), dtype=tl.float32)
         tl.store(z_bwd_ptr + (bh64 * T + T - 1) * DP + r, z)
-        for i in range(T - 1):
-            t = T - 2 - i
+        if T > 1:  # ζ_{T−2} = b_{T−1}
+            z = _frame_b(b_part_ptr, bh64 * T + T - 1, n_tiles, r, D, DP)
+            tl.store(z_bwd_ptr + (bh64 * T + T - 2) * DP + r, z)
+        for i in range(T - 2):
+            t = T - 3 - i
             pz = tl.load(frame_ptr + ((bh64 * T + t + 1) * 3 + 2) * mat_size + square)
             bz = _frame_b(b_part_ptr, bh64 * T + t + 1, n_tiles, r, D, DP)
             g = tl.load(decay_ptr + b * sdb + (t + 1) * sdt + h * sdh).to(tl.float32)
             z = g * (z - tl.sum(pz * z[None, :], axis=1)) + bz
             tl.store(z_bwd_ptr + (bh64 * T + t) * DP + r, z)
         tl.debug_barrier()
-        z = tl.zeros((DP,), dtype=tl.float32)
         if HAS_STATE:
             z_src = z0_ptr + b.to(tl.int64) * sz0b + h * sz0h + _key_row(r, D) * sz0k
-            z = tl.load(z_src, mask=r_mask, other=0.0)
-            z = z.to(tl.float32)
-        for t in range(T):
+            z = tl.load(z_src, mask=r_mask, other=0.0).to(tl.float32)
+            first = 0
+        else:  # z_0 = b_0
+            z = _frame_b(b_part_ptr, bh64 * T, n_tiles, r, D, DP)
+            tl.store(z_hist_ptr + bh64 * T * DP + r, z + tl.load(z_bwd_ptr + bh64 * T * DP + r))
+            first = 1
+        for t in range(first, T):
             pz = tl.load(frame_ptr + ((bh64 * T + t) * 3 + 2) * mat_size + square)
             bz = _frame_b(b_part_ptr, bh64 * T + t, n_tiles, r, D, DP)
             g = tl.load(decay_ptr + b * sdb + t * sdt + h * sdh).to(tl.float32)
