@@ -459,7 +459,7 @@ class SanaStreamingPipeline:
         def size_of(c: int) -> int:
             return sizes[c] if latent_frames is not None else base
 
-        def denoise(n: int, last: bool) -> Tensor:
+        def denoise(n: int) -> Tensor:
             nonlocal pending, start, chunk
             source = pending[:, :, :n].to(self.dtype)
             pending = pending[:, :, n:].clone()  # drop the consumed frames' storage
@@ -470,7 +470,7 @@ class SanaStreamingPipeline:
                 shape = (1, self.vae.latent_channels, n, *latent_hw)
                 chunk_noise = torch.randn(shape, generator=gen, device=self.device)
             with run.stage("dit"):
-                x = sampler.denoise_chunk(chunk_noise, source, start, last)
+                x = sampler.denoise_chunk(chunk_noise, source, start)
             run.keep(chunk_noise, source, x)
             start, chunk = start + n, chunk + 1
             run.report("chunk", chunk, len(sizes) or None)
@@ -481,8 +481,7 @@ class SanaStreamingPipeline:
             pending = torch.cat([pending, z], dim=2)
             self._held["pending"] = pending
             while (latent_frames is None or chunk < len(sizes)) and pending.shape[2] >= size_of(chunk):
-                last = latent_frames is not None and chunk == len(sizes) - 1
-                frames = denoise(size_of(chunk), last)
+                frames = denoise(size_of(chunk))
                 if frames.shape[2]:
                     yield frames[0]
         if latent_frames is None and pending.shape[2]:  # the stream ended inside a chunk
@@ -490,7 +489,7 @@ class SanaStreamingPipeline:
                 raise SourceTooShortError(
                     f"the source is too short to stream ({pending.shape[2]} latent frames)"
                 )
-            frames = denoise(pending.shape[2], last=True)
+            frames = denoise(pending.shape[2])
             if frames.shape[2]:
                 yield frames[0]
         if latent_frames is not None and start != latent_frames:

@@ -89,6 +89,27 @@ def test_unknown_length_source_from_a_pipe(tmp_path, pipe):
     assert video.shape[1] == 57 and pipe.noise_bytes == 0
 
 
+def test_a_stream_ending_on_a_chunk_boundary_runs_no_final_clean_pass(tmp_path, pipe, monkeypatch):
+    """65 frames through a pipe = 9 latent frames = chunks of 3, 3, 3 found only as they arrive: each
+    chunk's clean pass runs when the next chunk starts, so the last one never runs (3·4 + 2 forwards)."""
+    write_lossless(tmp_path / "clip.mkv", clip_frames(65, 70, 100))
+    calls = []
+    forward = pipe.dit.forward
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["save"])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.dit, "forward", counted)
+    cat = subprocess.Popen(["cat", str(tmp_path / "clip.mkv")], stdout=subprocess.PIPE)
+    try:
+        video, record = run(pipe, cat.stdout)
+    finally:
+        cat.wait()
+    assert [r.shape[2] for r in record.result] == [3, 3, 3] and video.shape[1] == 65
+    assert calls == ([False] * 4 + [True]) * 2 + [False] * 4
+
+
 def test_source_latents_replace_the_video(tmp_path, pipe):
     write_lossless(tmp_path / "clip.mkv", clip_frames(41, 70, 100))
     video, record = run(pipe, tmp_path / "clip.mkv")

@@ -70,9 +70,7 @@ def test_golden_streaming_sample_call_by_call():
     chunks = []
     for c in range(4):
         s, e = boundaries[c], boundaries[c + 1]
-        chunks.append(
-            sampler.denoise_chunk(g["input.noise"][:, :, s:e], g["input.source"][:, :, s:e], s, c == 3)
-        )
+        chunks.append(sampler.denoise_chunk(g["input.noise"][:, :, s:e], g["input.source"][:, :, s:e], s))
     assert len(recorded) == 19
     for n, (call, (x, t, offset, save, v)) in enumerate(zip(calls, recorded, strict=True)):
         assert t.item() == call["timestep"] and save == call["save_kv_cache"], n
@@ -103,7 +101,7 @@ def test_bf16_euler_steps_equal_diffusers_scheduler():
     velocities = [torch.randn(1, 16, 3, 2, 3, generator=gen).bfloat16() for _ in range(4)]
     model = ScriptedModel(velocities)
     sampler = StreamingSampler(model, StreamingConditions(torch.zeros(1), torch.zeros(1)), state=None)
-    ours = sampler.denoise_chunk(noise, noise, start=0, last=True)
+    ours = sampler.denoise_chunk(noise, noise, start=0)
 
     scheduler = FlowMatchEulerDiscreteScheduler(shift=8.0)
     scheduler.set_timesteps(4)

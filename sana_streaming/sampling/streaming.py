@@ -89,6 +89,15 @@ class StreamingConditions:
     mask: Tensor  # (1, L)
 
 
+@dataclass
+class _CleanPass:
+    """A denoised chunk whose clean pass has not run yet."""
+
+    latents: Tensor  # (B, C, T, H, W) in the model's input dtype
+    source: Tensor  # (B, C, T, H, W)
+    start: int  # absolute first latent frame
+
+
 class StreamingSampler:
     """Denoises one chunk at a time, carrying the DiT's `StreamingState` between chunks."""
 
@@ -109,7 +118,8 @@ class StreamingSampler:
         self.policy = policy or WindowPolicy()
         self.timesteps, self.sigmas = streaming_schedule(steps, shift)
         self.on_forward = on_forward
-        self.chunk = 0
+        self.chunk = 0  # chunks committed to the state so far
+        self._uncommitted: _CleanPass | None = None
 
     def _forward(self, x: Tensor, t: float, source: Tensor, start: int, save: bool) -> Tensor:
         timestep = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
@@ -121,10 +131,14 @@ class StreamingSampler:
             self.on_forward()
         return v
 
-    def denoise_chunk(self, noise: Tensor, source: Tensor, start: int, last: bool) -> Tensor:
-        """Denoise the chunk whose first latent frame is `start`; unless `last`, run the clean pass at
-        t = 0 that writes its state, commit its K/V and apply the window policy. Returns float32 latents,
-        rounded to the model dtype after every Euler step as the release does."""
+    def denoise_chunk(self, noise: Tensor, source: Tensor, start: int) -> Tensor:
+        """Denoise the chunk whose first latent frame is `start`. Returns float32 latents, rounded to the
+        model dtype after every Euler step as the release does.
+
+        The chunk's clean pass at t = 0 (which writes it into the state, commits its K/V and applies the
+        window policy) runs at the start of the next call, not here: the chunk's latents are out one
+        forward sooner, and the stream's last chunk — known or not — never runs one."""
+        self._run_clean_pass()
         x = noise.float()
         sigmas = self.sigmas.to(x.device)
         for j, t in enumerate(self.timesteps.tolist()):
@@ -132,9 +146,15 @@ class StreamingSampler:
             # diffusers' Euler step: the 0-dim float32 dt times v stays in v's dtype (bf16 product),
             # is added to the float32 sample, and the result is cast back to v's dtype
             x = (x + (sigmas[j + 1] - sigmas[j]) * v).to(v.dtype).float()
-        if not last:
-            self._forward(x.to(noise.dtype), 0.0, source, start, save=True)
-            self.state.commit_chunk(self.chunk, x.shape[2])
-            self.state.retain(self.policy.visible(self.chunk + 1))
-        self.chunk += 1
+        self._uncommitted = _CleanPass(x.to(noise.dtype), source, start)
         return x
+
+    def _run_clean_pass(self) -> None:
+        """The previous chunk's deferred clean pass, then its commit and the window policy."""
+        if self._uncommitted is None:
+            return
+        done, self._uncommitted = self._uncommitted, None
+        self._forward(done.latents, 0.0, done.source, done.start, save=True)
+        self.state.commit_chunk(self.chunk, done.latents.shape[2])
+        self.state.retain(self.policy.visible(self.chunk + 1))
+        self.chunk += 1
