@@ -14,7 +14,6 @@ import dataclasses
 import os
 import re
 import subprocess
-import sys
 import tempfile
 
 import torch
@@ -30,6 +29,8 @@ _TYPES = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32
 
 @dataclasses.dataclass
 class Launch:
+    """One recorded kernel launch: the kernel and the arguments it was given."""
+
     fn: triton.JITFunction
     args: tuple
     kwargs: dict
@@ -128,4 +129,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
