@@ -34,10 +34,21 @@ def bench_rows(name: str, data: dict) -> list[str]:
     ]
 
 
+def preset_rows(name: str, data: dict) -> list[str]:
+    return [
+        f"| {name} | {data['host']} | {data['size'][1]}x{data['size'][0]} | {r['preset']} | {r['fps']:.1f} | "
+        f"{r['bytes'] / data['frames'] / 1e3:.1f} |"
+        for r in data["presets"]
+    ]
+
+
 def main() -> None:
-    dit, bench = [], []
+    dit, bench, presets = [], [], []
     for path in sorted((HERE / "results").glob("*.json")):
         data = json.loads(path.read_text())
+        if "presets" in data:  # benchmarks/x264_presets.py (CPU only)
+            presets.extend(preset_rows(path.stem, data))
+            continue
         device = data.get("gpu") or data.get("device")
         label = f"{path.stem} ({device}, torch {data['torch']})"
         (dit if "backends" in data else bench).extend(
@@ -65,6 +76,15 @@ def main() -> None:
         "| run | mode | frames | wall s | stages s | end-to-end FPS | DiT FPS | peak GiB |",
         "|---|---|---|---|---|---|---|---|",
         *bench,
+        "",
+        "## The writer per x264 preset (`benchmarks/x264_presets.py`, crf 25, synthetic frames)",
+        "",
+        "Frames per second through `VideoWriter` (uint8 conversion, YUV 4:2:0, x264), median of repeats "
+        "after a warm-up; medium is the release's preset (`--x264_preset`).",
+        "",
+        "| run | host | size | preset | FPS | kB per frame |",
+        "|---|---|---|---|---|---|",
+        *presets,
         "",
     ]
     (HERE / "RESULTS.md").write_text("\n".join(lines))

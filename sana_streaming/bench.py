@@ -35,6 +35,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add("--warmup_frames", type=int, default=49)
     add("--repeats", type=int, default=1)
     add("--decode", choices=["release_tiles", "exact"])
+    add("--x264_preset", default="medium", help="the writer's x264 preset (the release's: medium)")
     add("--device")
     add("--out", default="bench.json", help="JSON file for the results")
 
@@ -54,13 +55,16 @@ def run_bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         warm = write_synthetic_clip(Path(tmp) / "warm.mp4", args.warmup_frames, args.height, args.width)
         clip = write_synthetic_clip(Path(tmp) / "clip.mp4", frames, args.height, args.width)
-        pipe.edit(warm, Path(tmp) / "warm_out.mp4", options, audio=False)
+        pipe.edit(warm, Path(tmp) / "warm_out.mp4", options, audio=False, preset=args.x264_preset)
         for _ in range(args.repeats):
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             timer = StageTimer(device)
             start = time.perf_counter()
-            result = pipe.edit(clip, Path(tmp) / "out.mp4", options, audio=False, overwrite=True, timer=timer)
+            result = pipe.edit(
+                clip, Path(tmp) / "out.mp4", options, audio=False, overwrite=True, preset=args.x264_preset,
+                timer=timer,
+            )  # fmt: skip
             wall = time.perf_counter() - start
             stages = {name: timer.seconds.get(name, 0.0) for name in STAGES}
             runs.append({
@@ -79,6 +83,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "mode": args.mode,
         "size": [args.height, args.width],
         "frames": out_frames,
+        "x264_preset": args.x264_preset,
         "repeats": args.repeats,
         "median": median,
         "fps_end_to_end": out_frames / median["wall_s"],

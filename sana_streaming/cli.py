@@ -49,6 +49,14 @@ def _truthy(text: str) -> bool:
     return text.strip().lower() in ("1", "true", "yes", "y")
 
 
+def _check_x264_preset(preset: str) -> None:
+    """A known x264 preset (checked after parsing: the list lives beside PyAV, loaded only for a run)."""
+    from sana_streaming.video.writer import X264_PRESETS
+
+    if preset not in X264_PRESETS:
+        raise UsageError(f"--x264_preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
+
+
 def _num_frames(text: str) -> int | str:
     if text == "all":
         return text
@@ -95,6 +103,12 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     add("--random_weights", action="store_true", help="random weights, for smoke runs and benchmarks")
     add("--overwrite", action="store_true", help="replace an existing output file")
     add("--no_audio", action="store_true", help="do not copy the source audio")
+    add(
+        "--x264_preset",
+        default="medium",
+        help="x264 speed against file size at the release's crf 25: medium (the release's), or faster ones "
+        "for live use (veryfast, superfast, ultrafast) and slower ones for smaller files",
+    )
     add("--decode", choices=["release_tiles", "exact"], help="streaming VAE decode (default: release_tiles)")
     add("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
     add("--strict", action="store_true", help="unexpected checkpoint keys are an error")
@@ -128,6 +142,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
+    _check_x264_preset(args.x264_preset)
     shortest = 25 if args.mode == "long_streaming" else 1
     for flag, value in (("--num_frames", args.num_frames), ("--warmup_frames", args.warmup_frames)):
         if value is not None and value < shortest:
@@ -209,6 +224,7 @@ def resolve_edit_plan(args: argparse.Namespace) -> EditPlan:
         )
     if args.fps is not None and args.fps <= 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
+    _check_x264_preset(args.x264_preset)
     if args.sink_token.strip().lower() not in ("1", "true", "yes", "y", "0", "false", "no", "n"):
         raise UsageError(f"--sink_token must be true/false (1/0, yes/no, y/n), got {args.sink_token!r}")
     video_path = args.video_path or demo_video
@@ -296,7 +312,7 @@ def _edit(args: argparse.Namespace) -> int:
         with torch.inference_mode():
             result = pipe.edit(
                 source, plan.output, options, fps=args.fps, audio=not args.no_audio, overwrite=args.overwrite,
-                prompts=prompts, latent_path=plan.latent_output, progress=progress,
+                preset=args.x264_preset, prompts=prompts, latent_path=plan.latent_output, progress=progress,
             )  # fmt: skip
     finally:
         bar.close()

@@ -38,7 +38,7 @@ from sana_streaming.sampling.streaming import (
 )
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.reader import VideoReader, VideoSource, open_video
-from sana_streaming.video.writer import VideoWriter, frames_to_uint8
+from sana_streaming.video.writer import X264_OPTIONS, VideoWriter, frames_to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -510,6 +510,7 @@ class SanaStreamingPipeline:
         fps: float | None = None,
         audio: bool = True,
         overwrite: bool = False,
+        preset: str = X264_OPTIONS["preset"],
         prompts: PromptEmbeddings | None = None,
         latent_path: str | Path | None = None,
         progress: ProgressFn | None = None,
@@ -517,7 +518,8 @@ class SanaStreamingPipeline:
     ) -> EditResult:
         """Edit `source` into the MP4 `output` (written atomically). `fps` defaults to the source's rate
         (16 for latents); the source audio of the edited span is copied unless `audio` is off or `fps`
-        differs from the source's. `latent_path` also saves the release's debug latents."""
+        differs from the source's. `preset` is x264's (the release's: medium). `latent_path` also
+        saves the release's debug latents."""
         width, height = options.width // 32 * 32, options.height // 32 * 32
         if isinstance(source, SourceLatents):
             width, height = 32 * source.source.shape[4], 32 * source.source.shape[3]
@@ -540,7 +542,7 @@ class SanaStreamingPipeline:
                 keep_audio = False
             record = LatentRecord() if latent_path is not None else None
             writer = VideoWriter(
-                output, out_fps, width, height, overwrite=overwrite,
+                output, out_fps, width, height, overwrite=overwrite, preset=preset,
                 audio_from=source if keep_audio else None,  # type: ignore[arg-type]
             )  # fmt: skip
             with writer:

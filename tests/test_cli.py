@@ -50,6 +50,16 @@ def test_no_audio_and_existing_output(workdir, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_x264_preset_reaches_the_output(workdir):
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    assert (
+        main(tiny_args(src, "--num_frames", "all", "--x264_preset", "ultrafast", "--output_name", "u.mp4"))
+        == 0
+    )
+    assert b"cabac=0" in (workdir / "outputs" / "u.mp4").read_bytes()  # medium, the default, codes CABAC
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -62,6 +72,7 @@ def test_no_audio_and_existing_output(workdir, capsys):
         (["--cfg_scale", "0.5"], ">= 1"),
         (["--cfg_scale", "3"], "long_streaming"),
         (["--num_frames", "17"], "at least 25"),
+        (["--x264_preset", "lightning"], "--x264_preset must be one of"),
     ],
 )
 def test_usage_errors_exit_2(workdir, capsys, extra, message):
@@ -256,10 +267,13 @@ def test_mistyped_config_path_is_not_replaced_by_a_packaged_one(workdir, capsys)
     assert "not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra", [["--repeats", "0"], ["--num_frames", "17"], ["--warmup_frames", "9"]])
+@pytest.mark.parametrize(
+    "extra",
+    [["--repeats", "0"], ["--num_frames", "17"], ["--warmup_frames", "9"], ["--x264_preset", "lightning"]],
+)
 def test_bench_usage_errors_exit_2(workdir, capsys, extra):
     assert main(["bench", "--config", "tiny_random", *extra]) == 2
-    assert "must be at least" in capsys.readouterr().err
+    assert "must be" in capsys.readouterr().err
 
 
 def folder_files(folder: Path, prefix: str = "") -> dict[str, bytes]:

@@ -283,6 +283,22 @@ def test_write_errors(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.mp4", "silent.mp4"]  # no leftovers
 
 
+def test_x264_preset_reaches_the_encoder(tmp_path: Path) -> None:
+    """x264 stores its settings in the stream: medium (the release's) codes with CABAC and 3 B-frames,
+    ultrafast with neither. An unknown preset is refused before any file is made."""
+    chunk = transform_frames(clip_frames(8, 32, 64), 32, 64)
+    settings = {}
+    for preset in ("medium", "ultrafast"):
+        with VideoWriter(tmp_path / f"{preset}.mp4", 16, 64, 32, preset=preset) as writer:
+            writer.write(chunk)
+        data = (tmp_path / f"{preset}.mp4").read_bytes()
+        settings[preset] = (b"cabac=1" in data, b" bframes=3 " in data)
+    assert settings == {"medium": (True, True), "ultrafast": (False, False)}
+    with pytest.raises(ValueError, match="unknown x264 preset"):
+        VideoWriter(tmp_path / "fast.mp4", 16, 64, 32, preset="lightning")
+    assert not (tmp_path / "fast.mp4").exists()
+
+
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 def test_interrupted_write_leaves_nothing(tmp_path: Path, error: type[BaseException]) -> None:
     output = tmp_path / "edited.mp4"
