@@ -197,6 +197,7 @@ def _features_kernel(
     i = tl.arange(0, DP // 2)
     pair_mask = s_mask[:, None] & (i < half)[None, :]
     dtype = feat_ptr.dtype.element_ty
+    role = role_stride.to(tl.int64)
     row = feat_ptr + (pid.to(tl.int64) * S + s)[:, None] * D + i[None, :]  # even half; odd at + half
 
     rk = tl.load(rk_ptr + b * N + n, mask=s_mask, other=0.0)
@@ -210,12 +211,12 @@ def _features_kernel(
     tl.store(row + half, (rot_odd * root).to(dtype), mask=pair_mask)
     y_even = phi_even * root
     y_odd = phi_odd * root
-    tl.store(row + 2 * role_stride, y_even.to(dtype), mask=pair_mask)  # Y
-    tl.store(row + 2 * role_stride + half, y_odd.to(dtype), mask=pair_mask)
+    tl.store(row + 2 * role, y_even.to(dtype), mask=pair_mask)  # Y
+    tl.store(row + 2 * role + half, y_odd.to(dtype), mask=pair_mask)
     d = tl.arange(0, DP)
     mask = s_mask[:, None] & (d < D)[None, :]
     v = tl.load(v_ptr + b * svb + n[:, None] * svn + (h * D + d)[None, :] * svc, mask=mask, other=0.0)
-    w_row = feat_ptr + role_stride + (pid.to(tl.int64) * S + s)[:, None] * D + d[None, :]
+    w_row = feat_ptr + role + (pid.to(tl.int64) * S + s)[:, None] * D + d[None, :]
     tl.store(w_row, (v.to(tl.float32) * root).to(dtype), mask=mask)  # W
     b_part = b_part_ptr + (pid.to(tl.int64) * tl.num_programs(1) + tile) * DP + i
     tl.store(b_part, tl.sum(y_even * root, axis=0), mask=i < half)
@@ -226,8 +227,8 @@ def _features_kernel(
         q_ptr, b * sqb + n * sqn + h * D * sqc, s_mask, n, D, sqc, ones, wq_ptr, h * D, 1.0,
         cos_ptr, sin_ptr, scn, scd, ssn, ssd, HP=DP // 2,
     )  # fmt: skip
-    tl.store(row + 3 * role_stride, rot_even.to(dtype), mask=pair_mask)  # q̃ / rq
-    tl.store(row + 3 * role_stride + half, rot_odd.to(dtype), mask=pair_mask)
+    tl.store(row + 3 * role, rot_even.to(dtype), mask=pair_mask)  # q̃ / rq
+    tl.store(row + 3 * role + half, rot_odd.to(dtype), mask=pair_mask)
     tl.store(q_sq_ptr + (b * N + n) * H + h, q_squares, mask=s_mask)
 
 
@@ -396,7 +397,7 @@ def _emit_kernel(
     pair_major = tl.where(d % 2 == 0, d // 2, D // 2 + d // 2)  # pair-major index of channel d
     z = tl.load(z_hist_ptr + pid.to(tl.int64) * DP + pair_major, mask=d_mask, other=0.0)  # z_t + ζ_t
     w = tl.load(wq_ptr + h * D + d, mask=d_mask, other=0.0).to(tl.float32)
-    q_base = feat_ptr + 3 * role_stride + pid.to(tl.int64) * S * D
+    q_base = feat_ptr + 3 * role_stride.to(tl.int64) + pid.to(tl.int64) * S * D
     for j in range(tiles_per_program):
         s = (split * tiles_per_program + j) * BLOCK_S + tl.arange(0, BLOCK_S)
         s_mask = s < S
