@@ -28,7 +28,8 @@ def bench_rows(name: str, data: dict) -> list[str]:
     m = data["median"]
     stages = " / ".join(f"{m[k]:.1f}" for k in ("encode_s", "dit_s", "decode_s", "write_s", "other_s"))
     return [
-        f"| {name} | {data['mode']} | {data['frames']} @ {data['size'][0]}x{data['size'][1]} | "
+        f"| {name} | {data['mode']}, x264 {data.get('x264_preset', 'medium')} | "  # medium before the flag
+        f"{data['frames']} @ {data['size'][0]}x{data['size'][1]} | "
         f"{m['wall_s']:.1f} | {stages} | {data['fps_end_to_end']:.1f} | {data['fps_dit']:.1f} | "
         f"{data['peak_gib']:.1f} |"
     ]
@@ -36,7 +37,7 @@ def bench_rows(name: str, data: dict) -> list[str]:
 
 def preset_rows(name: str, data: dict) -> list[str]:
     return [
-        f"| {name} | {data['host']} | {data['size'][1]}x{data['size'][0]} | {r['preset']} | {r['fps']:.1f} | "
+        f"| {name} | {data['host']} | {data['size'][0]}x{data['size'][1]} | {r['preset']} | {r['fps']:.1f} | "
         f"{r['bytes'] / data['frames'] / 1e3:.1f} |"
         for r in data["presets"]
     ]
@@ -73,7 +74,7 @@ def main() -> None:
         "",
         "Stage seconds: VAE encode / DiT / VAE decode / waiting for the writer / other (reading, glue).",
         "",
-        "| run | mode | frames | wall s | stages s | end-to-end FPS | DiT FPS | peak GiB |",
+        "| run | mode, writer | frames @ HxW | wall s | stages s | end-to-end FPS | DiT FPS | peak GiB |",
         "|---|---|---|---|---|---|---|---|",
         *bench,
         "",
@@ -82,7 +83,7 @@ def main() -> None:
         "Frames per second through `VideoWriter` (uint8 conversion, YUV 4:2:0, x264), median of repeats "
         "after a warm-up; medium is the release's preset (`--x264_preset`).",
         "",
-        "| run | host | size | preset | FPS | kB per frame |",
+        "| run | host | HxW | preset | FPS | kB per frame |",
         "|---|---|---|---|---|---|",
         *presets,
         "",

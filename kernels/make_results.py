@@ -20,8 +20,9 @@ def bench_section(bench: dict) -> list[str]:
         "",
         f"GPU **{bench['gpu']}**, PyTorch {bench['torch']}, Triton {bench['triton']}, CUDA {bench['cuda']}, "
         f"measured {bench['date']}. CUDA events, warm-up, median of repeats, {bench['sets']} input sets "
-        "rotated. *Graph* = CUDA-graph replay (how the DiT runs it), *eager* = Python launches; the PyTorch "
-        "path (`gdn_core_torch`, fp32 einsums) is eager. Triton runs its default precision for bf16 "
+        "rotated. *Graph* = CUDA-graph replay (the launch cost a captured DiT step would have; the DiT "
+        "runs eagerly today), *eager* = Python launches; the PyTorch path (`gdn_core_torch`, fp32 "
+        "einsums) is eager. Triton runs its default precision for bf16 "
         "inputs (bf16 operands, fp32 accumulation, TF32 scan, fp32 state). GB/s = fewest bytes "
         "(inputs read once, output written once) over the graph time.",
         "",
@@ -49,9 +50,11 @@ def _kernel_row(row: dict) -> str:
 
 
 def profile_section(profile: dict) -> list[str]:
-    """One table per profiled revision, newest first (`kernels/gdn_profile.py` rows, grouped by hand)."""
+    """One table per profiled revision, newest first: `runs` of `kernels/gdn_profile.py` rows grouped by
+    hand, or one `gdn_profile.py` output as it comes."""
     lines = ["## Where the time goes (profiler, device µs per call)"]
-    for run in profile["runs"]:
+    runs = profile.get("runs") or [{"title": "`gdn_profile.py` variants", "rows": profile["rows"]}]
+    for run in runs:
         lines += [
             "",
             f"{run['title']}:",

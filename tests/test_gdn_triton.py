@@ -141,6 +141,7 @@ def run_parts(inputs, kw, state, precision, **extra):
         ((1, 3, 6, 2, 16), "ieee", True),
         ((2, 2, 5, 3, 8), "tf32", False),
         ((1, 1, 7, 2, 16), "ieee", True),
+        ((1, 1, 7, 2, 16), "ieee", False),  # one frame, no state: the forward scan's first step alone
         ((1, 2, 5, 1, 112), "ieee", True),  # D padded to 128 in registers, S not a tile multiple
     ],
 )
@@ -168,9 +169,10 @@ def poisoned(monkeypatch):
 
 
 @interpreted
-def test_interpreter_poisoned_buffers_and_guards(poisoned):
+@pytest.mark.parametrize("with_state", [True, False])
+def test_interpreter_poisoned_buffers_and_guards(poisoned, with_state):
     shape = (2, 2, 5, 2, 16)
-    inputs, kw, state = make_inputs(*shape, seed=11)
+    inputs, kw, state = make_inputs(*shape, seed=11, with_state=with_state)
     ref, y_ref = reference(inputs, kw, state, token_level=True)
     out = run_parts(inputs, kw, state, "ieee")
     check_parts(out, ref, y_ref, *shape, tol=(1e-5, 1e-4))  # asserts no NaN is left anywhere

@@ -32,9 +32,9 @@ readout (features and M_t + R_t rounded to bf16 once, as operands), TF32 for the
 Features, state, normaliser, division and gate are fp32 in every mode. The Triton interpreter on CPU
 cannot run bf16 dots (it stores bf16 as raw 16-bit integers), so CPU tests use "tf32"/"ieee".
 
-Head dims up to 128 (even); D is padded to a power of two (at least 32: pair halves of at least 16
-channels) in registers and in the frame and state buffers only — inputs, output, feature buffers and
-the state keep D.
+Head dims up to 128 (even); D is padded to a power of two (at least 16) in registers and in the frame and
+state buffers only — inputs, output, feature buffers and the state keep D. β must lie in [0, 1] (it is
+a sigmoid's output): it is split as √β over both sides of each frame product.
 """
 
 from __future__ import annotations
@@ -504,7 +504,7 @@ def gdn_core_triton_parts(
     dot, scan_dot = _DOT_MODES[precision]
     cfg = config or LaunchConfig.for_frames(frames)
     T, H = frames, heads
-    DP = max(32, triton.next_power_of_2(D))  # pair halves of >= 16 channels: tl.dot's minimum K
+    DP = max(16, triton.next_power_of_2(D))  # tl.dot's minimum K and N
     dev = q.device
     f32 = torch.float32
 
@@ -605,7 +605,7 @@ def gdn_core_triton(
     """Fused GDN core; same contract as `gdn_reference.gdn_core_torch`.
 
     q, k, v, gate: (B, N, C) raw projections (any strides, e.g. views of one (B, N, 4C) GEMM output);
-    beta: (B, N, H) after the sigmoid; decay: (B, T, H); cos, sin: (N, D/2); state: initial forward
+    beta: (B, N, H) after the sigmoid, in [0, 1]; decay: (B, T, H); cos, sin: (N, D/2); state: initial forward
     state (zeros if None), overwritten with the final state when `update_state`. Returns (B, N, C) in
     the dtype of `v`."""
     if update_state and state is None:

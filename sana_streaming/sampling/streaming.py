@@ -93,13 +93,14 @@ class StreamingConditions:
 class _CleanPass:
     """A denoised chunk whose clean pass has not run yet."""
 
-    latents: Tensor  # (B, C, T, H, W) in the model's input dtype
+    latents: Tensor  # (B, C, T, H, W), the sampler's own copy, in the noise's dtype
     source: Tensor  # (B, C, T, H, W)
     start: int  # absolute first latent frame
 
 
 class StreamingSampler:
-    """Denoises one chunk at a time, carrying the DiT's `StreamingState` between chunks."""
+    """Denoises one chunk at a time, carrying the DiT's `StreamingState` between chunks; one sampler per
+    stream (it holds the last chunk's deferred clean pass)."""
 
     def __init__(
         self,
@@ -146,7 +147,7 @@ class StreamingSampler:
             # diffusers' Euler step: the 0-dim float32 dt times v stays in v's dtype (bf16 product),
             # is added to the float32 sample, and the result is cast back to v's dtype
             x = (x + (sigmas[j + 1] - sigmas[j]) * v).to(v.dtype).float()
-        self._uncommitted = _CleanPass(x.to(noise.dtype), source, start)
+        self._uncommitted = _CleanPass(x.to(noise.dtype, copy=True), source, start)  # x is the caller's
         return x
 
     def _run_clean_pass(self) -> None:
