@@ -62,13 +62,11 @@ def calls_for(shape, backend: str, config: LaunchConfig | None = None):
     """One closure per input set; each runs one GDN layer (state read, not written)."""
     calls = []
     for i in range(SETS):
-        inputs, kw, state = make_inputs(shape, seed=100 + i)
+        inputs, state = make_inputs(shape, seed=100 + i)
         if backend == "triton":
-            calls.append(
-                lambda i=inputs, k=kw, s=state: gdn_core_triton_parts(**i, **k, state=s, config=config)
-            )
+            calls.append(lambda i=inputs, s=state: gdn_core_triton_parts(i, state=s, config=config))
         else:
-            calls.append(lambda i=inputs, k=kw, s=state: gdn_core_torch(**i, **k, state=s))
+            calls.append(lambda i=inputs, s=state: gdn_core_torch(i, state=s))
     return calls
 
 

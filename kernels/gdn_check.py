@@ -26,11 +26,10 @@ def main() -> None:
     rows = []
     for precision in args.precisions:
         for name, shape in SHAPES.items():
-            inputs, kw, state = make_inputs(shape, seed=len(rows), dtype=INPUT_DTYPE[precision])
-            ref = reference(inputs, kw, state)
+            inputs, state = make_inputs(shape, seed=len(rows), dtype=INPUT_DTYPE[precision])
+            ref = reference(inputs, state)
             out = gdn_core_triton_parts(
-                **inputs,
-                **kw,
+                inputs,
                 state=state,
                 precision=precision,
                 return_num_den=True,

@@ -48,7 +48,7 @@ class _Recorder:
 
 def record(shape, precision: str, config: gdn_triton.LaunchConfig) -> list[Launch]:
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    inputs, kw, state = make_inputs(shape, dtype=dtype, device="cpu")
+    inputs, state = make_inputs(shape, dtype=dtype, device="cpu")
     sink: list[Launch] = []
     names = [n for n in vars(gdn_triton) if n.endswith("_kernel")]
     originals = {n: getattr(gdn_triton, n) for n in names}
@@ -56,7 +56,7 @@ def record(shape, precision: str, config: gdn_triton.LaunchConfig) -> list[Launc
         for n in names:
             setattr(gdn_triton, n, _Recorder(originals[n], sink))
         gdn_triton.gdn_core_triton_parts(
-            **inputs, **kw, state=state, precision=precision, return_state=True, config=config
+            inputs, state=state, precision=precision, return_state=True, config=config
         )
     finally:
         for n, fn in originals.items():

@@ -35,8 +35,8 @@ def profile_variant(name: str, repeats: int = 20) -> dict:
     sets = [make_inputs(SHAPES[shape_name], seed=i, dtype=dtype) for i in range(4)]
 
     def call(i):
-        inputs, kw, state = sets[i % 4]
-        return gdn_core_triton_parts(**inputs, **kw, state=state, precision=precision, config=cfg)
+        inputs, state = sets[i % 4]
+        return gdn_core_triton_parts(inputs, state=state, precision=precision, config=cfg)
 
     for i in range(4):
         call(i)

@@ -12,7 +12,7 @@ from sana_streaming.models.dit.ffn import GLUMBConvTemp
 from sana_streaming.models.dit.layers import TimestepEmbedder
 from sana_streaming.models.dit.rope import rope_axis_dims, rope_tables
 from sana_streaming.models.dit.softmax_attention import SoftmaxAttention
-from sana_streaming.ops.gdn_reference import gdn_features
+from sana_streaming.ops.gdn_reference import GDNInputs, gdn_features
 
 torch.manual_seed(0)
 
@@ -58,8 +58,9 @@ def test_key_scale_after_relu_on_keys_only_and_unrotated_normaliser():
     k = torch.randn(B, N, C, dtype=torch.float64)
     ones = torch.ones(C, dtype=torch.float64)
     angle = torch.full((N, D // 2), 0.7, dtype=torch.float64)
-    f = gdn_features(q, k, k, torch.rand(B, N, H), torch.rand(B, T, H), ones, ones, angle.cos(), angle.sin(),
-                     frames=T, heads=H, key_scale=0.25)  # fmt: skip
+    inputs = GDNInputs(q, k, k, k, torch.rand(B, N, H), torch.rand(B, T, H), ones, ones, angle.cos(),
+                       angle.sin(), frames=T, heads=H, key_scale=0.25)  # fmt: skip
+    f = gdn_features(inputs)
 
     def rms(x):
         return x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-5)
@@ -74,9 +75,9 @@ def test_gdn_layer_uses_kappa_of_this_calls_frame_size(monkeypatch):
 
     seen = {}
 
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return args[2]
+    def spy(inputs, **kwargs):
+        seen["key_scale"] = inputs.key_scale
+        return inputs.v
 
     monkeypatch.setattr(gdn_module, "gdn_core", spy)
     layer = gdn_module.GDNAttention(224, 112)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sana_streaming.ops import gdn_core
+from sana_streaming.ops import GDNInputs, gdn_core
 from sana_streaming.ops.gdn_reference import (
     GDNFeatures,
     GDNState,
@@ -131,17 +131,15 @@ def test_core_torch_features_and_gate():
     kappa = (D * S) ** -0.5
     state = random_state(B=1, H=2, D=8)
     state_in = GDNState(kv=state.kv.clone(), z=state.z.clone())
-    y = gdn_core(
-        q, k, v, gate, beta, decay, wq, wk, angles.cos(), angles.sin(),
-        frames=T, heads=H, key_scale=kappa, state=state, update_state=True, backend="torch",
-    )  # fmt: skip
+    inputs = GDNInputs(
+        q, k, v, gate, beta, decay, wq, wk, angles.cos(), angles.sin(), frames=T, heads=H, key_scale=kappa
+    )
+    y = gdn_core(inputs, state=state, update_state=True, backend="torch")
 
     def rms(x, w):
         return x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-5) * w
 
-    feats = gdn_features(
-        q, k, v, beta, decay, wq, wk, angles.cos(), angles.sin(), frames=T, heads=H, key_scale=kappa
-    )
+    feats = gdn_features(inputs)
     torch.testing.assert_close(
         feats.q.double().reshape(B, N, C), torch.relu(rms(q, wq)), rtol=1e-6, atol=1e-7
     )

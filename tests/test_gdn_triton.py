@@ -9,6 +9,7 @@ Everything skips where Triton is not installed (CI installs only the test extra)
 import importlib.util
 import math
 import os
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first import of triton
 
-from sana_streaming.ops import GDNState, KernelUnavailableError, gdn_core
+from sana_streaming.ops import GDNInputs, GDNState, KernelUnavailableError, gdn_core
 from sana_streaming.ops.gdn_reference import (
     GDNFeatures,
     GDNScanOutput,
@@ -50,8 +51,6 @@ requires_cuda = pytest.mark.skipif(
     not (torch.cuda.is_available() and HAS_TRITON), reason="needs CUDA and triton"
 )
 
-FIELDS = ("q", "k", "v", "gate", "beta", "decay", "q_norm_weight", "k_norm_weight", "cos", "sin")
-
 
 def make_inputs(B, T, S, H, D, *, seed=0, dtype=torch.float32, device="cpu", with_state=True):
     """Random inputs shaped like reality: q/k/v/gate views of one (B, N, 4C) GEMM output."""
@@ -64,7 +63,7 @@ def make_inputs(B, T, S, H, D, *, seed=0, dtype=torch.float32, device="cpu", wit
     qkvg = (rnd(B, N, 4 * C) + 0.3).to(dtype)
     q, k, v, gate = qkvg.split(C, dim=-1)  # non-contiguous views
     angles = torch.rand(N, D // 2, generator=gen, device=device, dtype=torch.float64) * 2 * math.pi
-    inputs = dict(
+    inputs = GDNInputs(
         q=q, k=k, v=v, gate=gate,
         beta=torch.sigmoid(rnd(B, N, H)).to(dtype),
         decay=(0.5 + 0.5 * torch.rand(B, T, H, generator=gen, device=device)).to(dtype),
@@ -72,20 +71,29 @@ def make_inputs(B, T, S, H, D, *, seed=0, dtype=torch.float32, device="cpu", wit
         k_norm_weight=1 + 0.2 * rnd(C),
         cos=angles.cos().float(),
         sin=angles.sin().float(),
+        frames=T, heads=H, key_scale=(D * S) ** -0.5,
     )  # fmt: skip
     state = None
     if with_state:
         state = GDNState(kv=0.05 * rnd(B, H, D, D), z=0.05 * rnd(B, H, D))
-    return inputs, dict(frames=T, heads=H, key_scale=(D * S) ** -0.5), state
+    return inputs, state
 
 
-def reference(inputs, kw, state, *, token_level: bool) -> tuple[GDNScanOutput, torch.Tensor]:
+def frame_range(inputs: GDNInputs, first: int, count: int) -> GDNInputs:
+    """Frames first … first + count − 1 of a call, as a call of their own (same key scale)."""
+    S = inputs.q.shape[1] // inputs.frames
+    tokens = slice(first * S, (first + count) * S)
+    per_token = {n: getattr(inputs, n)[:, tokens] for n in ("q", "k", "v", "gate", "beta")}
+    return replace(
+        inputs, **per_token, decay=inputs.decay[:, first : first + count],
+        cos=inputs.cos[tokens], sin=inputs.sin[tokens], frames=count,
+    )  # fmt: skip
+
+
+def reference(inputs, state, *, token_level: bool) -> tuple[GDNScanOutput, torch.Tensor]:
     """float64 num/den/final state and gated output. `token_level` uses the loop oracle; otherwise the
     einsum form (itself checked against the oracle in test_gdn_reference.py) for large shapes."""
-    f = gdn_features(
-        *(inputs[n].double() for n in FIELDS if n != "gate"),
-        frames=kw["frames"], heads=kw["heads"], key_scale=kw["key_scale"],
-    )  # fmt: skip
+    f = gdn_features(inputs.map_tensors(torch.Tensor.double))
     f = GDNFeatures(**{n: getattr(f, n).double() for n in f.__dataclass_fields__})
     state64 = None if state is None else GDNState(kv=state.kv.double(), z=state.z.double())
     if token_level:
@@ -96,7 +104,7 @@ def reference(inputs, kw, state, *, token_level: bool) -> tuple[GDNScanOutput, t
         ref = gdn_scan(f, state64)
     B, T, S, H, D = f.v.shape
     o = ref.num / (ref.den[..., None] + 1e-8)
-    gate = inputs["gate"].double().to(o.device)
+    gate = inputs.gate.double().to(o.device)
     y = o.reshape(B, T * S, H * D) * torch.nn.functional.silu(gate)
     return ref, y
 
@@ -125,9 +133,9 @@ def check_parts(out, ref, y_ref, B, T, S, H, D, tol: tuple[float, float], y_tol=
     assert ref.num.abs().max() > 1e-3 and ref.den.abs().min() > 1e-3  # non-degenerate draw
 
 
-def run_parts(inputs, kw, state, precision, **extra):
+def run_parts(inputs, state, precision, **extra):
     return gdn_triton.gdn_core_triton_parts(
-        **inputs, **kw, state=state, precision=precision, return_num_den=True, return_state=True, **extra
+        inputs, state=state, precision=precision, return_num_den=True, return_state=True, **extra
     )
 
 
@@ -147,9 +155,9 @@ def run_parts(inputs, kw, state, precision, **extra):
 )
 def test_interpreter_matches_token_oracle(shape, precision, with_state):
     B, T, S, H, D = shape
-    inputs, kw, state = make_inputs(*shape, seed=sum(shape), with_state=with_state)
-    ref, y_ref = reference(inputs, kw, state, token_level=True)
-    out = run_parts(inputs, kw, state, precision)
+    inputs, state = make_inputs(*shape, seed=sum(shape), with_state=with_state)
+    ref, y_ref = reference(inputs, state, token_level=True)
+    out = run_parts(inputs, state, precision)
     check_parts(out, ref, y_ref, B, T, S, H, D, tol=(1e-5, 1e-4))
 
 
@@ -172,9 +180,9 @@ def poisoned(monkeypatch):
 @pytest.mark.parametrize("with_state", [True, False])
 def test_interpreter_poisoned_buffers_and_guards(poisoned, with_state):
     shape = (2, 2, 5, 2, 16)
-    inputs, kw, state = make_inputs(*shape, seed=11, with_state=with_state)
-    ref, y_ref = reference(inputs, kw, state, token_level=True)
-    out = run_parts(inputs, kw, state, "ieee")
+    inputs, state = make_inputs(*shape, seed=11, with_state=with_state)
+    ref, y_ref = reference(inputs, state, token_level=True)
+    out = run_parts(inputs, state, "ieee")
     check_parts(out, ref, y_ref, *shape, tol=(1e-5, 1e-4))  # asserts no NaN is left anywhere
     assert len(poisoned) >= 8
     for before, after in poisoned:
@@ -186,18 +194,12 @@ def test_interpreter_two_chunks_with_state_equal_one_long_call():
     """Chunks of 3 + 3 frames with the state carried = one 6-frame call: same final state, and the
     last frame (no backward contribution in either) reads the same state."""
     B, T, S, H, D = 1, 6, 4, 2, 16
-    inputs, kw, _ = make_inputs(B, T, S, H, D, seed=5, with_state=False)
-    whole = run_parts(inputs, kw, None, "ieee")
+    inputs, _ = make_inputs(B, T, S, H, D, seed=5, with_state=False)
+    whole = run_parts(inputs, None, "ieee")
     state = GDNState.zeros(B, H, D)
-    half = T * S // 2
-    for i, part in enumerate((slice(0, half), slice(half, T * S))):
-        chunk = {n: x[:, part] if x.dim() == 3 else x for n, x in inputs.items()}
-        chunk["decay"] = inputs["decay"][:, 3 * i : 3 * i + 3]
-        chunk["cos"], chunk["sin"] = inputs["cos"][part], inputs["sin"][part]
-        y = gdn_triton.gdn_core_triton(
-            **chunk, frames=3, heads=H, key_scale=kw["key_scale"], state=state, update_state=True,
-            precision="ieee",
-        )  # fmt: skip
+    for first in (0, 3):
+        chunk = frame_range(inputs, first, 3)
+        y = gdn_triton.gdn_core_triton(chunk, state=state, update_state=True, precision="ieee")
     for a, b in ((state.kv, whole.final_state.kv), (state.z, whole.final_state.z)):
         assert errors(a, b)[0] <= 1e-6
     assert errors(y[:, -S:], whole.y[:, -S:])[0] <= 1e-6
@@ -206,36 +208,36 @@ def test_interpreter_two_chunks_with_state_equal_one_long_call():
 @interpreted
 def test_interpreter_state_in_place_and_determinism():
     shape = (1, 2, 5, 2, 16)
-    inputs, kw, state = make_inputs(*shape, seed=3)
+    inputs, state = make_inputs(*shape, seed=3)
     before = GDNState(kv=state.kv.clone(), z=state.z.clone())
-    y1 = gdn_triton.gdn_core_triton(**inputs, **kw, state=state, precision="ieee")
+    y1 = gdn_triton.gdn_core_triton(inputs, state=state, precision="ieee")
     assert torch.equal(state.kv, before.kv) and torch.equal(state.z, before.z)  # read only
-    y2 = gdn_triton.gdn_core_triton(**inputs, **kw, state=state, update_state=True, precision="ieee")
+    y2 = gdn_triton.gdn_core_triton(inputs, state=state, update_state=True, precision="ieee")
     assert torch.equal(y1, y2)
-    ref, _ = reference(inputs, kw, before, token_level=True)
+    ref, _ = reference(inputs, before, token_level=True)
     assert errors(state.kv, ref.final_state.kv)[0] <= 1e-5
     assert errors(state.z, ref.final_state.z)[0] <= 1e-5
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 def test_bad_inputs_raise_clear_errors():
-    inputs, kw, _ = make_inputs(1, 2, 4, 2, 16)
+    inputs, _ = make_inputs(1, 2, 4, 2, 16)
     with pytest.raises(ValueError, match="divisible by frames"):
-        gdn_triton.gdn_core_triton(**inputs, **{**kw, "frames": 3})
+        gdn_triton.gdn_core_triton(replace(inputs, frames=3))
     with pytest.raises(ValueError, match="head dim"):
-        gdn_triton.gdn_core_triton(**inputs, **{**kw, "heads": 32})  # D = 1 is odd
+        gdn_triton.gdn_core_triton(replace(inputs, heads=32))  # D = 1 is odd
     with pytest.raises(ValueError, match="update_state"):
-        gdn_triton.gdn_core_triton(**inputs, **kw, update_state=True)
+        gdn_triton.gdn_core_triton(inputs, update_state=True)
     with pytest.raises(ValueError, match="precision"):
-        gdn_triton.gdn_core_triton(**inputs, **kw, precision="fp8")
+        gdn_triton.gdn_core_triton(inputs, precision="fp8")
     with pytest.raises(ValueError, match="beta"):
-        gdn_triton.gdn_core_triton(**{**inputs, "beta": inputs["beta"][..., :1]}, **kw)
+        gdn_triton.gdn_core_triton(replace(inputs, beta=inputs.beta[..., :1]))
 
 
 def test_triton_backend_raises_instead_of_falling_back_on_cpu():
-    inputs, kw, _ = make_inputs(1, 2, 4, 2, 16)
+    inputs, _ = make_inputs(1, 2, 4, 2, 16)
     with pytest.raises(KernelUnavailableError):
-        gdn_core(**inputs, **kw, backend="triton")
+        gdn_core(inputs, backend="triton")
 
 
 # ---------------------------------------------------------------- GPU
@@ -261,9 +263,9 @@ GPU_CASES = [  # (shape, precision, input dtype, (fro, max) tolerance)
 @pytest.mark.parametrize("with_state", [True, False])
 def test_gpu_matches_float64_oracle(shape, precision, dtype, tol, with_state):
     B, T, S, H, D = shape
-    inputs, kw, state = make_inputs(*shape, seed=T + D, dtype=dtype, device="cuda", with_state=with_state)
-    ref, y_ref = reference(inputs, kw, state, token_level=S * H * T * B <= 1000)
-    out = run_parts(inputs, kw, state, precision)
+    inputs, state = make_inputs(*shape, seed=T + D, dtype=dtype, device="cuda", with_state=with_state)
+    ref, y_ref = reference(inputs, state, token_level=S * H * T * B <= 1000)
+    out = run_parts(inputs, state, precision)
     y_tol = tol if dtype == torch.float32 else (1e-2, 2e-2)  # bf16 output rounding ≈ 2e-3
     check_parts(out, ref, y_ref, B, T, S, H, D, tol=tol, y_tol=y_tol)
 
@@ -271,13 +273,13 @@ def test_gpu_matches_float64_oracle(shape, precision, dtype, tol, with_state):
 @pytest.mark.gpu
 @requires_cuda
 def test_gpu_dispatch_runs_the_kernel_and_updates_state():
-    inputs, kw, state = make_inputs(1, 3, 880, 20, 112, seed=2, dtype=torch.bfloat16, device="cuda")
+    inputs, state = make_inputs(1, 3, 880, 20, 112, seed=2, dtype=torch.bfloat16, device="cuda")
     expected = GDNState(kv=state.kv.clone(), z=state.z.clone())
-    y_expected = gdn_triton.gdn_core_triton(**inputs, **kw, state=expected, update_state=True)
+    y_expected = gdn_triton.gdn_core_triton(inputs, state=expected, update_state=True)
     assert not torch.equal(expected.kv, state.kv)
     for backend in ("triton", "auto"):
         carried = GDNState(kv=state.kv.clone(), z=state.z.clone())
-        y = gdn_core(**inputs, **kw, state=carried, update_state=True, backend=backend)
+        y = gdn_core(inputs, state=carried, update_state=True, backend=backend)
         assert torch.equal(y, y_expected)
         assert torch.equal(carried.kv, expected.kv) and torch.equal(carried.z, expected.z)
 
@@ -286,9 +288,9 @@ def test_gpu_dispatch_runs_the_kernel_and_updates_state():
 @requires_cuda
 def test_gpu_poisoned_buffers_and_guards(poisoned):
     shape = (2, 3, 37, 3, 112)
-    inputs, kw, state = make_inputs(*shape, seed=4, dtype=torch.bfloat16, device="cuda")
-    ref, y_ref = reference(inputs, kw, state, token_level=True)
-    out = run_parts(inputs, kw, state, "bf16")
+    inputs, state = make_inputs(*shape, seed=4, dtype=torch.bfloat16, device="cuda")
+    ref, y_ref = reference(inputs, state, token_level=True)
+    out = run_parts(inputs, state, "bf16")
     check_parts(out, ref, y_ref, *shape, tol=(1e-2, 2e-2))
     for before, after in poisoned:
         assert torch.isnan(before).all() and torch.isnan(after).all()
@@ -298,21 +300,17 @@ def test_gpu_poisoned_buffers_and_guards(poisoned):
 @requires_cuda
 def test_gpu_two_chunks_with_state_equal_one_long_call():
     B, T, S, H, D = 1, 6, 880, 20, 112
-    inputs, kw, _ = make_inputs(B, T, S, H, D, seed=6, dtype=torch.bfloat16, device="cuda", with_state=False)
-    ref, _ = reference(inputs, kw, None, token_level=False)
+    inputs, _ = make_inputs(B, T, S, H, D, seed=6, dtype=torch.bfloat16, device="cuda", with_state=False)
+    ref, _ = reference(inputs, None, token_level=False)
     state = GDNState.zeros(B, H, D, device="cuda")
-    half = T * S // 2
     outs = []
-    for i, part in enumerate((slice(0, half), slice(half, T * S))):
-        chunk = {n: x[:, part] if x.dim() == 3 else x for n, x in inputs.items()}
-        chunk["decay"] = inputs["decay"][:, 3 * i : 3 * i + 3]
-        chunk["cos"], chunk["sin"] = inputs["cos"][part], inputs["sin"][part]
-        kw3 = {**kw, "frames": 3}
-        outs.append(gdn_core(**chunk, **kw3, state=state, update_state=True, backend="triton"))
+    for first in (0, 3):
+        chunk = frame_range(inputs, first, 3)
+        outs.append(gdn_core(chunk, state=state, update_state=True, backend="triton"))
     assert errors(state.kv, ref.final_state.kv)[0] <= 1e-2
     assert errors(state.z, ref.final_state.z)[0] <= 1e-2
     last = ref.num[:, -1] / (ref.den[:, -1][..., None] + 1e-8)  # (B, S, H, D): no backward part
-    y_last = last.reshape(B, S, H * D) * torch.nn.functional.silu(inputs["gate"][:, -S:].double())
+    y_last = last.reshape(B, S, H * D) * torch.nn.functional.silu(inputs.gate[:, -S:].double())
     assert errors(outs[1][:, -S:], y_last)[0] <= 1e-2
 
 
@@ -321,8 +319,8 @@ def test_gpu_two_chunks_with_state_equal_one_long_call():
 @pytest.mark.parametrize("precision", ["bf16", "tf32", "ieee"])
 def test_gpu_reruns_are_bit_identical(precision):
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    inputs, kw, state = make_inputs(1, 3, 880, 20, 112, seed=9, dtype=dtype, device="cuda")
-    a = run_parts(inputs, kw, state, precision)
-    b = run_parts(inputs, kw, state, precision)
+    inputs, state = make_inputs(1, 3, 880, 20, 112, seed=9, dtype=dtype, device="cuda")
+    a = run_parts(inputs, state, precision)
+    b = run_parts(inputs, state, precision)
     for x, y in ((a.y, b.y), (a.num, b.num), (a.den, b.den), (a.final_state.kv, b.final_state.kv)):
         assert torch.equal(x, y)

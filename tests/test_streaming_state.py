@@ -29,13 +29,10 @@ def test_carried_gdn_state_equals_one_scan_over_all_clean_passes(monkeypatch):
     recorded: dict[int, list[GDNFeatures]] = {}
     real_core = gdn_module.gdn_core
 
-    def recording_core(*args, **kwargs):
+    def recording_core(inputs, **kwargs):
         if kwargs["update_state"]:
-            layer = kwargs["state"]
-            names = ("frames", "heads", "key_scale")
-            feats = gdn_features(*args[:3], *args[4:], **{n: kwargs[n] for n in names})
-            recorded.setdefault(id(layer), []).append(feats)
-        return real_core(*args, **kwargs)
+            recorded.setdefault(id(kwargs["state"]), []).append(gdn_features(inputs))
+        return real_core(inputs, **kwargs)
 
     monkeypatch.setattr(gdn_module, "gdn_core", recording_core)
     gen = torch.Generator().manual_seed(0)

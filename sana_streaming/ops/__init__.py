@@ -13,11 +13,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from sana_streaming.ops.gdn_reference import GDNState, gdn_core_torch
+from sana_streaming.ops.gdn_reference import GDNInputs, GDNState, gdn_core_torch
 
 Backend = Literal["auto", "triton", "torch"]
 
-__all__ = ["Backend", "GDNState", "KernelUnavailableError", "gdn_core", "triton_gdn_available"]
+__all__ = ["Backend", "GDNInputs", "GDNState", "KernelUnavailableError", "gdn_core", "triton_gdn_available"]
 
 
 class KernelUnavailableError(RuntimeError):
@@ -34,47 +34,28 @@ def triton_gdn_available() -> bool:
 
 
 def gdn_core(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    gate: Tensor,
-    beta: Tensor,
-    decay: Tensor,
-    q_norm_weight: Tensor,
-    k_norm_weight: Tensor,
-    cos: Tensor,
-    sin: Tensor,
+    inputs: GDNInputs,
     *,
-    frames: int,
-    heads: int,
-    key_scale: float,
     state: GDNState | None = None,
     update_state: bool = False,
-    eps: float = 1e-8,
-    norm_eps: float = 1e-5,
     backend: Backend = "auto",
 ) -> Tensor:
     """Fused GDN core: from the projection outputs to the gated output that `proj` reads.
 
-    q, k, v, gate: (B, N, C) raw projections (gate before SiLU); beta: (B, N, H) after the sigmoid;
-    decay: (B, T, H) per-frame decay g; cos, sin: (N, D/2) RoPE tables of the tokens; state: the
-    forward scan's initial state (zeros if None), overwritten in place with the final state when
-    `update_state`. Returns (B, N, C) in the dtype of `v`. See kernels.md §1.3 and §7.1."""
-    kwargs = dict(
-        frames=frames, heads=heads, key_scale=key_scale, state=state,
-        update_state=update_state, eps=eps, norm_eps=norm_eps,
-    )  # fmt: skip
-    args = (q, k, v, gate, beta, decay, q_norm_weight, k_norm_weight, cos, sin)
+    `state`: the forward scan's initial state (zeros if None), overwritten in place with the final
+    state when `update_state`. Returns (B, N, C) in the dtype of `v`. See kernels.md §1.3 and §7.1."""
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"unknown GDN backend {backend!r}")
-    if backend == "torch" or (backend == "auto" and (not q.is_cuda or v.dtype == torch.float64)):
-        return gdn_core_torch(*args, **kwargs)  # float64 (reference runs) stays on the exact path
+    on_cuda, dtype = inputs.q.is_cuda, inputs.v.dtype
+    if backend == "torch" or (backend == "auto" and (not on_cuda or dtype == torch.float64)):
+        # float64 (reference runs) stays on the exact path
+        return gdn_core_torch(inputs, state=state, update_state=update_state)
     try:
         from sana_streaming.ops.gdn_triton import gdn_core_triton
     except ImportError as exc:
         if backend == "triton":
             raise KernelUnavailableError(f"Triton GDN kernels unavailable: {exc}") from exc
-        return gdn_core_torch(*args, **kwargs)
-    if backend == "triton" and not q.is_cuda:
+        return gdn_core_torch(inputs, state=state, update_state=update_state)
+    if backend == "triton" and not on_cuda:
         raise KernelUnavailableError("the Triton GDN kernels need CUDA tensors")
-    return gdn_core_triton(*args, **kwargs)
+    return gdn_core_triton(inputs, state=state, update_state=update_state)

@@ -17,7 +17,8 @@ Two implementations of the same scan:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,33 @@ class GDNState:
 
     def nbytes(self) -> int:
         return self.kv.nbytes + self.z.nbytes
+
+
+@dataclass
+class GDNInputs:
+    """The operands of one GDN layer call (kernels.md §1.3), as every implementation of the core takes
+    them: raw projections, gates, norm weights, RoPE tables and the call's constants."""
+
+    q: Tensor  # (B, N, C) raw projections; any strides (e.g. views of one (B, N, 4C) GEMM output)
+    k: Tensor  # (B, N, C)
+    v: Tensor  # (B, N, C)
+    gate: Tensor  # (B, N, C) output gate before its SiLU
+    beta: Tensor  # (B, N, H) write strengths after the sigmoid, in [0, 1]
+    decay: Tensor  # (B, T, H) per-frame decay g
+    q_norm_weight: Tensor  # (C,)
+    k_norm_weight: Tensor  # (C,)
+    cos: Tensor  # (N, D/2) RoPE tables of the tokens
+    sin: Tensor  # (N, D/2)
+    frames: int  # T
+    heads: int  # H
+    key_scale: float  # κ on the key features
+    eps: float = 1e-8  # added to the normaliser before the division
+    norm_eps: float = 1e-5  # inside the q/k RMSNorm
+
+    def map_tensors(self, fn: Callable[[Tensor], Tensor]) -> GDNInputs:
+        """A copy with `fn` applied to every tensor (dtype or device changes, slicing)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{name: fn(x) for name, x in values.items() if isinstance(x, Tensor)})
 
 
 @dataclass
@@ -166,79 +194,41 @@ def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.stack((even * c - odd * s, even * s + odd * c), dim=-1).flatten(-2)
 
 
-def gdn_features(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    beta: Tensor,
-    decay: Tensor,
-    q_norm_weight: Tensor,
-    k_norm_weight: Tensor,
-    cos: Tensor,
-    sin: Tensor,
-    *,
-    frames: int,
-    heads: int,
-    key_scale: float,
-    norm_eps: float = 1e-5,
-) -> GDNFeatures:
-    """Feature maps of kernels.md §1.3 in float32: inverse-RMS × weight, ReLU, κ on keys, RoPE.
-
-    q, k, v: (B, N, C) projections; beta: (B, N, H); decay: (B, T, H); cos, sin: (N, D/2)."""
-    B, N, C = q.shape
-    D = C // heads
-    S = N // frames
-    dtype = compute_dtype(v.dtype)
-    phi_q = F.relu(rms_normalise(q, q_norm_weight, norm_eps)).view(B, N, heads, D)  # (B, N, H, D)
-    phi_k = (F.relu(rms_normalise(k, k_norm_weight, norm_eps)) * key_scale).view(B, N, heads, D)
-    cos, sin = cos.to(dtype), sin.to(dtype)
-    shape = (B, frames, S, heads, D)
+def gdn_features(inputs: GDNInputs) -> GDNFeatures:
+    """Feature maps of kernels.md §1.3 in float32 (float64 for float64 inputs): inverse-RMS × weight,
+    ReLU, κ on keys, RoPE."""
+    x = inputs
+    B, N, C = x.q.shape
+    T, H = x.frames, x.heads
+    D, S = C // H, N // T
+    dtype = compute_dtype(x.v.dtype)
+    phi_q = F.relu(rms_normalise(x.q, x.q_norm_weight, x.norm_eps)).view(B, N, H, D)  # (B, N, H, D)
+    phi_k = (F.relu(rms_normalise(x.k, x.k_norm_weight, x.norm_eps)) * x.key_scale).view(B, N, H, D)
+    cos, sin = x.cos.to(dtype), x.sin.to(dtype)
+    shape = (B, T, S, H, D)
     return GDNFeatures(
         q_rot=rotate_pairs(phi_q, cos, sin).view(shape),
         q=phi_q.view(shape),
         k_rot=rotate_pairs(phi_k, cos, sin).view(shape),
         k=phi_k.view(shape),
-        v=v.to(dtype).view(shape),
-        beta=beta.to(dtype).view(B, frames, S, heads),
-        decay=decay.to(dtype),
+        v=x.v.to(dtype).view(shape),
+        beta=x.beta.to(dtype).view(B, T, S, H),
+        decay=x.decay.to(dtype),
     )
 
 
-def gdn_core_torch(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    gate: Tensor,
-    beta: Tensor,
-    decay: Tensor,
-    q_norm_weight: Tensor,
-    k_norm_weight: Tensor,
-    cos: Tensor,
-    sin: Tensor,
-    *,
-    frames: int,
-    heads: int,
-    key_scale: float,
-    state: GDNState | None = None,
-    update_state: bool = False,
-    eps: float = 1e-8,
-    norm_eps: float = 1e-5,
-) -> Tensor:
+def gdn_core_torch(inputs: GDNInputs, *, state: GDNState | None = None, update_state: bool = False) -> Tensor:
     """The whole GDN core in PyTorch: features, both scans, division and the SiLU output gate.
 
-    Returns the gated output (B, N, C) in the dtype of `v`; with `update_state` the forward scan's
-    final state is written into `state` (read first as the initial state)."""
-    B, N, C = q.shape
-    features = gdn_features(
-        q, k, v, beta, decay, q_norm_weight, k_norm_weight, cos, sin,
-        frames=frames, heads=heads, key_scale=key_scale, norm_eps=norm_eps,
-    )  # fmt: skip
-    out = gdn_scan(features, state)
-    o = out.num / (out.den[..., None] + eps)  # (B, T, S, H, D)
-    y = o.reshape(B, N, C) * F.silu(gate.to(o.dtype))
+    Returns the gated output (B, N, C) in the dtype of `v`; `state` is the forward scan's initial
+    state (zeros if None), overwritten with its final state when `update_state`."""
+    if update_state and state is None:
+        raise ValueError("update_state needs a state to write into")
+    B, N, C = inputs.q.shape
+    out = gdn_scan(gdn_features(inputs), state)
+    o = out.num / (out.den[..., None] + inputs.eps)  # (B, T, S, H, D)
+    y = o.reshape(B, N, C) * F.silu(inputs.gate.to(o.dtype))
     if update_state:
-        if state is None:
-            raise ValueError("update_state needs a state to write into")
         state.kv.copy_(out.final_state.kv)
         state.z.copy_(out.final_state.z)
-    return y.to(v.dtype)
+    return y.to(inputs.v.dtype)

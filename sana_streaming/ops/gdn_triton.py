@@ -47,7 +47,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from sana_streaming.ops.gdn_reference import GDNState
+from sana_streaming.ops.gdn_reference import GDNInputs, GDNState
 
 Precision = Literal["bf16", "tf32", "ieee"]
 
@@ -424,67 +424,50 @@ def _emit_kernel(
             tl.store(den_ptr + (b * N + n) * H + h, den, mask=s_mask)
 
 
-def _check_inputs(
-    q: Tensor, k: Tensor, v: Tensor, gate: Tensor, beta: Tensor, decay: Tensor,
-    q_norm_weight: Tensor, k_norm_weight: Tensor, cos: Tensor, sin: Tensor,
-    frames: int, heads: int, state: GDNState | None,
-) -> tuple[int, int, int, int, int]:  # fmt: skip
+def _check_inputs(x: GDNInputs, state: GDNState | None) -> tuple[int, int, int, int, int]:
     """Validate shapes; returns (B, N, C, S, D)."""
-    if q.dim() != 3:
-        raise ValueError(f"q must be (B, N, C), got {tuple(q.shape)}")
-    B, N, C = q.shape
-    for name, x in (("k", k), ("v", v), ("gate", gate)):
-        if tuple(x.shape) != (B, N, C):
-            raise ValueError(f"{name} must have q's shape {(B, N, C)}, got {tuple(x.shape)}")
-    if heads <= 0 or C % heads:
-        raise ValueError(f"channels {C} are not divisible by heads {heads}")
-    D = C // heads
+    if x.q.dim() != 3:
+        raise ValueError(f"q must be (B, N, C), got {tuple(x.q.shape)}")
+    B, N, C = x.q.shape
+    T, H = x.frames, x.heads
+    for name in ("k", "v", "gate"):
+        if tuple(getattr(x, name).shape) != (B, N, C):
+            raise ValueError(f"{name} must have q's shape {(B, N, C)}, got {tuple(getattr(x, name).shape)}")
+    if H <= 0 or C % H:
+        raise ValueError(f"channels {C} are not divisible by heads {H}")
+    D = C // H
     if D % 2 or D > _MAX_HEAD_DIM:
         raise ValueError(f"head dim must be even and <= {_MAX_HEAD_DIM}, got {D}")
-    if frames <= 0 or N % frames:
-        raise ValueError(f"tokens {N} are not divisible by frames {frames}")
+    if T <= 0 or N % T:
+        raise ValueError(f"tokens {N} are not divisible by frames {T}")
     expected = {
-        "beta": (beta, (B, N, heads)),
-        "decay": (decay, (B, frames, heads)),
-        "q_norm_weight": (q_norm_weight, (C,)),
-        "k_norm_weight": (k_norm_weight, (C,)),
-        "cos": (cos, (N, D // 2)),
-        "sin": (sin, (N, D // 2)),
+        "beta": (B, N, H),
+        "decay": (B, T, H),
+        "q_norm_weight": (C,),
+        "k_norm_weight": (C,),
+        "cos": (N, D // 2),
+        "sin": (N, D // 2),
     }
-    for name, (x, shape) in expected.items():
-        if tuple(x.shape) != shape:
-            raise ValueError(f"{name} must be {shape}, got {tuple(x.shape)}")
-    tensors = [q, k, v, gate, beta, decay, q_norm_weight, k_norm_weight, cos, sin]
+    for name, shape in expected.items():
+        if tuple(getattr(x, name).shape) != shape:
+            raise ValueError(f"{name} must be {shape}, got {tuple(getattr(x, name).shape)}")
+    devices = {t.device for t in (x.q, x.k, x.v, x.gate, *(getattr(x, name) for name in expected))}
     if state is not None:
-        if tuple(state.kv.shape) != (B, heads, D, D) or tuple(state.z.shape) != (B, heads, D):
+        if tuple(state.kv.shape) != (B, H, D, D) or tuple(state.z.shape) != (B, H, D):
             raise ValueError(
-                f"state must be kv {(B, heads, D, D)} and z {(B, heads, D)}, got "
+                f"state must be kv {(B, H, D, D)} and z {(B, H, D)}, got "
                 f"{tuple(state.kv.shape)} and {tuple(state.z.shape)}"
             )
-        tensors += [state.kv, state.z]
-    if len({x.device for x in tensors}) != 1:
+        devices |= {state.kv.device, state.z.device}
+    if len(devices) != 1:
         raise ValueError("all GDN inputs must be on one device")
-    return B, N, C, N // frames, D
+    return B, N, C, N // T, D
 
 
 def gdn_core_triton_parts(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    gate: Tensor,
-    beta: Tensor,
-    decay: Tensor,
-    q_norm_weight: Tensor,
-    k_norm_weight: Tensor,
-    cos: Tensor,
-    sin: Tensor,
+    inputs: GDNInputs,
     *,
-    frames: int,
-    heads: int,
-    key_scale: float,
     state: GDNState | None = None,
-    eps: float = 1e-8,
-    norm_eps: float = 1e-5,
     precision: Precision | None = None,
     return_num_den: bool = False,
     return_state: bool = False,
@@ -494,16 +477,22 @@ def gdn_core_triton_parts(
 
     `state` is only read here. precision None picks "bf16" for 16-bit inputs, "tf32" for fp32 and
     "ieee" for fp64."""
-    B, N, C, S, D = _check_inputs(
-        q, k, v, gate, beta, decay, q_norm_weight, k_norm_weight, cos, sin, frames, heads, state
+    B, N, C, S, D = _check_inputs(inputs, state)
+    q, k, v, gate, beta, decay = inputs.q, inputs.k, inputs.v, inputs.gate, inputs.beta, inputs.decay
+    q_norm_weight, k_norm_weight, cos, sin = (
+        inputs.q_norm_weight,
+        inputs.k_norm_weight,
+        inputs.cos,
+        inputs.sin,
     )
+    key_scale, eps, norm_eps = inputs.key_scale, inputs.eps, inputs.norm_eps
     if precision is None:
         precision = {torch.float32: "tf32", torch.float64: "ieee"}.get(v.dtype, "bf16")
     if precision not in _DOT_MODES:
         raise ValueError(f"unknown GDN precision {precision!r}; expected one of {sorted(_DOT_MODES)}")
     dot, scan_dot = _DOT_MODES[precision]
-    cfg = config or LaunchConfig.for_frames(frames)
-    T, H = frames, heads
+    T, H = inputs.frames, inputs.heads
+    cfg = config or LaunchConfig.for_frames(T)
     DP = max(16, triton.next_power_of_2(D))  # tl.dot's minimum K and N
     dev = q.device
     f32 = torch.float32
@@ -582,39 +571,18 @@ def gdn_core_triton_parts(
 
 
 def gdn_core_triton(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    gate: Tensor,
-    beta: Tensor,
-    decay: Tensor,
-    q_norm_weight: Tensor,
-    k_norm_weight: Tensor,
-    cos: Tensor,
-    sin: Tensor,
+    inputs: GDNInputs,
     *,
-    frames: int,
-    heads: int,
-    key_scale: float,
     state: GDNState | None = None,
     update_state: bool = False,
-    eps: float = 1e-8,
-    norm_eps: float = 1e-5,
     precision: Precision | None = None,
 ) -> Tensor:
-    """Fused GDN core; same contract as `gdn_reference.gdn_core_torch`.
-
-    q, k, v, gate: (B, N, C) raw projections (any strides, e.g. views of one (B, N, 4C) GEMM output);
-    beta: (B, N, H) after the sigmoid, in [0, 1]; decay: (B, T, H); cos, sin: (N, D/2); state: initial forward
-    state (zeros if None), overwritten with the final state when `update_state`. Returns (B, N, C) in
-    the dtype of `v`."""
+    """Fused GDN core; same contract as `gdn_reference.gdn_core_torch`: returns (B, N, C) in the dtype
+    of `v`; `state` is the initial forward state (zeros if None), overwritten with the final state
+    when `update_state`."""
     if update_state and state is None:
         raise ValueError("update_state needs a state to write into")
-    out = gdn_core_triton_parts(
-        q, k, v, gate, beta, decay, q_norm_weight, k_norm_weight, cos, sin,
-        frames=frames, heads=heads, key_scale=key_scale, state=state, eps=eps, norm_eps=norm_eps,
-        precision=precision, return_state=update_state,
-    )  # fmt: skip
+    out = gdn_core_triton_parts(inputs, state=state, precision=precision, return_state=update_state)
     if update_state:
         state.kv.copy_(out.final_state.kv)
         state.z.copy_(out.final_state.z)

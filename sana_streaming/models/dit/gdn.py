@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from sana_streaming.models.dit.layers import RMSNorm, TapLinear
 from sana_streaming.models.dit.rope import RopeTables
-from sana_streaming.ops import Backend, GDNState, gdn_core
+from sana_streaming.ops import Backend, GDNInputs, GDNState, gdn_core
 from sana_streaming.ops.gdn_reference import compute_dtype
 
 
@@ -54,10 +54,10 @@ class GDNAttention(nn.Module):
         N = u.shape[1]
         beta, decay = self.gates(u, frames)
         key_scale = (self.head_dim * (N // frames)) ** -0.5  # κ = (D·S)^(-1/2), S of this call
-        y = gdn_core(
+        inputs = GDNInputs(
             self.q(u), self.k(u), self.v(u), self.output_gate(u), beta, decay,
             self.q_norm.weight, self.k_norm.weight, rope.cos, rope.sin,
             frames=frames, heads=self.heads, key_scale=key_scale,
-            state=state, update_state=save and state is not None, backend=self.backend,
         )  # fmt: skip
+        y = gdn_core(inputs, state=state, update_state=save and state is not None, backend=self.backend)
         return self.proj(y)
