@@ -8,9 +8,10 @@ Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3,
 2. `_features_kernel`, grid (B·H·T, S-tiles): feature maps stored once, pair-major (below):
    X = √β ⊙ k̃, W = √β ⊙ v and Y = √β ⊙ φ^k — β split as √β·√β over the two sides of every frame
    product — and q̃/rq; per-tile partial sums of b = Σ β φ^k; each token's Σ q² per head.
-3. `_frame_gemm_kernel`, grid (B·H·T, 3, D_pad / CB): P_t = XᵀX, A_t = XᵀW, Π_t = YᵀY, fp32
+3. `_frame_gemm_kernel`, grid (B·H·T, 4, D_pad / CB): P_t = XᵀX, A_t = XᵀW, Π_t = YᵀY, fp32
    accumulation. Both operands stream from memory straight into the tensor cores (Triton's software
-   pipelining applies); each program owns its output block: no atomics, deterministic.
+   pipelining applies); each program owns its output block: no atomics, deterministic. A fourth,
+   short program per frame sums b_t from its partials, so the scan's serial chain only loads it.
 4. `_scan_kernel`, grid (B·H, D_pad / CB + 1): the zero-seeded backward scan, then the forward scan
    from the initial state, fp32 state with the identity applied in fp32 (`M ← g·(M − P M) + A`);
    programs split M by value columns, the last program runs the normaliser scan z. It writes the
@@ -19,12 +20,12 @@ Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3,
 5. `_emit_kernel`, grid (B·H·T, S-splits): num = rq · (q̃/rq)(M_t + R_t), den = φ^q · (z_t + ζ_t) with
    φ^q rebuilt from q, num / (den + ε) · SiLU(gate), written in the (B, N, C) layout `proj` reads.
 
-RoPE rotates interleaved pairs. Kernel 2 loads each head's tile as (rows, D/2, 2), so splitting the
-pairs stays inside each thread's registers, and stores the features pair-major: all even channels of
-the pairs, then all odd ones. P, A, Π, M and z live in that key order inside the core (products are
-invariant to a consistent permutation); only the state's load and store map rows back (`_key_row`).
-Splitting and re-joining an interleaved tile in registers instead cost every kernel all 255
-registers (kernels/NOTES.md).
+RoPE rotates interleaved pairs. Kernel 2 loads each head's tile as (rows, D) in 16-byte vectors and
+reshapes it to (rows, D/2, 2), so splitting the pairs stays inside each thread's registers, and stores
+the features pair-major: all even channels of the pairs, then all odd ones. P, A, Π, M and z live in
+that key order inside the core (products are invariant to a consistent permutation); only the state's
+load and store map rows back (`_key_row`). Splitting and re-joining an interleaved tile in registers
+instead cost every kernel all 255 registers (kernels/NOTES.md).
 
 Precision (`precision=`): "bf16" — bf16 operands with fp32 accumulation for the reductions and the
 readout (features and M_t + R_t rounded to bf16 once, as operands), TF32 for the scan (fp32 state);
@@ -70,10 +71,10 @@ class LaunchConfig:
     """Block shapes and warps of the five kernels (defaults from the H100 profile, kernels/NOTES.md)."""
 
     rms_rows: int = 8
-    rms_block_c: int = 512
+    rms_block_c: int = 1024
     rms_warps: int = 8
     features_block_s: int = 8
-    features_warps: int = 2
+    features_warps: int = 1
     gemm_block_s: int = 64  # halved for fp32 operands (shared memory)
     gemm_cols: int = 128
     gemm_warps: int = 8
@@ -124,16 +125,18 @@ def _features(
     and each row's Σ x² over the head's channels.
 
     φ = scale · ReLU(x · inv_rms · w); ρ rotates each interleaved pair (φ_2i, φ_2i+1) by the token's
-    angle i. The tile is loaded as (rows, HP, 2) so that splitting the pairs stays inside each thread's
-    registers; pairs ≥ D/2 come out as 0. row_off: (R,) element offsets of the tokens' head start;
-    n: (R,) token index into the (N, D/2) tables; w_off: offset of the head in the norm weight."""
+    angle i. The tile is loaded as (rows, 2·HP) in 16-byte vectors (a 3-D load vectorises only the
+    pair: 4 bytes) and reshaped to (rows, HP, 2), each thread's vector holding whole pairs, so
+    splitting them stays inside its registers; pairs ≥ D/2 come out as 0. row_off: (R,) element
+    offsets of the tokens' head start; n: (R,) token index into the (N, D/2) tables; w_off: offset of
+    the head in the norm weight."""
     i = tl.arange(0, HP)
-    channel = 2 * i[:, None] + tl.arange(0, 2)[None, :]  # (HP, 2)
-    mask = row_mask[:, None, None] & (channel < D)[None, :, :]
-    x = tl.load(x_ptr + row_off[:, None, None] + channel[None, :, :] * sxc, mask=mask, other=0.0)
-    x = x.to(tl.float32)
-    w = tl.load(weight_ptr + w_off + channel, mask=channel < D, other=0.0).to(tl.float32)
-    phi = tl.maximum(x * inv_rms[:, None, None] * w[None, :, :], 0.0) * scale
+    d = tl.arange(0, 2 * HP)
+    mask = row_mask[:, None] & (d < D)[None, :]
+    x = tl.load(x_ptr + row_off[:, None] + d[None, :] * sxc, mask=mask, other=0.0)  # (R, 2HP), vectorised
+    w = tl.load(weight_ptr + w_off + d, mask=d < D, other=0.0).to(tl.float32)
+    x = tl.reshape(x.to(tl.float32), (x.shape[0], HP, 2))  # (R, HP, 2): pairs last
+    phi = tl.maximum(x * inv_rms[:, None, None] * tl.reshape(w, (HP, 2))[None, :, :], 0.0) * scale
     even, odd = tl.split(phi)  # (R, HP) each
     pair_mask = row_mask[:, None] & (i < D // 2)[None, :]
     c = tl.load(cos_ptr + n[:, None] * scn + i[None, :] * scd, mask=pair_mask, other=0.0).to(tl.float32)
@@ -234,57 +237,61 @@ def _features_kernel(
 
 @triton.jit
 def _frame_gemm_kernel(
-    feat_ptr, frame_ptr, S, D, role_stride,
+    feat_ptr, frame_ptr, b_part_ptr, b_ptr, S, D, role_stride, n_tiles,
     DP: tl.constexpr, CB: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
     """Columns [cb·CB, cb·CB + CB) of one frame matrix of one (batch, head, frame), fp32 accumulation,
     zero beyond D: mat 0: P_t = XᵀX, mat 1: A_t = XᵀW, mat 2: Π_t = YᵀY (feature roles X, W, Y =
     0, 1, 2; the left operand is X for mats 0 and 1 and Y for mat 2), into frame (B·H·T, 3, DP, DP).
-    Both operands stream from memory straight into the tensor cores."""
+    Both operands stream from memory straight into the tensor cores. Program mat 3 (column block 0)
+    instead sums the frame's b partials into b (B·H·T, DP), in tile order (deterministic): a short
+    program beside the GEMMs, off the scan's serial path."""
     pid = tl.program_id(0)
     mat = tl.program_id(1)
     cb = tl.program_id(2)
-    frame = pid.to(tl.int64) * S * D
-    left = feat_ptr + (mat // 2 * 2).to(tl.int64) * role_stride + frame
-    right = feat_ptr + mat.to(tl.int64) * role_stride + frame
     d = tl.arange(0, DP)
-    e = cb * CB + tl.arange(0, CB)
-    acc = tl.zeros((DP, CB), dtype=tl.float32)
-    for s0 in range(0, S, BLOCK_S):
-        s = s0 + tl.arange(0, BLOCK_S)
-        s_mask = s < S
-        lhs = tl.load(left + s[:, None] * D + d[None, :], mask=s_mask[:, None] & (d < D)[None, :], other=0.0)
-        rhs = tl.load(right + s[:, None] * D + e[None, :], mask=s_mask[:, None] & (e < D)[None, :], other=0.0)
-        acc = _mm(tl.trans(lhs), rhs, acc, DOT)
-    out = frame_ptr + (pid.to(tl.int64) * 3 + mat) * DP * DP + d[:, None] * DP + e[None, :]
-    tl.store(out, acc)
-
-
-@triton.jit
-def _frame_b(b_part_ptr, frame, n_tiles, r, D, DP: tl.constexpr):
-    """b_t = Σ β φ^k of one frame: the sum of its S-tiles' partials, in tile order (deterministic)."""
-    TILES: tl.constexpr = 64
-    acc = tl.zeros((TILES, DP), dtype=tl.float32)
-    for i0 in range(0, n_tiles, TILES):
-        i = i0 + tl.arange(0, TILES)
-        part = b_part_ptr + (frame * n_tiles + i)[:, None] * DP + r[None, :]
-        acc += tl.load(part, mask=(i < n_tiles)[:, None] & (r < D)[None, :], other=0.0)
-    return tl.sum(acc, axis=0)
+    if mat == 3:
+        if cb == 0:
+            TILES: tl.constexpr = 64
+            acc_b = tl.zeros((TILES, DP), dtype=tl.float32)
+            for i0 in range(0, n_tiles, TILES):
+                i = i0 + tl.arange(0, TILES)
+                part = b_part_ptr + (pid.to(tl.int64) * n_tiles + i)[:, None] * DP + d[None, :]
+                acc_b += tl.load(part, mask=(i < n_tiles)[:, None] & (d < D)[None, :], other=0.0)
+            tl.store(b_ptr + pid.to(tl.int64) * DP + d, tl.sum(acc_b, axis=0))
+    else:
+        frame = pid.to(tl.int64) * S * D
+        left = feat_ptr + (mat // 2 * 2).to(tl.int64) * role_stride + frame
+        right = feat_ptr + mat.to(tl.int64) * role_stride + frame
+        e = cb * CB + tl.arange(0, CB)
+        acc = tl.zeros((DP, CB), dtype=tl.float32)
+        for s0 in range(0, S, BLOCK_S):
+            s = s0 + tl.arange(0, BLOCK_S)
+            s_mask = s < S
+            lhs = tl.load(
+                left + s[:, None] * D + d[None, :], mask=s_mask[:, None] & (d < D)[None, :], other=0.0
+            )
+            rhs = tl.load(
+                right + s[:, None] * D + e[None, :], mask=s_mask[:, None] & (e < D)[None, :], other=0.0
+            )
+            acc = _mm(tl.trans(lhs), rhs, acc, DOT)
+        out = frame_ptr + (pid.to(tl.int64) * 3 + mat) * DP * DP + d[:, None] * DP + e[None, :]
+        tl.store(out, acc)
 
 
 @triton.jit
 def _scan_kernel(
-    frame_ptr, b_part_ptr, decay_ptr, kv0_ptr, z0_ptr, m_hist_ptr, m_bwd_ptr, z_hist_ptr, z_bwd_ptr,
-    kv_out_ptr, z_out_ptr, T, H, D, n_tiles,
+    frame_ptr, b_ptr, decay_ptr, kv0_ptr, z0_ptr, m_hist_ptr, m_bwd_ptr, z_hist_ptr, z_bwd_ptr,
+    kv_out_ptr, z_out_ptr, T, H, D,
     sdb, sdt, sdh, s0b, s0h, s0k, s0v, sz0b, sz0h, sz0k,
     HAS_STATE: tl.constexpr, WRITE_STATE: tl.constexpr,
     DP: tl.constexpr, CB: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
     """Zero-seeded backward scan, then the forward scan from the initial state, per (batch, head).
 
-    Programs 0 … DP/CB − 1 own CB value columns of M; the last program runs z, summing b_t from the
-    feature kernel's per-tile partials. The backward states R_t go to the fp32 scratch m_bwd/z_bwd
-    (B·H, T, DP[, DP]); after a barrier the forward scan adds them to M_t and writes the readout
+    Programs 0 … DP/CB − 1 own CB value columns of M; the last program runs z (b_t from b,
+    (B·H·T, DP)). The backward states R_t go to the fp32 scratch m_bwd/z_bwd (B·H, T, DP[, DP]);
+    after a barrier the forward scan adds them to M_t and writes the readout
     state M_t + R_t to m_hist (its dtype: bf16 for bf16 readout dots) and z_t + ζ_t to z_hist (fp32).
     kv_out (B, H, D, D) and z_out (B, H, D) contiguous fp32 receive the final forward state when
     WRITE_STATE."""
@@ -344,12 +351,12 @@ def _scan_kernel(
         z = tl.zeros((DP,), dtype=tl.float32)
         tl.store(z_bwd_ptr + (bh64 * T + T - 1) * DP + r, z)
         if T > 1:  # ζ_{T−2} = b_{T−1}
-            z = _frame_b(b_part_ptr, bh64 * T + T - 1, n_tiles, r, D, DP)
+            z = tl.load(b_ptr + (bh64 * T + T - 1) * DP + r)
             tl.store(z_bwd_ptr + (bh64 * T + T - 2) * DP + r, z)
         for i in range(T - 2):
             t = T - 3 - i
             pz = tl.load(frame_ptr + ((bh64 * T + t + 1) * 3 + 2) * mat_size + square)
-            bz = _frame_b(b_part_ptr, bh64 * T + t + 1, n_tiles, r, D, DP)
+            bz = tl.load(b_ptr + (bh64 * T + t + 1) * DP + r)
             g = tl.load(decay_ptr + b * sdb + (t + 1) * sdt + h * sdh).to(tl.float32)
             z = g * (z - tl.sum(pz * z[None, :], axis=1)) + bz
             tl.store(z_bwd_ptr + (bh64 * T + t) * DP + r, z)
@@ -359,12 +366,12 @@ def _scan_kernel(
             z = tl.load(z_src, mask=r_mask, other=0.0).to(tl.float32)
             first = 0
         else:  # z_0 = b_0
-            z = _frame_b(b_part_ptr, bh64 * T, n_tiles, r, D, DP)
+            z = tl.load(b_ptr + bh64 * T * DP + r)
             tl.store(z_hist_ptr + bh64 * T * DP + r, z + tl.load(z_bwd_ptr + bh64 * T * DP + r))
             first = 1
         for t in range(first, T):
             pz = tl.load(frame_ptr + ((bh64 * T + t) * 3 + 2) * mat_size + square)
-            bz = _frame_b(b_part_ptr, bh64 * T + t, n_tiles, r, D, DP)
+            bz = tl.load(b_ptr + (bh64 * T + t) * DP + r)
             g = tl.load(decay_ptr + b * sdb + t * sdt + h * sdh).to(tl.float32)
             z = g * (z - tl.sum(pz * z[None, :], axis=1)) + bz
             back = tl.load(z_bwd_ptr + (bh64 * T + t) * DP + r)
@@ -505,7 +512,7 @@ def gdn_core_triton_parts(
     )  # fmt: skip
 
     # 2. feature maps X, W, Y, q̃/rq (4, B·H·T, S, D), b's per-tile partials and the per-head Σ q²,
-    #    then the frame matrices P, A, Π (B·H·T, 3, DP, DP)
+    #    then the frame matrices P, A, Π (B·H·T, 3, DP, DP) and b (B·H·T, DP)
     feat_dtype = torch.bfloat16 if dot == 0 else f32
     feats = _empty((4, B * H * T, S, D), dev, feat_dtype)
     role_stride = feats[0].numel()
@@ -519,10 +526,11 @@ def gdn_core_triton_parts(
         DP=DP, BLOCK_S=cfg.features_block_s, num_warps=cfg.features_warps,
     )  # fmt: skip
     frame_mats = _empty((B * H * T, 3, DP, DP), dev, f32)
+    b_vec = _empty((B * H * T, DP), dev, f32)
     cg = min(cfg.gemm_cols, DP)
     gemm_bs = cfg.gemm_block_s if dot == 0 else max(16, cfg.gemm_block_s // 2)
-    _frame_gemm_kernel[(B * H * T, 3, DP // cg)](
-        feats, frame_mats, S, D, role_stride,
+    _frame_gemm_kernel[(B * H * T, 4, DP // cg)](  # mat 3: b
+        feats, frame_mats, b_part, b_vec, S, D, role_stride, n_tiles,
         DP=DP, CB=cg, BLOCK_S=gemm_bs, DOT=dot, num_warps=cfg.gemm_warps, num_stages=cfg.gemm_stages,
     )  # fmt: skip
 
@@ -535,15 +543,15 @@ def gdn_core_triton_parts(
         GDNState(kv=_empty((B, H, D, D), dev, f32), z=_empty((B, H, D), dev, f32)) if return_state else None
     )
     has_state = state is not None
-    kv0 = state.kv if has_state else b_part  # any valid pointer when there is no state
-    z0 = state.z if has_state else b_part
+    kv0 = state.kv if has_state else b_vec  # any valid pointer when there is no state
+    z0 = state.z if has_state else b_vec
     kv0_strides = state.kv.stride() if has_state else (0, 0, 0, 0)
     z0_strides = state.z.stride() if has_state else (0, 0, 0)
     cs = min(cfg.scan_cols, DP)
     _scan_kernel[(B * H, DP // cs + 1)](
-        frame_mats, b_part, decay, kv0, z0, m_hist, m_bwd, z_hist, z_bwd,
-        final.kv if final is not None else b_part, final.z if final is not None else b_part,
-        T, H, D, n_tiles, *decay.stride(), *kv0_strides, *z0_strides,
+        frame_mats, b_vec, decay, kv0, z0, m_hist, m_bwd, z_hist, z_bwd,
+        final.kv if final is not None else b_vec, final.z if final is not None else b_vec,
+        T, H, D, *decay.stride(), *kv0_strides, *z0_strides,
         HAS_STATE=has_state, WRITE_STATE=final is not None, DP=DP, CB=cs, DOT=scan_dot,
         num_warps=cfg.scan_warps, num_stages=cfg.scan_stages,
     )  # fmt: skip
