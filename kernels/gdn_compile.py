@@ -66,7 +66,8 @@ def record(shape, precision: str, config: gdn_triton.LaunchConfig) -> list[Launc
 
 def compile_launch(launch: Launch, arch: int) -> dict:
     fn = launch.fn
-    options = {k: launch.kwargs.pop(k) for k in ("num_warps", "num_stages") if k in launch.kwargs}
+    options = {k: launch.kwargs.pop(k) for k in ("num_warps", "num_stages", "maxnreg") if k in launch.kwargs}
+    options = {k: v for k, v in options.items() if v is not None}
     values = dict(zip(fn.arg_names, launch.args, strict=False)) | launch.kwargs
     signature, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):

@@ -77,7 +77,7 @@ class LaunchConfig:
     features_warps: int = 1
     gemm_block_s: int = 64  # halved for fp32 operands (shared memory)
     gemm_cols: int = 128
-    gemm_warps: int = 8
+    gemm_warps: int = 4
     gemm_stages: int = 3
     scan_cols: int = 32
     scan_warps: int = 8
@@ -86,6 +86,7 @@ class LaunchConfig:
     emit_warps: int = 8
     emit_stages: int = 1
     emit_programs: int = 1056  # target programs of the readout (8 per H100 SM)
+    emit_maxnreg: int | None = 80  # when one tile per program: 3 CTAs/SM, not 2 (see the launch)
 
     @classmethod
     def for_frames(cls, frames: int) -> LaunchConfig:
@@ -117,20 +118,28 @@ def _mm(a, b, acc, DOT: tl.constexpr):
 
 
 @triton.jit
+def _rope_rows(cos_ptr, sin_ptr, n, row_mask, D, scn, scd, ssn, ssd, HP: tl.constexpr):
+    """cos and sin of the tokens' pair angles, (rows, HP) fp32, zero for pairs ≥ D/2; n: (R,) token
+    index into the (N, D/2) tables. Loaded once per tile for both the keys and the queries."""
+    i = tl.arange(0, HP)
+    mask = row_mask[:, None] & (i < D // 2)[None, :]
+    c = tl.load(cos_ptr + n[:, None] * scn + i[None, :] * scd, mask=mask, other=0.0).to(tl.float32)
+    s = tl.load(sin_ptr + n[:, None] * ssn + i[None, :] * ssd, mask=mask, other=0.0).to(tl.float32)
+    return c, s
+
+
+@triton.jit
 def _features(
-    x_ptr, row_off, row_mask, n, D, sxc, inv_rms, weight_ptr, w_off, scale,
-    cos_ptr, sin_ptr, scn, scd, ssn, ssd, HP: tl.constexpr,
+    x_ptr, row_off, row_mask, D, sxc, inv_rms, weight_ptr, w_off, scale, c, s, HP: tl.constexpr,
 ):  # fmt: skip
     """φ and ρ(φ) of a tile of one head, pair-major: (φ_even, φ_odd, ρ_even, ρ_odd), (rows, HP) each,
     and each row's Σ x² over the head's channels.
 
     φ = scale · ReLU(x · inv_rms · w); ρ rotates each interleaved pair (φ_2i, φ_2i+1) by the token's
-    angle i. The tile is loaded as (rows, 2·HP) in 16-byte vectors (a 3-D load vectorises only the
-    pair: 4 bytes) and reshaped to (rows, HP, 2), each thread's vector holding whole pairs, so
-    splitting them stays inside its registers; pairs ≥ D/2 come out as 0. row_off: (R,) element
-    offsets of the tokens' head start; n: (R,) token index into the (N, D/2) tables; w_off: offset of
-    the head in the norm weight."""
-    i = tl.arange(0, HP)
+    angle i (c, s: `_rope_rows`). The tile is loaded as (rows, 2·HP) in 16-byte vectors (a 3-D load
+    vectorises only the pair: 4 bytes) and reshaped to (rows, HP, 2), each thread's vector holding
+    whole pairs, so splitting them stays inside its registers; pairs ≥ D/2 come out as 0. row_off:
+    (R,) element offsets of the tokens' head start; w_off: offset of the head in the norm weight."""
     d = tl.arange(0, 2 * HP)
     mask = row_mask[:, None] & (d < D)[None, :]
     x = tl.load(x_ptr + row_off[:, None] + d[None, :] * sxc, mask=mask, other=0.0)  # (R, 2HP), vectorised
@@ -138,9 +147,6 @@ def _features(
     x = tl.reshape(x.to(tl.float32), (x.shape[0], HP, 2))  # (R, HP, 2): pairs last
     phi = tl.maximum(x * inv_rms[:, None, None] * tl.reshape(w, (HP, 2))[None, :, :], 0.0) * scale
     even, odd = tl.split(phi)  # (R, HP) each
-    pair_mask = row_mask[:, None] & (i < D // 2)[None, :]
-    c = tl.load(cos_ptr + n[:, None] * scn + i[None, :] * scd, mask=pair_mask, other=0.0).to(tl.float32)
-    s = tl.load(sin_ptr + n[:, None] * ssn + i[None, :] * ssd, mask=pair_mask, other=0.0).to(tl.float32)
     square_sum = tl.sum(tl.sum(x * x, axis=2), axis=1)  # Σ x² over the head's channels, (R,)
     return even, odd, even * c - odd * s, even * s + odd * c, square_sum
 
@@ -206,9 +212,10 @@ def _features_kernel(
     rk = tl.load(rk_ptr + b * N + n, mask=s_mask, other=0.0)
     beta = tl.load(beta_ptr + b * sbb + n * sbn + h * sbh, mask=s_mask, other=0.0).to(tl.float32)
     root = tl.sqrt_rn(beta)[:, None]  # β = √β·√β: one factor on each side of P, A and Π
+    c, sn = _rope_rows(cos_ptr, sin_ptr, n, s_mask, D, scn, scd, ssn, ssd, HP=DP // 2)
     phi_even, phi_odd, rot_even, rot_odd, _ = _features(
-        k_ptr, b * skb + n * skn + h * D * skc, s_mask, n, D, skc, rk, wk_ptr, h * D, key_scale,
-        cos_ptr, sin_ptr, scn, scd, ssn, ssd, HP=DP // 2,
+        k_ptr, b * skb + n * skn + h * D * skc, s_mask, D, skc, rk, wk_ptr, h * D, key_scale, c, sn,
+        HP=DP // 2,
     )  # fmt: skip
     tl.store(row, (rot_even * root).to(dtype), mask=pair_mask)  # X
     tl.store(row + half, (rot_odd * root).to(dtype), mask=pair_mask)
@@ -227,8 +234,8 @@ def _features_kernel(
 
     ones = tl.full((BLOCK_S,), 1.0, tl.float32)
     _, _, rot_even, rot_odd, q_squares = _features(
-        q_ptr, b * sqb + n * sqn + h * D * sqc, s_mask, n, D, sqc, ones, wq_ptr, h * D, 1.0,
-        cos_ptr, sin_ptr, scn, scd, ssn, ssd, HP=DP // 2,
+        q_ptr, b * sqb + n * sqn + h * D * sqc, s_mask, D, sqc, ones, wq_ptr, h * D, 1.0, c, sn,
+        HP=DP // 2,
     )  # fmt: skip
     tl.store(row + 3 * role, rot_even.to(dtype), mask=pair_mask)  # q̃ / rq
     tl.store(row + 3 * role + half, rot_odd.to(dtype), mask=pair_mask)
@@ -564,11 +571,14 @@ def gdn_core_triton_parts(
     splits = min(emit_tiles, max(1, triton.cdiv(cfg.emit_programs, B * H * T)))
     per_program = triton.cdiv(emit_tiles, splits)
     splits = triton.cdiv(emit_tiles, per_program)
+    # the register cap pays off for straight-line programs; a looping readout spills under it
+    # (bidirectional CFG: 249 -> 334 us, kernels/NOTES.md)
+    emit_maxnreg = cfg.emit_maxnreg if per_program == 1 else None
     _emit_kernel[(B * H * T, splits)](
         feats, q, q_sq, q_norm_weight, gate, y, m_hist, z_hist, num, den,
         T, S, H, D, N, C, per_program, eps, norm_eps, role_stride, *q.stride(), *gate.stride(),
         DP=DP, HP2=triton.next_power_of_2(H), BLOCK_S=cfg.emit_block_s, DOT=dot, WRITE_NUM_DEN=return_num_den,
-        num_warps=cfg.emit_warps, num_stages=cfg.emit_stages,
+        num_warps=cfg.emit_warps, num_stages=cfg.emit_stages, maxnreg=emit_maxnreg,
     )  # fmt: skip
     return GDNTritonOutput(
         y=y,
