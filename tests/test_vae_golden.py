@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from sana_streaming.config import ConfigError, VAEConfig, load_config
 from sana_streaming.models.vae import LTX2VAE, VAELoadError, load_vae, vae_mode
+from sana_streaming.models.vae.decoder import IncrementalDecoder
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 pytestmark = pytest.mark.skipif(
@@ -61,13 +62,17 @@ def test_whole_encode_matches_release_normalised(vae: LTX2VAE, golden: dict[str,
     assert rel_err(vae.encode(golden["input.video"].float()), golden["output.latent_normalised"]) <= TOLERANCE
 
 
+def decode_in_chunks(decoder: IncrementalDecoder, latents: torch.Tensor, chunks: list[int]) -> torch.Tensor:
+    """Push `latents` through an incremental decoder in chunks of `chunks` latent frames, then flush."""
+    return torch.cat([decoder.push(c) for c in latents.split(chunks, dim=2)] + [decoder.flush()], dim=2)
+
+
 @pytest.mark.parametrize("chunks", [[4], [1, 1, 1, 1], [3, 1], [2, 2], [1, 3]])
 def test_release_tiles_match_release(
     vae: LTX2VAE, golden: dict[str, torch.Tensor], chunks: list[int]
 ) -> None:
     decoder = vae.incremental_decoder("release_tiles", normalise=False)
-    latents = golden["output.encode_chunked_causal"]
-    video = torch.cat([decoder.push(c) for c in latents.split(chunks, dim=2)] + [decoder.flush()], dim=2)
+    video = decode_in_chunks(decoder, golden["output.encode_chunked_causal"], chunks)
     assert video.shape == golden["output.decode_chunk_tile"].shape
     assert rel_err(video, golden["output.decode_chunk_tile"]) <= TOLERANCE
 
@@ -78,8 +83,7 @@ def test_release_tiles_match_release_long(
 ) -> None:
     """Five latents: tile 0 sees latents 0-3 only (a whole decode differs in the first 9 frames by ~1.2)."""
     decoder = vae.incremental_decoder("release_tiles", normalise=False)
-    latents = golden["input.latent_long"]
-    video = torch.cat([decoder.push(c) for c in latents.split(chunks, dim=2)] + [decoder.flush()], dim=2)
+    video = decode_in_chunks(decoder, golden["input.latent_long"], chunks)
     assert video.shape == golden["output.decode_chunk_tile_long"].shape == (1, 3, 33, 64, 64)
     assert rel_err(video, golden["output.decode_chunk_tile_long"]) <= TOLERANCE
 
@@ -96,8 +100,7 @@ def test_release_decode_from_normalised(vae: LTX2VAE, golden: dict[str, torch.Te
 def test_exact_decode_matches_whole(vae: LTX2VAE, golden: dict[str, torch.Tensor], chunks: list[int]) -> None:
     decoder = vae.incremental_decoder("exact", normalise=False)
     assert (decoder.lookahead_latents, decoder.lookahead_frames) == (7, 53)  # one layer per block
-    latents = golden["output.encode_chunked_causal"]
-    video = torch.cat([decoder.push(c) for c in latents.split(chunks, dim=2)] + [decoder.flush()], dim=2)
+    video = decode_in_chunks(decoder, golden["output.encode_chunked_causal"], chunks)
     assert rel_err(video, golden["output.decode_whole"]) <= TOLERANCE
 
 
