@@ -52,13 +52,16 @@ def record(shape, precision: str, config: gdn_triton.LaunchConfig) -> list[Launc
     sink: list[Launch] = []
     names = [n for n in vars(gdn_triton) if n.endswith("_kernel")]
     originals = {n: getattr(gdn_triton, n) for n in names}
+    supports_pdl = gdn_triton._supports_pdl
     try:
+        gdn_triton._supports_pdl = lambda device: True  # compile what an sm_90 GPU would run
         for n in names:
             setattr(gdn_triton, n, _Recorder(originals[n], sink))
         gdn_triton.gdn_core_triton_parts(
             inputs, state=state, precision=precision, return_state=True, config=config
         )
     finally:
+        gdn_triton._supports_pdl = supports_pdl
         for n, fn in originals.items():
             setattr(gdn_triton, n, fn)
     return sink
@@ -66,7 +69,11 @@ def record(shape, precision: str, config: gdn_triton.LaunchConfig) -> list[Launc
 
 def compile_launch(launch: Launch, arch: int) -> dict:
     fn = launch.fn
-    options = {k: launch.kwargs.pop(k) for k in ("num_warps", "num_stages", "maxnreg") if k in launch.kwargs}
+    options = {
+        k: launch.kwargs.pop(k)
+        for k in ("num_warps", "num_stages", "maxnreg", "launch_pdl")
+        if k in launch.kwargs
+    }
     options = {k: v for k, v in options.items() if v is not None}
     values = dict(zip(fn.arg_names, launch.args, strict=False)) | launch.kwargs
     signature, constexprs, attrs = {}, {}, {}

@@ -20,6 +20,12 @@ Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3,
 5. `_emit_kernel`, grid (B·H·T, S-splits): num = rq · (q̃/rq)(M_t + R_t), den = φ^q · (z_t + ζ_t) with
    φ^q rebuilt from q, num / (den + ε) · SiLU(gate), written in the (B, N, C) layout `proj` reads.
 
+On Hopper and later the five kernels use programmatic dependent launch (`LaunchConfig.pdl`): each
+starts while its predecessor finishes and waits (`gdc_wait`) only before touching its output. Each
+kernel waits before it signals its own dependents, so a kernel's pre-wait part may read anything two
+launches back. The features kernel computes the queries', the values' and the keys' feature maps before
+waiting on kernel 1 (the keys' inverse RMS is a positive per-token factor, applied at their stores).
+
 RoPE rotates interleaved pairs. Kernel 2 loads each head's tile as (rows, D) in 16-byte vectors and
 reshapes it to (rows, D/2, 2), so splitting the pairs stays inside each thread's registers, and stores
 the features pair-major: all even channels of the pairs, then all odd ones. P, A, Π, M and z live in
@@ -47,6 +53,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from sana_streaming.ops.gdn_reference import GDNInputs, GDNState
 
@@ -87,6 +94,7 @@ class LaunchConfig:
     emit_stages: int = 1
     emit_programs: int = 1056  # target programs of the readout (8 per H100 SM)
     emit_maxnreg: int | None = 80  # when one tile per program: 3 CTAs/SM, not 2 (see the launch)
+    pdl: bool = True  # programmatic dependent launch on sm_90+: each kernel's prologue overlaps the last
 
     @classmethod
     def for_frames(cls, frames: int) -> LaunchConfig:
@@ -160,11 +168,15 @@ def _key_row(r, D):
 
 @triton.jit
 def _inv_rms_kernel(
-    k_ptr, rk_ptr, BN, N, C, skb, skn, skc, norm_eps, ROWS: tl.constexpr, BLOCK_C: tl.constexpr,
+    k_ptr, rk_ptr, BN, N, C, skb, skn, skc, norm_eps,
+    ROWS: tl.constexpr, BLOCK_C: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """rk (B·N,) fp32: 1/sqrt(mean_c k² + eps) of ROWS tokens over all C channels. (The queries need no
     such pass: their inverse RMS is a per-token factor the readout applies after the fact, from the
     per-head Σ q² the features kernel records.)"""
+    if PDL:  # k comes from the previous launch (the projection); waiting first also makes everything
+        gdc_wait()  # before this launch complete when the features kernel starts
+        gdc_launch_dependents()
     row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     row_mask = row < BN
     b = (row // N).to(tl.int64)
@@ -184,7 +196,7 @@ def _features_kernel(
     q_ptr, k_ptr, v_ptr, beta_ptr, q_sq_ptr, rk_ptr, wq_ptr, wk_ptr, cos_ptr, sin_ptr, feat_ptr, b_part_ptr,
     T, S, H, D, N, key_scale, role_stride,
     sqb, sqn, sqc, skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
-    DP: tl.constexpr, BLOCK_S: tl.constexpr,
+    DP: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Feature maps of BLOCK_S tokens of one (batch, head, frame) into the (4, B·H·T, S, D) feature
     buffer: X = √β k̃, W = √β v and Y = √β φ^k, the frame GEMM's operands (roles 0–2), and the
@@ -209,28 +221,14 @@ def _features_kernel(
     role = role_stride.to(tl.int64)
     row = feat_ptr + (pid.to(tl.int64) * S + s)[:, None] * D + i[None, :]  # even half; odd at + half
 
-    rk = tl.load(rk_ptr + b * N + n, mask=s_mask, other=0.0)
     beta = tl.load(beta_ptr + b * sbb + n * sbn + h * sbh, mask=s_mask, other=0.0).to(tl.float32)
     root = tl.sqrt_rn(beta)[:, None]  # β = √β·√β: one factor on each side of P, A and Π
     c, sn = _rope_rows(cos_ptr, sin_ptr, n, s_mask, D, scn, scd, ssn, ssd, HP=DP // 2)
-    phi_even, phi_odd, rot_even, rot_odd, _ = _features(
-        k_ptr, b * skb + n * skn + h * D * skc, s_mask, D, skc, rk, wk_ptr, h * D, key_scale, c, sn,
-        HP=DP // 2,
-    )  # fmt: skip
-    tl.store(row, (rot_even * root).to(dtype), mask=pair_mask)  # X
-    tl.store(row + half, (rot_odd * root).to(dtype), mask=pair_mask)
-    y_even = phi_even * root
-    y_odd = phi_odd * root
-    tl.store(row + 2 * role, y_even.to(dtype), mask=pair_mask)  # Y
-    tl.store(row + 2 * role + half, y_odd.to(dtype), mask=pair_mask)
     d = tl.arange(0, DP)
     mask = s_mask[:, None] & (d < D)[None, :]
     v = tl.load(v_ptr + b * svb + n[:, None] * svn + (h * D + d)[None, :] * svc, mask=mask, other=0.0)
     w_row = feat_ptr + role + (pid.to(tl.int64) * S + s)[:, None] * D + d[None, :]
     tl.store(w_row, (v.to(tl.float32) * root).to(dtype), mask=mask)  # W
-    b_part = b_part_ptr + (pid.to(tl.int64) * tl.num_programs(1) + tile) * DP + i
-    tl.store(b_part, tl.sum(y_even * root, axis=0), mask=i < half)
-    tl.store(b_part + half, tl.sum(y_odd * root, axis=0), mask=i < half)
 
     ones = tl.full((BLOCK_S,), 1.0, tl.float32)
     _, _, rot_even, rot_odd, q_squares = _features(
@@ -241,11 +239,32 @@ def _features_kernel(
     tl.store(row + 3 * role + half, rot_odd.to(dtype), mask=pair_mask)
     tl.store(q_sq_ptr + (b * N + n) * H + h, q_squares, mask=s_mask)
 
+    # the keys' features without their inverse RMS rk (kernel 1's output): a positive per-token factor
+    # (ReLU is positively homogeneous), applied at the stores
+    phi_even, phi_odd, rot_even, rot_odd, _ = _features(
+        k_ptr, b * skb + n * skn + h * D * skc, s_mask, D, skc, ones, wk_ptr, h * D, key_scale, c, sn,
+        HP=DP // 2,
+    )  # fmt: skip
+    if PDL:  # everything above reads only the core's inputs
+        gdc_wait()
+        gdc_launch_dependents()
+    rk = tl.load(rk_ptr + b * N + n, mask=s_mask, other=0.0)
+    key_factor = root * rk[:, None]
+    tl.store(row, (rot_even * key_factor).to(dtype), mask=pair_mask)  # X
+    tl.store(row + half, (rot_odd * key_factor).to(dtype), mask=pair_mask)
+    y_even = phi_even * key_factor
+    y_odd = phi_odd * key_factor
+    tl.store(row + 2 * role, y_even.to(dtype), mask=pair_mask)  # Y
+    tl.store(row + 2 * role + half, y_odd.to(dtype), mask=pair_mask)
+    b_part = b_part_ptr + (pid.to(tl.int64) * tl.num_programs(1) + tile) * DP + i
+    tl.store(b_part, tl.sum(y_even * root, axis=0), mask=i < half)
+    tl.store(b_part + half, tl.sum(y_odd * root, axis=0), mask=i < half)
+
 
 @triton.jit
 def _frame_gemm_kernel(
     feat_ptr, frame_ptr, b_part_ptr, b_ptr, S, D, role_stride, n_tiles,
-    DP: tl.constexpr, CB: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr,
+    DP: tl.constexpr, CB: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Columns [cb·CB, cb·CB + CB) of one frame matrix of one (batch, head, frame), fp32 accumulation,
     zero beyond D: mat 0: P_t = XᵀX, mat 1: A_t = XᵀW, mat 2: Π_t = YᵀY (feature roles X, W, Y =
@@ -256,6 +275,9 @@ def _frame_gemm_kernel(
     pid = tl.program_id(0)
     mat = tl.program_id(1)
     cb = tl.program_id(2)
+    if PDL:  # the features and b's partials are the previous launch's output
+        gdc_wait()
+        gdc_launch_dependents()
     d = tl.arange(0, DP)
     if mat == 3:
         if cb == 0:
@@ -292,7 +314,7 @@ def _scan_kernel(
     kv_out_ptr, z_out_ptr, T, H, D,
     sdb, sdt, sdh, s0b, s0h, s0k, s0v, sz0b, sz0h, sz0k,
     HAS_STATE: tl.constexpr, WRITE_STATE: tl.constexpr,
-    DP: tl.constexpr, CB: tl.constexpr, DOT: tl.constexpr,
+    DP: tl.constexpr, CB: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Zero-seeded backward scan, then the forward scan from the initial state, per (batch, head).
 
@@ -302,6 +324,9 @@ def _scan_kernel(
     state M_t + R_t to m_hist (its dtype: bf16 for bf16 readout dots) and z_t + ζ_t to z_hist (fp32).
     kv_out (B, H, D, D) and z_out (B, H, D) contiguous fp32 receive the final forward state when
     WRITE_STATE."""
+    if PDL:  # the frame matrices and b are the previous launch's output
+        gdc_wait()
+        gdc_launch_dependents()
     bh = tl.program_id(0)
     j = tl.program_id(1)
     b = bh // H
@@ -392,7 +417,7 @@ def _emit_kernel(
     feat_ptr, q_ptr, q_sq_ptr, wq_ptr, gate_ptr, y_ptr, m_hist_ptr, z_hist_ptr, num_ptr, den_ptr,
     T, S, H, D, N, C, tiles_per_program, eps, norm_eps, role_stride, sqb, sqn, sqc, sgb, sgn, sgc,
     DP: tl.constexpr, HP2: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr,
-    WRITE_NUM_DEN: tl.constexpr,
+    WRITE_NUM_DEN: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """y = num / (den + ε) · SiLU(gate) for BLOCK_S-token tiles of one (batch, head, frame), with
     num = rq · (q̃/rq) (M_t + R_t) from the stored query features (role 3) and den = φ^q · (z_t + ζ_t),
@@ -407,6 +432,8 @@ def _emit_kernel(
     b = (pid // (T * H)).to(tl.int64)
     d = tl.arange(0, DP)
     d_mask = d < D
+    if PDL:  # the scan's states are the previous launch's output (loading the tile's other inputs
+        gdc_wait()  # before this wait spills: kernels/NOTES.md)
     m = tl.load(m_hist_ptr + pid.to(tl.int64) * DP * DP + d[:, None] * DP + d[None, :])  # M_t + R_t
     pair_major = tl.where(d % 2 == 0, d // 2, D // 2 + d // 2)  # pair-major index of channel d
     z = tl.load(z_hist_ptr + pid.to(tl.int64) * DP + pair_major, mask=d_mask, other=0.0)  # z_t + ζ_t
@@ -436,6 +463,12 @@ def _emit_kernel(
         if WRITE_NUM_DEN:
             tl.store(num_ptr + out, num, mask=mask)
             tl.store(den_ptr + (b * N + n) * H + h, den, mask=s_mask)
+
+
+def _supports_pdl(device: torch.device) -> bool:
+    """Programmatic dependent launch (Hopper and later): kernel i + 1 starts while kernel i finishes
+    and waits (`gdc_wait`) only where it reads kernel i's output."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def _check_inputs(x: GDNInputs, state: GDNState | None) -> tuple[int, int, int, int, int]:
@@ -510,12 +543,15 @@ def gdn_core_triton_parts(
     DP = max(16, triton.next_power_of_2(D))  # tl.dot's minimum K and N
     dev = q.device
     f32 = torch.float32
+    pdl = cfg.pdl and _supports_pdl(dev)
+    launch = {"launch_pdl": True} if pdl else {}
 
     # 1. inverse RMS of k per token (the queries' comes from the features kernel's per-head sums)
     rk = _empty((B * N,), dev, f32)
     _inv_rms_kernel[(triton.cdiv(B * N, cfg.rms_rows),)](
         k, rk, B * N, N, C, *k.stride(), norm_eps,
-        ROWS=cfg.rms_rows, BLOCK_C=min(cfg.rms_block_c, triton.next_power_of_2(C)), num_warps=cfg.rms_warps,
+        ROWS=cfg.rms_rows, BLOCK_C=min(cfg.rms_block_c, triton.next_power_of_2(C)), PDL=pdl,
+        num_warps=cfg.rms_warps, **launch,
     )  # fmt: skip
 
     # 2. feature maps X, W, Y, q̃/rq (4, B·H·T, S, D), b's per-tile partials and the per-head Σ q²,
@@ -530,7 +566,7 @@ def gdn_core_triton_parts(
         q, k, v, beta, q_sq, rk, q_norm_weight, k_norm_weight, cos, sin, feats, b_part,
         T, S, H, D, N, key_scale, role_stride,
         *q.stride(), *k.stride(), *v.stride(), *beta.stride(), *cos.stride(), *sin.stride(),
-        DP=DP, BLOCK_S=cfg.features_block_s, num_warps=cfg.features_warps,
+        DP=DP, BLOCK_S=cfg.features_block_s, PDL=pdl, num_warps=cfg.features_warps, **launch,
     )  # fmt: skip
     frame_mats = _empty((B * H * T, 3, DP, DP), dev, f32)
     b_vec = _empty((B * H * T, DP), dev, f32)
@@ -538,7 +574,8 @@ def gdn_core_triton_parts(
     gemm_bs = cfg.gemm_block_s if dot == 0 else max(16, cfg.gemm_block_s // 2)
     _frame_gemm_kernel[(B * H * T, 4, DP // cg)](  # mat 3: b
         feats, frame_mats, b_part, b_vec, S, D, role_stride, n_tiles,
-        DP=DP, CB=cg, BLOCK_S=gemm_bs, DOT=dot, num_warps=cfg.gemm_warps, num_stages=cfg.gemm_stages,
+        DP=DP, CB=cg, BLOCK_S=gemm_bs, DOT=dot, PDL=pdl,
+        num_warps=cfg.gemm_warps, num_stages=cfg.gemm_stages, **launch,
     )  # fmt: skip
 
     # 3. forward and backward scans
@@ -559,8 +596,8 @@ def gdn_core_triton_parts(
         frame_mats, b_vec, decay, kv0, z0, m_hist, m_bwd, z_hist, z_bwd,
         final.kv if final is not None else b_vec, final.z if final is not None else b_vec,
         T, H, D, *decay.stride(), *kv0_strides, *z0_strides,
-        HAS_STATE=has_state, WRITE_STATE=final is not None, DP=DP, CB=cs, DOT=scan_dot,
-        num_warps=cfg.scan_warps, num_stages=cfg.scan_stages,
+        HAS_STATE=has_state, WRITE_STATE=final is not None, DP=DP, CB=cs, DOT=scan_dot, PDL=pdl,
+        num_warps=cfg.scan_warps, num_stages=cfg.scan_stages, **launch,
     )  # fmt: skip
 
     # 4. readout, division and output gate
@@ -578,7 +615,8 @@ def gdn_core_triton_parts(
         feats, q, q_sq, q_norm_weight, gate, y, m_hist, z_hist, num, den,
         T, S, H, D, N, C, per_program, eps, norm_eps, role_stride, *q.stride(), *gate.stride(),
         DP=DP, HP2=triton.next_power_of_2(H), BLOCK_S=cfg.emit_block_s, DOT=dot, WRITE_NUM_DEN=return_num_den,
-        num_warps=cfg.emit_warps, num_stages=cfg.emit_stages, maxnreg=emit_maxnreg,
+        PDL=pdl,
+        num_warps=cfg.emit_warps, num_stages=cfg.emit_stages, maxnreg=emit_maxnreg, **launch,
     )  # fmt: skip
     return GDNTritonOutput(
         y=y,
