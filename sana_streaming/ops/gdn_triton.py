@@ -126,13 +126,19 @@ def _mm(a, b, acc, DOT: tl.constexpr):
 
 
 @triton.jit
-def _rope_rows(cos_ptr, sin_ptr, n, row_mask, D, scn, scd, ssn, ssd, HP: tl.constexpr):
+def _rope_rows(
+    cos_ptr, sin_ptr, n, row_mask, D, scn, scd, ssn, ssd, HP: tl.constexpr, ROW_ALIGN: tl.constexpr,
+):  # fmt: skip
     """cos and sin of the tokens' pair angles, (rows, HP) fp32, zero for pairs ≥ D/2; n: (R,) token
-    index into the (N, D/2) tables. Loaded once per tile for both the keys and the queries."""
+    index into the (N, D/2) tables. Loaded once per tile for both the keys and the queries.
+    ROW_ALIGN: elements every row start is a multiple of (`_row_alignment`); the JIT only proves
+    16-element strides, and D/2 = 56 rows would otherwise be loaded 4 bytes at a time."""
     i = tl.arange(0, HP)
     mask = row_mask[:, None] & (i < D // 2)[None, :]
-    c = tl.load(cos_ptr + n[:, None] * scn + i[None, :] * scd, mask=mask, other=0.0).to(tl.float32)
-    s = tl.load(sin_ptr + n[:, None] * ssn + i[None, :] * ssd, mask=mask, other=0.0).to(tl.float32)
+    c_row = tl.multiple_of(n * scn, ROW_ALIGN)
+    s_row = tl.multiple_of(n * ssn, ROW_ALIGN)
+    c = tl.load(cos_ptr + c_row[:, None] + i[None, :] * scd, mask=mask, other=0.0).to(tl.float32)
+    s = tl.load(sin_ptr + s_row[:, None] + i[None, :] * ssd, mask=mask, other=0.0).to(tl.float32)
     return c, s
 
 
@@ -196,7 +202,7 @@ def _features_kernel(
     q_ptr, k_ptr, v_ptr, beta_ptr, q_sq_ptr, rk_ptr, wq_ptr, wk_ptr, cos_ptr, sin_ptr, feat_ptr, b_part_ptr,
     T, S, H, D, N, key_scale, role_stride,
     sqb, sqn, sqc, skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
-    DP: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
+    DP: tl.constexpr, BLOCK_S: tl.constexpr, ROPE_ALIGN: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Feature maps of BLOCK_S tokens of one (batch, head, frame) into the (4, B·H·T, S, D) feature
     buffer: X = √β k̃, W = √β v and Y = √β φ^k, the frame GEMM's operands (roles 0–2), and the
@@ -223,7 +229,7 @@ def _features_kernel(
 
     beta = tl.load(beta_ptr + b * sbb + n * sbn + h * sbh, mask=s_mask, other=0.0).to(tl.float32)
     root = tl.sqrt_rn(beta)[:, None]  # β = √β·√β: one factor on each side of P, A and Π
-    c, sn = _rope_rows(cos_ptr, sin_ptr, n, s_mask, D, scn, scd, ssn, ssd, HP=DP // 2)
+    c, sn = _rope_rows(cos_ptr, sin_ptr, n, s_mask, D, scn, scd, ssn, ssd, HP=DP // 2, ROW_ALIGN=ROPE_ALIGN)
     d = tl.arange(0, DP)
     mask = s_mask[:, None] & (d < D)[None, :]
     v = tl.load(v_ptr + b * svb + n[:, None] * svn + (h * D + d)[None, :] * svc, mask=mask, other=0.0)
@@ -454,7 +460,7 @@ def _emit_kernel(
         x = tl.load(q_ptr + q_off, mask=mask, other=0.0).to(tl.float32)
         phi = tl.maximum(x * rq[:, None] * w[None, :], 0.0)
         den = tl.sum(phi * z[None, :], axis=1)
-        o = tl.math.div_rn(num, (den + eps)[:, None])
+        o = num * tl.math.div_rn(1.0, den + eps)[:, None]  # one IEEE division per token, not per channel
         g_row = b * sgb + n * sgn + h * D * sgc
         gate = tl.load(gate_ptr + g_row[:, None] + d[None, :] * sgc, mask=mask, other=0.0).to(tl.float32)
         y = o * gate * tl.sigmoid(gate)
@@ -463,6 +469,17 @@ def _emit_kernel(
         if WRITE_NUM_DEN:
             tl.store(num_ptr + out, num, mask=mask)
             tl.store(den_ptr + (b * N + n) * H + h, den, mask=s_mask)
+
+
+def _row_alignment(*tables: Tensor) -> int:
+    """The most elements (up to one 16-byte vector) that every table's row stride is a multiple of;
+    1 unless the rows are contiguous."""
+    if any(t.stride(1) != 1 for t in tables):
+        return 1
+    align = 16 // max(t.element_size() for t in tables)
+    while any(t.stride(0) % align for t in tables):
+        align //= 2
+    return align
 
 
 def _supports_pdl(device: torch.device) -> bool:
@@ -566,7 +583,8 @@ def gdn_core_triton_parts(
         q, k, v, beta, q_sq, rk, q_norm_weight, k_norm_weight, cos, sin, feats, b_part,
         T, S, H, D, N, key_scale, role_stride,
         *q.stride(), *k.stride(), *v.stride(), *beta.stride(), *cos.stride(), *sin.stride(),
-        DP=DP, BLOCK_S=cfg.features_block_s, PDL=pdl, num_warps=cfg.features_warps, **launch,
+        DP=DP, BLOCK_S=cfg.features_block_s, ROPE_ALIGN=_row_alignment(cos, sin), PDL=pdl,
+        num_warps=cfg.features_warps, **launch,
     )  # fmt: skip
     frame_mats = _empty((B * H * T, 3, DP, DP), dev, f32)
     b_vec = _empty((B * H * T, DP), dev, f32)
