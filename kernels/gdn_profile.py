@@ -21,8 +21,8 @@ from sana_streaming.ops.gdn_triton import LaunchConfig, gdn_core_triton_parts
 
 VARIANTS = {  # name: (shape name, precision, changes from LaunchConfig.for_frames(T))
     "default": ("hot loop", "bf16", {}),
+    "no dependent launch": ("hot loop", "bf16", {"pdl": False}),
     "emit unbounded registers": ("hot loop", "bf16", {"emit_maxnreg": None}),
-    "gemm 8w": ("hot loop", "bf16", {"gemm_warps": 8}),
     "bidir default": ("bidir CFG", "bf16", {}),
     "tf32 default": ("hot loop", "tf32", {}),
 }
