@@ -151,6 +151,8 @@ def run_parts(inputs, state, precision, **extra):
         ((1, 1, 7, 2, 16), "ieee", True),
         ((1, 1, 7, 2, 16), "ieee", False),  # one frame, no state: the forward scan's first step alone
         ((1, 2, 5, 1, 112), "ieee", True),  # D padded to 128 in registers, S not a tile multiple
+        ((1, 4, 3, 1, 16), "ieee", False),  # longer chains: two backward steps, stateless
+        ((1, 5, 3, 1, 16), "ieee", True),
     ],
 )
 def test_interpreter_matches_token_oracle(shape, precision, with_state):
