@@ -22,7 +22,7 @@ from sana_streaming.ops.gdn_triton import LaunchConfig, gdn_core_triton_parts
 VARIANTS = {  # name: (shape name, precision, changes from LaunchConfig.for_frames(T))
     "default": ("hot loop", "bf16", {}),
     "no dependent launch": ("hot loop", "bf16", {"pdl": False}),
-    "emit unbounded registers": ("hot loop", "bf16", {"emit_maxnreg": None}),
+    "readout in 64-row chunks": ("hot loop", "bf16", {"emit_block_k": 64, "emit_stages": 2}),
     "bidir default": ("bidir CFG", "bf16", {}),
     "tf32 default": ("hot loop", "tf32", {}),
 }

@@ -91,9 +91,9 @@ class LaunchConfig:
     scan_stages: int = 1
     emit_block_s: int = 64
     emit_warps: int = 8
-    emit_stages: int = 1
+    emit_block_k: int = 32  # channels of q̃ (rows of M_t + R_t) per pipelined chunk, one-tile readouts
+    emit_stages: int = 3  # one-tile readouts only: a looping readout would prefetch whole tiles
     emit_programs: int = 1056  # target programs of the readout (8 per H100 SM)
-    emit_maxnreg: int | None = 80  # when one tile per program: 3 CTAs/SM, not 2 (see the launch)
     pdl: bool = True  # programmatic dependent launch on sm_90+: each kernel's prologue overlaps the last
 
     @classmethod
@@ -419,18 +419,63 @@ def _scan_kernel(
 
 
 @triton.jit
+def _head_rows(ptr, b, h, n, s_mask, d, D, sb, sn, sc):
+    """Tokens n of head h of a (B, N, C) tensor, (rows, DP) as stored, zero beyond D."""
+    rows = (b * sb + n * sn + h * D * sc)[:, None]
+    return tl.load(ptr + rows + d[None, :] * sc, mask=s_mask[:, None] & (d < D)[None, :], other=0.0)
+
+
+@triton.jit
+def _query_scale(q_sq_ptr, b, n, s_mask, H, N, C, norm_eps, HP2: tl.constexpr):
+    """rq (rows,): the queries' inverse RMS over all C channels, from the per-head Σ q² in q_sq
+    (B·N, H); HP2 ≥ H."""
+    heads = tl.arange(0, HP2)
+    q_sq = q_sq_ptr + (b * N + n)[:, None] * H + heads[None, :]
+    q_sq = tl.load(q_sq, mask=s_mask[:, None] & (heads < H)[None, :], other=0.0)
+    return 1.0 / tl.sqrt_rn(tl.sum(q_sq, axis=1) / C + norm_eps)
+
+
+@triton.jit
+def _normalised(num, q, rq, z, w, eps):
+    """(num / (den + ε), den) with den = φ^q · z and φ^q = ReLU(q · rq · w) rebuilt from q (no
+    rotation: elementwise, cheaper than a stored copy); one IEEE division per token."""
+    phi = tl.maximum(q.to(tl.float32) * rq[:, None] * w[None, :], 0.0)
+    den = tl.sum(phi * z[None, :], axis=1)
+    return num * tl.math.div_rn(1.0, den + eps)[:, None], den
+
+
+@triton.jit
+def _gated_store(
+    o, gate, num, den, y_ptr, num_ptr, den_ptr, b, h, n, s_mask, d, D, H, N, C, WRITE_NUM_DEN: tl.constexpr,
+):  # fmt: skip
+    """y = o · SiLU(gate) into y (B, N, C) contiguous; num and den as well when WRITE_NUM_DEN."""
+    mask = s_mask[:, None] & (d < D)[None, :]
+    gate = gate.to(tl.float32)
+    out = (b * N + n)[:, None] * C + (h * D + d)[None, :]
+    tl.store(y_ptr + out, (o * gate * tl.sigmoid(gate)).to(y_ptr.dtype.element_ty), mask=mask)
+    if WRITE_NUM_DEN:
+        tl.store(num_ptr + out, num, mask=mask)
+        tl.store(den_ptr + (b * N + n) * H + h, den, mask=s_mask)
+
+
+@triton.jit
 def _emit_kernel(
     feat_ptr, q_ptr, q_sq_ptr, wq_ptr, gate_ptr, y_ptr, m_hist_ptr, z_hist_ptr, num_ptr, den_ptr,
     T, S, H, D, N, C, tiles_per_program, eps, norm_eps, role_stride, sqb, sqn, sqc, sgb, sgn, sgc,
-    DP: tl.constexpr, HP2: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr,
-    WRITE_NUM_DEN: tl.constexpr, PDL: tl.constexpr,
+    DP: tl.constexpr, HP2: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr, DOT: tl.constexpr,
+    ONE_TILE: tl.constexpr, WRITE_NUM_DEN: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
-    """y = num / (den + ε) · SiLU(gate) for BLOCK_S-token tiles of one (batch, head, frame), with
-    num = rq · (q̃/rq) (M_t + R_t) from the stored query features (role 3) and den = φ^q · (z_t + ζ_t),
-    φ^q computed here from q (no rotation: it is elementwise, and cheaper than a stored copy); rq, the
-    inverse RMS over all C channels, comes from the per-head Σ q² (q_sq, (B·N, H); HP2 ≥ H).
+    """The readout of BLOCK_S-token tiles of one (batch, head, frame): num = rq · (q̃/rq)(M_t + R_t) from
+    the stored query features (role 3) and the scan's state, then y = num / (den + ε) · SiLU(gate)
+    with den = φ^q · (z_t + ζ_t). y: (B, N, C) contiguous; num (B, N, C) and den (B, N, H) fp32 when
+    WRITE_NUM_DEN.
 
-    y: (B, N, C) contiguous; num (B, N, C) and den (B, N, H) fp32 when WRITE_NUM_DEN."""
+    ONE_TILE (one tile per program, as in streaming chunks): the tile's q and gate loads are issued
+    first and the product streams q̃ and M_t + R_t through shared memory in BLOCK_K-row chunks (the
+    software pipeliner's cp.async), so all of them are in flight together. Otherwise (long clips,
+    several tiles per program) M_t + R_t is loaded once per program, each tile is one product and the
+    gate is loaded last: re-streaming the state per tile, or holding more tiles at once, costs more
+    than it hides there (kernels/NOTES.md)."""
     pid = tl.program_id(0)  # (b·H + h)·T + t
     split = tl.program_id(1)
     t = pid % T
@@ -438,37 +483,46 @@ def _emit_kernel(
     b = (pid // (T * H)).to(tl.int64)
     d = tl.arange(0, DP)
     d_mask = d < D
-    if PDL:  # the scan's states are the previous launch's output (loading the tile's other inputs
-        gdc_wait()  # before this wait spills: kernels/NOTES.md)
-    m = tl.load(m_hist_ptr + pid.to(tl.int64) * DP * DP + d[:, None] * DP + d[None, :])  # M_t + R_t
+    if PDL:  # the scan's states are the previous launch's output
+        gdc_wait()
+    m_src = m_hist_ptr + pid.to(tl.int64) * DP * DP  # M_t + R_t, (DP, DP)
     pair_major = tl.where(d % 2 == 0, d // 2, D // 2 + d // 2)  # pair-major index of channel d
     z = tl.load(z_hist_ptr + pid.to(tl.int64) * DP + pair_major, mask=d_mask, other=0.0)  # z_t + ζ_t
     w = tl.load(wq_ptr + h * D + d, mask=d_mask, other=0.0).to(tl.float32)
     q_base = feat_ptr + 3 * role_stride.to(tl.int64) + pid.to(tl.int64) * S * D
-    for j in range(tiles_per_program):
-        s = (split * tiles_per_program + j) * BLOCK_S + tl.arange(0, BLOCK_S)
+    if ONE_TILE:
+        s = split * BLOCK_S + tl.arange(0, BLOCK_S)
         s_mask = s < S
         n = (t * S + s).to(tl.int64)
-        mask = s_mask[:, None] & d_mask[None, :]
-        q_rot = tl.load(q_base + s[:, None] * D + d[None, :], mask=mask, other=0.0)
-        heads = tl.arange(0, HP2)
-        q_sq = q_sq_ptr + (b * N + n)[:, None] * H + heads[None, :]
-        q_sq = tl.load(q_sq, mask=s_mask[:, None] & (heads < H)[None, :], other=0.0)
-        rq = 1.0 / tl.sqrt_rn(tl.sum(q_sq, axis=1) / C + norm_eps)
-        num = _mm(q_rot, m, tl.zeros((BLOCK_S, DP), dtype=tl.float32), DOT) * rq[:, None]
-        q_off = (b * sqb + n * sqn + h * D * sqc)[:, None] + d[None, :] * sqc
-        x = tl.load(q_ptr + q_off, mask=mask, other=0.0).to(tl.float32)
-        phi = tl.maximum(x * rq[:, None] * w[None, :], 0.0)
-        den = tl.sum(phi * z[None, :], axis=1)
-        o = num * tl.math.div_rn(1.0, den + eps)[:, None]  # one IEEE division per token, not per channel
-        g_row = b * sgb + n * sgn + h * D * sgc
-        gate = tl.load(gate_ptr + g_row[:, None] + d[None, :] * sgc, mask=mask, other=0.0).to(tl.float32)
-        y = o * gate * tl.sigmoid(gate)
-        out = (b * N + n)[:, None] * C + (h * D + d)[None, :]
-        tl.store(y_ptr + out, y.to(y_ptr.dtype.element_ty), mask=mask)
-        if WRITE_NUM_DEN:
-            tl.store(num_ptr + out, num, mask=mask)
-            tl.store(den_ptr + (b * N + n) * H + h, den, mask=s_mask)
+        rq = _query_scale(q_sq_ptr, b, n, s_mask, H, N, C, norm_eps, HP2=HP2)
+        q = _head_rows(q_ptr, b, h, n, s_mask, d, D, sqb, sqn, sqc)
+        gate = _head_rows(gate_ptr, b, h, n, s_mask, d, D, sgb, sgn, sgc)
+        acc = tl.zeros((BLOCK_S, DP), dtype=tl.float32)
+        for k0 in range(0, DP, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            chunk = s_mask[:, None] & (k < D)[None, :]
+            q_rot = tl.load(q_base + s[:, None] * D + k[None, :], mask=chunk, other=0.0)
+            acc = _mm(q_rot, tl.load(m_src + k[:, None] * DP + d[None, :]), acc, DOT)
+        num = acc * rq[:, None]
+        o, den = _normalised(num, q, rq, z, w, eps)
+        _gated_store(
+            o, gate, num, den, y_ptr, num_ptr, den_ptr, b, h, n, s_mask, d, D, H, N, C, WRITE_NUM_DEN
+        )
+    else:
+        m = tl.load(m_src + d[:, None] * DP + d[None, :])
+        for j in range(tiles_per_program):
+            s = (split * tiles_per_program + j) * BLOCK_S + tl.arange(0, BLOCK_S)
+            s_mask = s < S
+            n = (t * S + s).to(tl.int64)
+            tile = s_mask[:, None] & d_mask[None, :]
+            q_rot = tl.load(q_base + s[:, None] * D + d[None, :], mask=tile, other=0.0)
+            rq = _query_scale(q_sq_ptr, b, n, s_mask, H, N, C, norm_eps, HP2=HP2)
+            num = _mm(q_rot, m, tl.zeros((BLOCK_S, DP), dtype=tl.float32), DOT) * rq[:, None]
+            o, den = _normalised(num, _head_rows(q_ptr, b, h, n, s_mask, d, D, sqb, sqn, sqc), rq, z, w, eps)
+            gate = _head_rows(gate_ptr, b, h, n, s_mask, d, D, sgb, sgn, sgc)
+            _gated_store(
+                o, gate, num, den, y_ptr, num_ptr, den_ptr, b, h, n, s_mask, d, D, H, N, C, WRITE_NUM_DEN
+            )
 
 
 def _row_alignment(*tables: Tensor) -> int:
@@ -626,15 +680,12 @@ def gdn_core_triton_parts(
     splits = min(emit_tiles, max(1, triton.cdiv(cfg.emit_programs, B * H * T)))
     per_program = triton.cdiv(emit_tiles, splits)
     splits = triton.cdiv(emit_tiles, per_program)
-    # the register cap pays off for straight-line programs; a looping readout spills under it
-    # (bidirectional CFG: 249 -> 334 us, kernels/NOTES.md)
-    emit_maxnreg = cfg.emit_maxnreg if per_program == 1 else None
     _emit_kernel[(B * H * T, splits)](
         feats, q, q_sq, q_norm_weight, gate, y, m_hist, z_hist, num, den,
         T, S, H, D, N, C, per_program, eps, norm_eps, role_stride, *q.stride(), *gate.stride(),
-        DP=DP, HP2=triton.next_power_of_2(H), BLOCK_S=cfg.emit_block_s, DOT=dot, WRITE_NUM_DEN=return_num_den,
-        PDL=pdl,
-        num_warps=cfg.emit_warps, num_stages=cfg.emit_stages, maxnreg=emit_maxnreg, **launch,
+        DP=DP, HP2=triton.next_power_of_2(H), BLOCK_S=cfg.emit_block_s, BLOCK_K=min(cfg.emit_block_k, DP),
+        DOT=dot, ONE_TILE=per_program == 1, WRITE_NUM_DEN=return_num_den, PDL=pdl,
+        num_warps=cfg.emit_warps, num_stages=cfg.emit_stages if per_program == 1 else 1, **launch,
     )  # fmt: skip
     return GDNTritonOutput(
         y=y,
