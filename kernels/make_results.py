@@ -52,7 +52,14 @@ def _kernel_row(row: dict) -> str:
 def profile_section(profile: dict) -> list[str]:
     """One table per profiled revision, newest first: `runs` of `kernels/gdn_profile.py` rows grouped by
     hand, or one `gdn_profile.py` output as it comes."""
-    lines = ["## Where the time goes (profiler, device µs per call)"]
+    lines = [
+        "## Where the time goes (profiler, device µs per call)",
+        "",
+        "Eager calls under the torch profiler. With programmatic dependent launch (the default on sm_90+) a "
+        "kernel starts before its predecessor ends and its span includes the wait, so the per-kernel times "
+        "overlap and their total exceeds the graph time above; the `no dependent launch` row does not "
+        "overlap.",
+    ]
     runs = profile.get("runs") or [{"title": "`gdn_profile.py` variants", "rows": profile["rows"]}]
     for run in runs:
         lines += [
