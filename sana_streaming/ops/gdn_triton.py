@@ -471,7 +471,7 @@ def _emit_kernel(
     WRITE_NUM_DEN.
 
     ONE_TILE (one tile per program, as in streaming chunks): the tile's q and gate loads are issued
-    first and the product streams q̃ and M_t + R_t through shared memory in BLOCK_K-row chunks (the
+    first and the product streams q̃ and M_t + R_t through shared memory BLOCK_K channels at a time (the
     software pipeliner's cp.async), so all of them are in flight together. Otherwise (long clips,
     several tiles per program) M_t + R_t is loaded once per program, each tile is one product and the
     gate is loaded last: re-streaming the state per tile, or holding more tiles at once, costs more
