@@ -680,12 +680,13 @@ def gdn_core_triton_parts(
     splits = min(emit_tiles, max(1, triton.cdiv(cfg.emit_programs, B * H * T)))
     per_program = triton.cdiv(emit_tiles, splits)
     splits = triton.cdiv(emit_tiles, per_program)
+    one_tile = per_program == 1  # the streamed readout; only its K loop is worth pipelining
     _emit_kernel[(B * H * T, splits)](
         feats, q, q_sq, q_norm_weight, gate, y, m_hist, z_hist, num, den,
         T, S, H, D, N, C, per_program, eps, norm_eps, role_stride, *q.stride(), *gate.stride(),
         DP=DP, HP2=triton.next_power_of_2(H), BLOCK_S=cfg.emit_block_s, BLOCK_K=min(cfg.emit_block_k, DP),
-        DOT=dot, ONE_TILE=per_program == 1, WRITE_NUM_DEN=return_num_den, PDL=pdl,
-        num_warps=cfg.emit_warps, num_stages=cfg.emit_stages if per_program == 1 else 1, **launch,
+        DOT=dot, ONE_TILE=one_tile, WRITE_NUM_DEN=return_num_den, PDL=pdl,
+        num_warps=cfg.emit_warps, num_stages=cfg.emit_stages if one_tile else 1, **launch,
     )  # fmt: skip
     return GDNTritonOutput(
         y=y,
