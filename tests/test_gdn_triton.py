@@ -205,6 +205,19 @@ def test_interpreter_readout_looping_over_tiles():
 
 
 @interpreted
+def test_interpreter_strided_values_are_read_correctly():
+    """The frame GEMM reads v where it lies; a v with strided channels is copied first."""
+    shape = (1, 2, 6, 2, 16)
+    inputs, state = make_inputs(*shape, seed=12)
+    strided = torch.randn(
+        *inputs.v.shape[:2], 2 * inputs.v.shape[2], generator=torch.Generator().manual_seed(4)
+    )
+    inputs = replace(inputs, v=strided[..., ::2])  # channel stride 2
+    ref, y_ref = reference(inputs, state, token_level=True)
+    check_parts(run_parts(inputs, state, "ieee"), ref, y_ref, *shape, tol=(1e-5, 1e-4))
+
+
+@interpreted
 def test_interpreter_two_chunks_with_state_equal_one_long_call():
     """Chunks of 3 + 3 frames with the state carried = one 6-frame call: same final state, and the
     last frame (no backward contribution in either) reads the same state."""

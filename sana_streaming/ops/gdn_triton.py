@@ -2,16 +2,19 @@
 
 Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3, plan §7.1). Five launches:
 
-1. `_inv_rms_kernel`, grid (B·N / ROWS): the keys' per-token inverse RMS over all C channels (the only
-   quantity that needs every head of a token). The queries need no such pass: ReLU is positively
-   homogeneous, so their factor rq comes out of φ^q and q̃ and the readout applies it.
-2. `_features_kernel`, grid (B·H·T, S-tiles): feature maps stored once, pair-major (below):
-   X = √β ⊙ k̃, W = √β ⊙ v and Y = √β ⊙ φ^k — β split as √β·√β over the two sides of every frame
-   product — and q̃/rq; per-tile partial sums of b = Σ β φ^k; each token's Σ q² per head.
-3. `_frame_gemm_kernel`, grid (B·H·T, 4, D_pad / CB): P_t = XᵀX, A_t = XᵀW, Π_t = YᵀY, fp32
-   accumulation. Both operands stream from memory straight into the tensor cores (Triton's software
-   pipelining applies); each program owns its output block: no atomics, deterministic. A fourth,
-   short program per frame sums b_t from its partials, so the scan's serial chain only loads it.
+1. `_inv_rms_kernel`, grid (B·N / ROWS): the keys' per-token inverse RMS rk over all C channels (the
+   only quantity that needs every head of a token), written as the two per-(head, token) weights
+   β·rk and β·rk² that the stored key features lack. The queries need no such pass: ReLU is
+   positively homogeneous, so their factor rq comes out of φ^q and q̃ and the readout applies it.
+2. `_features_kernel`, grid (B·H·T, S-tiles): feature maps stored once, pair-major (below), without
+   their per-token factors: k̃' and φ' of the keys (k̃ = rk·k̃', φ^k = rk·φ') and q̃/rq; each
+   token's Σ q² per head. It reads only the core's inputs, so it runs beside kernel 1.
+3. `_frame_gemm_kernel`, grid (B·H·T, 4, D_pad / CB): P_t = Σ β k̃ k̃ᵀ, A_t = Σ β k̃ vᵀ (from v itself),
+   Π_t = Σ β φ^k φ^kᵀ, fp32 accumulation: the left operand streams from memory straight into the
+   tensor cores (Triton's software pipelining applies), the right one is scaled per token by kernel
+   1's weight on its way through registers. Each program owns its output block: no atomics,
+   deterministic. A fourth program per frame sums b_t = Σ β φ^k, so the scan's serial chain only
+   loads it.
 4. `_scan_kernel`, grid (B·H, D_pad / CB + 1): the zero-seeded backward scan, then the forward scan
    from the initial state, fp32 state with the identity applied in fp32 (`M ← g·(M − P M) + A`);
    programs split M by value columns, the last program runs the normaliser scan z. It writes the
@@ -20,11 +23,13 @@ Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3,
 5. `_emit_kernel`, grid (B·H·T, S-splits): num = rq · (q̃/rq)(M_t + R_t), den = φ^q · (z_t + ζ_t) with
    φ^q rebuilt from q, num / (den + ε) · SiLU(gate), written in the (B, N, C) layout `proj` reads.
 
+Leaving β, rk and v out of the stored features saves a third of the features kernel's bytes (it no
+longer reads v nor writes a scaled copy of it); the GEMM applies them where it reads its operands.
+
 On Hopper and later the five kernels use programmatic dependent launch (`LaunchConfig.pdl`): each
 starts while its predecessor finishes and waits (`gdc_wait`) only before touching its output. Each
 kernel waits before it signals its own dependents, so a kernel's pre-wait part may read anything two
-launches back. The features kernel computes the queries', the values' and the keys' feature maps before
-waiting on kernel 1 (the keys' inverse RMS is a positive per-token factor, applied at their stores).
+launches back. The features kernel waits only at its end: nothing in it reads kernel 1's output.
 
 RoPE rotates interleaved pairs. Kernel 2 loads each head's tile as (rows, D) in 16-byte vectors and
 reshapes it to (rows, D/2, 2), so splitting the pairs stays inside each thread's registers, and stores
@@ -40,8 +45,8 @@ Features, state, normaliser, division and gate are fp32 in every mode. The Trito
 cannot run bf16 dots (it stores bf16 as raw 16-bit integers), so CPU tests use "tf32"/"ieee".
 
 Head dims up to 128 (even); D is padded to a power of two (at least 16) in registers and in the frame and
-state buffers only — inputs, output, feature buffers and the state keep D. β must lie in [0, 1] (it is
-a sigmoid's output): it is split as √β over both sides of each frame product.
+state buffers only — inputs, output, feature buffers and the state keep D. The frame GEMM reads v
+where it lies; a v of another dtype than the features' or with strided channels is copied first.
 """
 
 from __future__ import annotations
@@ -174,12 +179,15 @@ def _key_row(r, D):
 
 @triton.jit
 def _inv_rms_kernel(
-    k_ptr, rk_ptr, BN, N, C, skb, skn, skc, norm_eps,
-    ROWS: tl.constexpr, BLOCK_C: tl.constexpr, PDL: tl.constexpr,
+    k_ptr, beta_ptr, weight_ptr, BN, N, C, T, S, H, weight_stride, skb, skn, skc, sbb, sbn, sbh, norm_eps,
+    ROWS: tl.constexpr, BLOCK_C: tl.constexpr, HP2: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
-    """rk (B·N,) fp32: 1/sqrt(mean_c k² + eps) of ROWS tokens over all C channels. (The queries need no
-    such pass: their inverse RMS is a per-token factor the readout applies after the fact, from the
-    per-head Σ q² the features kernel records.)"""
+    """The keys' per-token factors that the stored key features lack, for the frame GEMM: with
+    rk = 1/sqrt(mean_c k² + eps) of ROWS tokens over all C channels (the only quantity that needs
+    every head of a token), β·rk and β·rk² of every head into weight (2, B·H·T, S) fp32, so the GEMM
+    reads them contiguously per frame (HP2 ≥ H). (The queries need no such pass: their inverse RMS is
+    a per-token factor the readout applies after the fact, from the per-head Σ q² the features
+    kernel records.)"""
     if PDL:  # k comes from the previous launch (the projection); waiting first also makes everything
         gdc_wait()  # before this launch complete when the features kernel starts
         gdc_launch_dependents()
@@ -194,21 +202,27 @@ def _inv_rms_kernel(
         x = tl.load(k_ptr + (b * skb + n * skn)[:, None] + cols[None, :] * skc, mask=mask, other=0.0)
         x = x.to(tl.float32)
         acc += x * x
-    tl.store(rk_ptr + row, 1.0 / tl.sqrt_rn(tl.sum(acc, axis=1) / C + norm_eps), mask=row_mask)
+    rk = (1.0 / tl.sqrt_rn(tl.sum(acc, axis=1) / C + norm_eps))[:, None]
+    heads = tl.arange(0, HP2)[None, :]
+    mask = row_mask[:, None] & (heads < H)
+    beta = tl.load(beta_ptr + (b * sbb + n * sbn)[:, None] + heads * sbh, mask=mask, other=0.0).to(tl.float32)
+    dst = weight_ptr + ((b[:, None] * H + heads) * T + (n // S)[:, None]) * S + (n % S)[:, None]
+    tl.store(dst, beta * rk, mask=mask)
+    tl.store(dst + weight_stride, beta * rk * rk, mask=mask)
 
 
 @triton.jit
 def _features_kernel(
-    q_ptr, k_ptr, v_ptr, beta_ptr, q_sq_ptr, rk_ptr, wq_ptr, wk_ptr, cos_ptr, sin_ptr, feat_ptr, b_part_ptr,
+    q_ptr, k_ptr, q_sq_ptr, wq_ptr, wk_ptr, cos_ptr, sin_ptr, feat_ptr,
     T, S, H, D, N, key_scale, role_stride,
-    sqb, sqn, sqc, skb, skn, skc, svb, svn, svc, sbb, sbn, sbh, scn, scd, ssn, ssd,
+    sqb, sqn, sqc, skb, skn, skc, scn, scd, ssn, ssd,
     DP: tl.constexpr, BLOCK_S: tl.constexpr, ROPE_ALIGN: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
-    """Feature maps of BLOCK_S tokens of one (batch, head, frame) into the (4, B·H·T, S, D) feature
-    buffer: X = √β k̃, W = √β v and Y = √β φ^k, the frame GEMM's operands (roles 0–2), and the
-    readout's q̃ without its inverse-RMS factor rq (role 3; ReLU is positively homogeneous, so rq
-    factors out of φ^q and q̃); this tile's Σ β φ^k into b_part (B·H·T, S-tiles, DP) (entries ≥ D
-    unwritten); and each token's Σ q² over this head into q_sq (B·N, H).
+    """Feature maps of BLOCK_S tokens of one (batch, head, frame) into the (3, B·H·T, S, D) feature
+    buffer, each without its per-token factors (ReLU is positively homogeneous, so the inverse RMS
+    factors out, and β is applied by the frame GEMM): k̃' and φ' of the keys (roles 0 and 1; k̃ =
+    rk·k̃', φ^k = rk·φ') and q̃/rq of the queries (role 2); and each token's Σ q² over this head into
+    q_sq (B·N, H). Reads only the core's inputs, so it runs beside kernel 1.
     Features are stored pair-major (the even channels of each RoPE pair, then the odd ones);
     everything keyed by them — P, Π, A, M, z — keeps that order inside the core, and only the state's
     load and store map it back."""
@@ -226,78 +240,78 @@ def _features_kernel(
     dtype = feat_ptr.dtype.element_ty
     role = role_stride.to(tl.int64)
     row = feat_ptr + (pid.to(tl.int64) * S + s)[:, None] * D + i[None, :]  # even half; odd at + half
-
-    beta = tl.load(beta_ptr + b * sbb + n * sbn + h * sbh, mask=s_mask, other=0.0).to(tl.float32)
-    root = tl.sqrt_rn(beta)[:, None]  # β = √β·√β: one factor on each side of P, A and Π
     c, sn = _rope_rows(cos_ptr, sin_ptr, n, s_mask, D, scn, scd, ssn, ssd, HP=DP // 2, ROW_ALIGN=ROPE_ALIGN)
-    d = tl.arange(0, DP)
-    mask = s_mask[:, None] & (d < D)[None, :]
-    v = tl.load(v_ptr + b * svb + n[:, None] * svn + (h * D + d)[None, :] * svc, mask=mask, other=0.0)
-    w_row = feat_ptr + role + (pid.to(tl.int64) * S + s)[:, None] * D + d[None, :]
-    tl.store(w_row, (v.to(tl.float32) * root).to(dtype), mask=mask)  # W
-
     ones = tl.full((BLOCK_S,), 1.0, tl.float32)
-    _, _, rot_even, rot_odd, q_squares = _features(
-        q_ptr, b * sqb + n * sqn + h * D * sqc, s_mask, D, sqc, ones, wq_ptr, h * D, 1.0, c, sn,
-        HP=DP // 2,
-    )  # fmt: skip
-    tl.store(row + 3 * role, rot_even.to(dtype), mask=pair_mask)  # q̃ / rq
-    tl.store(row + 3 * role + half, rot_odd.to(dtype), mask=pair_mask)
-    tl.store(q_sq_ptr + (b * N + n) * H + h, q_squares, mask=s_mask)
 
-    # the keys' features without their inverse RMS rk (kernel 1's output): a positive per-token factor
-    # (ReLU is positively homogeneous), applied at the stores
     phi_even, phi_odd, rot_even, rot_odd, _ = _features(
         k_ptr, b * skb + n * skn + h * D * skc, s_mask, D, skc, ones, wk_ptr, h * D, key_scale, c, sn,
         HP=DP // 2,
     )  # fmt: skip
-    if PDL:  # everything above reads only the core's inputs
+    tl.store(row, rot_even.to(dtype), mask=pair_mask)  # k̃'
+    tl.store(row + half, rot_odd.to(dtype), mask=pair_mask)
+    tl.store(row + role, phi_even.to(dtype), mask=pair_mask)  # φ'
+    tl.store(row + role + half, phi_odd.to(dtype), mask=pair_mask)
+
+    _, _, rot_even, rot_odd, q_squares = _features(
+        q_ptr, b * sqb + n * sqn + h * D * sqc, s_mask, D, sqc, ones, wq_ptr, h * D, 1.0, c, sn,
+        HP=DP // 2,
+    )  # fmt: skip
+    tl.store(row + 2 * role, rot_even.to(dtype), mask=pair_mask)  # q̃ / rq
+    tl.store(row + 2 * role + half, rot_odd.to(dtype), mask=pair_mask)
+    tl.store(q_sq_ptr + (b * N + n) * H + h, q_squares, mask=s_mask)
+    if PDL:  # nothing above reads kernel 1's output; the frame GEMM reads it after this wait
         gdc_wait()
         gdc_launch_dependents()
-    rk = tl.load(rk_ptr + b * N + n, mask=s_mask, other=0.0)
-    key_factor = root * rk[:, None]
-    tl.store(row, (rot_even * key_factor).to(dtype), mask=pair_mask)  # X
-    tl.store(row + half, (rot_odd * key_factor).to(dtype), mask=pair_mask)
-    y_even = phi_even * key_factor
-    y_odd = phi_odd * key_factor
-    tl.store(row + 2 * role, y_even.to(dtype), mask=pair_mask)  # Y
-    tl.store(row + 2 * role + half, y_odd.to(dtype), mask=pair_mask)
-    b_part = b_part_ptr + (pid.to(tl.int64) * tl.num_programs(1) + tile) * DP + i
-    tl.store(b_part, tl.sum(y_even * root, axis=0), mask=i < half)
-    tl.store(b_part + half, tl.sum(y_odd * root, axis=0), mask=i < half)
 
 
 @triton.jit
 def _frame_gemm_kernel(
-    feat_ptr, frame_ptr, b_part_ptr, b_ptr, S, D, role_stride, n_tiles,
-    DP: tl.constexpr, CB: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
+    feat_ptr, v_ptr, weight_ptr, frame_ptr, b_ptr, T, S, H, D, role_stride, weight_stride, svb, svn,
+    DP: tl.constexpr, CB: tl.constexpr, BLOCK_S: tl.constexpr, ROW_ALIGN: tl.constexpr, DOT: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     """Columns [cb·CB, cb·CB + CB) of one frame matrix of one (batch, head, frame), fp32 accumulation,
-    zero beyond D: mat 0: P_t = XᵀX, mat 1: A_t = XᵀW, mat 2: Π_t = YᵀY (feature roles X, W, Y =
-    0, 1, 2; the left operand is X for mats 0 and 1 and Y for mat 2), into frame (B·H·T, 3, DP, DP).
-    Both operands stream from memory straight into the tensor cores. Program mat 3 (column block 0)
-    instead sums the frame's b partials into b (B·H·T, DP), in tile order (deterministic): a short
-    program beside the GEMMs, off the scan's serial path."""
-    pid = tl.program_id(0)
+    zero beyond D, into frame (B·H·T, 3, DP, DP): mat 0: P_t = Σ β k̃ k̃ᵀ, mat 1: A_t = Σ β k̃ vᵀ,
+    mat 2: Π_t = Σ β φ^k φ^kᵀ, from the features without their per-token factors (k̃', φ') and
+    v itself: one operand is scaled per token by β·rk² (β·rk for A; kernel 1's weight (2, B·H·T, S))
+    in registers on its way to the tensor cores. Program mat 3 (column block 0) instead sums
+    b_t = Σ β φ^k into b (B·H·T, DP), in token order (deterministic), beside the GEMMs.
+    ROW_ALIGN: elements that the token strides of v and of the feature buffer (D) are multiples of
+    (`_stride_alignment`); v's channels are contiguous."""
+    pid = tl.program_id(0)  # (b·H + h)·T + t
     mat = tl.program_id(1)
     cb = tl.program_id(2)
-    if PDL:  # the features and b's partials are the previous launch's output
+    if PDL:  # the features are the previous launch's output, the weights the one before
         gdc_wait()
         gdc_launch_dependents()
+    t = pid % T
+    h = (pid // T) % H
+    b = (pid // (T * H)).to(tl.int64)
     d = tl.arange(0, DP)
+    frame = pid.to(tl.int64) * S * D
+    role = role_stride.to(tl.int64)
     if mat == 3:
         if cb == 0:
-            TILES: tl.constexpr = 64
-            acc_b = tl.zeros((TILES, DP), dtype=tl.float32)
-            for i0 in range(0, n_tiles, TILES):
-                i = i0 + tl.arange(0, TILES)
-                part = b_part_ptr + (pid.to(tl.int64) * n_tiles + i)[:, None] * DP + d[None, :]
-                acc_b += tl.load(part, mask=(i < n_tiles)[:, None] & (d < D)[None, :], other=0.0)
+            acc_b = tl.zeros((BLOCK_S, DP), dtype=tl.float32)
+            for s0 in range(0, S, BLOCK_S):
+                s = s0 + tl.arange(0, BLOCK_S)
+                s_mask = s < S
+                phi = tl.load(
+                    feat_ptr + role + frame + s[:, None] * D + d[None, :],
+                    mask=s_mask[:, None] & (d < D)[None, :], other=0.0,
+                )  # fmt: skip
+                beta_rk = tl.load(weight_ptr + pid.to(tl.int64) * S + s, mask=s_mask, other=0.0)
+                acc_b += phi.to(tl.float32) * beta_rk[:, None]
             tl.store(b_ptr + pid.to(tl.int64) * DP + d, tl.sum(acc_b, axis=0))
     else:
-        frame = pid.to(tl.int64) * S * D
-        left = feat_ptr + (mat // 2 * 2).to(tl.int64) * role_stride + frame
-        right = feat_ptr + mat.to(tl.int64) * role_stride + frame
+        left = feat_ptr + (mat // 2).to(tl.int64) * role + frame  # k̃' for P and A, φ' for Π
+        if mat == 1:
+            right = v_ptr + b * svb + (t * S).to(tl.int64) * svn + h * D
+            right_stride = svn
+        else:
+            right = feat_ptr + (mat // 2).to(tl.int64) * role + frame
+            right_stride = D
+        weights = weight_ptr + (mat != 1).to(tl.int64) * weight_stride + pid.to(tl.int64) * S  # β·rk for A
         e = cb * CB + tl.arange(0, CB)
         acc = tl.zeros((DP, CB), dtype=tl.float32)
         for s0 in range(0, S, BLOCK_S):
@@ -306,9 +320,12 @@ def _frame_gemm_kernel(
             lhs = tl.load(
                 left + s[:, None] * D + d[None, :], mask=s_mask[:, None] & (d < D)[None, :], other=0.0
             )
+            weight = tl.load(weights + s, mask=s_mask, other=0.0)
+            rows = tl.multiple_of(s * right_stride, ROW_ALIGN)
             rhs = tl.load(
-                right + s[:, None] * D + e[None, :], mask=s_mask[:, None] & (e < D)[None, :], other=0.0
+                right + rows[:, None] + e[None, :], mask=s_mask[:, None] & (e < D)[None, :], other=0.0
             )
+            rhs = (rhs.to(tl.float32) * weight[:, None]).to(rhs.dtype)
             acc = _mm(tl.trans(lhs), rhs, acc, DOT)
         out = frame_ptr + (pid.to(tl.int64) * 3 + mat) * DP * DP + d[:, None] * DP + e[None, :]
         tl.store(out, acc)
@@ -466,7 +483,7 @@ def _emit_kernel(
     ONE_TILE: tl.constexpr, WRITE_NUM_DEN: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """The readout of BLOCK_S-token tiles of one (batch, head, frame): num = rq · (q̃/rq)(M_t + R_t) from
-    the stored query features (role 3) and the scan's state, then y = num / (den + ε) · SiLU(gate)
+    the stored query features (role 2) and the scan's state, then y = num / (den + ε) · SiLU(gate)
     with den = φ^q · (z_t + ζ_t). y: (B, N, C) contiguous; num (B, N, C) and den (B, N, H) fp32 when
     WRITE_NUM_DEN.
 
@@ -489,7 +506,7 @@ def _emit_kernel(
     pair_major = tl.where(d % 2 == 0, d // 2, D // 2 + d // 2)  # pair-major index of channel d
     z = tl.load(z_hist_ptr + pid.to(tl.int64) * DP + pair_major, mask=d_mask, other=0.0)  # z_t + ζ_t
     w = tl.load(wq_ptr + h * D + d, mask=d_mask, other=0.0).to(tl.float32)
-    q_base = feat_ptr + 3 * role_stride.to(tl.int64) + pid.to(tl.int64) * S * D
+    q_base = feat_ptr + 2 * role_stride.to(tl.int64) + pid.to(tl.int64) * S * D
     if ONE_TILE:
         s = split * BLOCK_S + tl.arange(0, BLOCK_S)
         s_mask = s < S
@@ -532,6 +549,14 @@ def _row_alignment(*tables: Tensor) -> int:
         return 1
     align = 16 // max(t.element_size() for t in tables)
     while any(t.stride(0) % align for t in tables):
+        align //= 2
+    return align
+
+
+def _stride_alignment(*strides: int, dtype: torch.dtype) -> int:
+    """The most elements (up to one 16-byte vector) that every stride is a multiple of."""
+    align = 16 // torch.empty((), dtype=dtype).element_size()
+    while any(s % align for s in strides):
         align //= 2
     return align
 
@@ -617,26 +642,28 @@ def gdn_core_triton_parts(
     pdl = cfg.pdl and _supports_pdl(dev)
     launch = {"launch_pdl": True} if pdl else {}
 
-    # 1. inverse RMS of k per token (the queries' comes from the features kernel's per-head sums)
-    rk = _empty((B * N,), dev, f32)
+    # 1. the keys' inverse RMS per token, as β·rk and β·rk² per head (the queries' comes from the
+    #    features kernel's per-head sums)
+    weights = _empty((2, B * H * N), dev, f32)
     _inv_rms_kernel[(triton.cdiv(B * N, cfg.rms_rows),)](
-        k, rk, B * N, N, C, *k.stride(), norm_eps,
-        ROWS=cfg.rms_rows, BLOCK_C=min(cfg.rms_block_c, triton.next_power_of_2(C)), PDL=pdl,
+        k, beta, weights, B * N, N, C, T, S, H, B * H * N, *k.stride(), *beta.stride(), norm_eps,
+        ROWS=cfg.rms_rows, BLOCK_C=min(cfg.rms_block_c, triton.next_power_of_2(C)),
+        HP2=triton.next_power_of_2(H), PDL=pdl,
         num_warps=cfg.rms_warps, **launch,
     )  # fmt: skip
 
-    # 2. feature maps X, W, Y, q̃/rq (4, B·H·T, S, D), b's per-tile partials and the per-head Σ q²,
-    #    then the frame matrices P, A, Π (B·H·T, 3, DP, DP) and b (B·H·T, DP)
+    # 2. feature maps k̃', φ', q̃/rq (3, B·H·T, S, D) and the per-head Σ q² (beside kernel 1), then the
+    #    frame matrices P, A, Π (B·H·T, 3, DP, DP) and b (B·H·T, DP)
     feat_dtype = torch.bfloat16 if dot == 0 else f32
-    feats = _empty((4, B * H * T, S, D), dev, feat_dtype)
+    if v.dtype != feat_dtype or v.stride(-1) != 1:  # the frame GEMM reads v beside the features
+        v = v.to(feat_dtype).contiguous()
+    feats = _empty((3, B * H * T, S, D), dev, feat_dtype)
     role_stride = feats[0].numel()
-    n_tiles = triton.cdiv(S, cfg.features_block_s)
-    b_part = _empty((B * H * T, n_tiles, DP), dev, f32)
     q_sq = _empty((B * N, H), dev, f32)
-    _features_kernel[(B * H * T, n_tiles)](
-        q, k, v, beta, q_sq, rk, q_norm_weight, k_norm_weight, cos, sin, feats, b_part,
+    _features_kernel[(B * H * T, triton.cdiv(S, cfg.features_block_s))](
+        q, k, q_sq, q_norm_weight, k_norm_weight, cos, sin, feats,
         T, S, H, D, N, key_scale, role_stride,
-        *q.stride(), *k.stride(), *v.stride(), *beta.stride(), *cos.stride(), *sin.stride(),
+        *q.stride(), *k.stride(), *cos.stride(), *sin.stride(),
         DP=DP, BLOCK_S=cfg.features_block_s, ROPE_ALIGN=_row_alignment(cos, sin), PDL=pdl,
         num_warps=cfg.features_warps, **launch,
     )  # fmt: skip
@@ -645,8 +672,9 @@ def gdn_core_triton_parts(
     cg = min(cfg.gemm_cols, DP)
     gemm_bs = cfg.gemm_block_s if dot == 0 else max(16, cfg.gemm_block_s // 2)
     _frame_gemm_kernel[(B * H * T, 4, DP // cg)](  # mat 3: b
-        feats, frame_mats, b_part, b_vec, S, D, role_stride, n_tiles,
-        DP=DP, CB=cg, BLOCK_S=gemm_bs, DOT=dot, PDL=pdl,
+        feats, v, weights, frame_mats, b_vec, T, S, H, D, role_stride, B * H * N, v.stride(0), v.stride(1),
+        DP=DP, CB=cg, BLOCK_S=gemm_bs, ROW_ALIGN=_stride_alignment(v.stride(1), D, dtype=v.dtype), DOT=dot,
+        PDL=pdl,
         num_warps=cfg.gemm_warps, num_stages=cfg.gemm_stages, **launch,
     )  # fmt: skip
 
