@@ -205,6 +205,17 @@ def test_interpreter_readout_looping_over_tiles():
 
 
 @interpreted
+def test_interpreter_key_weight_programs_with_a_ragged_last_row():
+    """The features kernel's key-weight programs cover every token when their rows do not divide the
+    token count (15 tokens, 4 per program: the last program's last row masked)."""
+    shape = (1, 3, 5, 2, 16)
+    inputs, state = make_inputs(*shape, seed=13)
+    ref, y_ref = reference(inputs, state, token_level=True)
+    config = gdn_triton.LaunchConfig(rms_rows=4, features_block_s=4)
+    check_parts(run_parts(inputs, state, "ieee", config=config), ref, y_ref, *shape, tol=(1e-5, 1e-4))
+
+
+@interpreted
 def test_interpreter_strided_values_are_read_correctly():
     """The frame GEMM reads v where it lies; a v with strided channels is copied first."""
     shape = (1, 2, 6, 2, 16)

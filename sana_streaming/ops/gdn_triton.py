@@ -1,37 +1,37 @@
 """Fused GDN core in Triton: from the q/k/v/gate projections to the gated output that `proj` reads.
 
-Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3, plan §7.1). Five launches:
+Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3, plan §7.1). Four launches:
 
-1. `_inv_rms_kernel`, grid (B·N / ROWS): the keys' per-token inverse RMS rk over all C channels (the
-   only quantity that needs every head of a token), written as the two per-(head, token) weights
-   β·rk and β·rk² that the stored key features lack. The queries need no such pass: ReLU is
-   positively homogeneous, so their factor rq comes out of φ^q and q̃ and the readout applies it.
-2. `_features_kernel`, grid (B·H·T, S-tiles): feature maps stored once, pair-major (below), without
-   their per-token factors: k̃' and φ' of the keys (k̃ = rk·k̃', φ^k = rk·φ') and q̃/rq; each
-   token's Σ q² per head. It reads only the core's inputs, so it runs beside kernel 1.
-3. `_frame_gemm_kernel`, grid (B·H·T, 4, D_pad / CB): P_t = Σ β k̃ k̃ᵀ, A_t = Σ β k̃ vᵀ (from v itself),
+1. `_features_kernel`, grid (B·H·T + extra rows, S-tiles): feature maps stored once, pair-major
+   (below), without their per-token factors: k̃' and φ' of the keys (k̃ = rk·k̃', φ^k = rk·φ') and
+   q̃/rq; each token's Σ q² per head. The programs past the B·H·T frames compute the keys' inverse
+   RMS rk over all C channels (the only quantity that needs every head of a token), written as the
+   per-(head, token) weights β·rk and β·rk² that the stored key features lack. The queries need no
+   such pass: ReLU is positively homogeneous, so their factor rq comes out of φ^q and q̃ and the
+   readout applies it from the per-head sums.
+2. `_frame_gemm_kernel`, grid (B·H·T, 4, D_pad / CB): P_t = Σ β k̃ k̃ᵀ, A_t = Σ β k̃ vᵀ (from v itself),
    Π_t = Σ β φ^k φ^kᵀ, fp32 accumulation: the left operand streams from memory straight into the
-   tensor cores (Triton's software pipelining applies), the right one is scaled per token by kernel
-   1's weight on its way through registers. Each program owns its output block: no atomics,
+   tensor cores (Triton's software pipelining applies), the right one is scaled per token by the
+   keys' weights on its way through registers. Each program owns its output block: no atomics,
    deterministic. A fourth program per frame sums b_t = Σ β φ^k, so the scan's serial chain only
    loads it.
-4. `_scan_kernel`, grid (B·H, D_pad / CB + 1): the zero-seeded backward scan, then the forward scan
+3. `_scan_kernel`, grid (B·H, D_pad / CB + 1): the zero-seeded backward scan, then the forward scan
    from the initial state, fp32 state with the identity applied in fp32 (`M ← g·(M − P M) + A`);
    programs split M by value columns, the last program runs the normaliser scan z. It writes the
    readout state M_t + R_t once (bf16 when the readout dots are bf16) and the final forward state
    when asked.
-5. `_emit_kernel`, grid (B·H·T, S-splits): num = rq · (q̃/rq)(M_t + R_t), den = φ^q · (z_t + ζ_t) with
+4. `_emit_kernel`, grid (B·H·T, S-splits): num = rq · (q̃/rq)(M_t + R_t), den = φ^q · (z_t + ζ_t) with
    φ^q rebuilt from q, num / (den + ε) · SiLU(gate), written in the (B, N, C) layout `proj` reads.
 
 Leaving β, rk and v out of the stored features saves a third of the features kernel's bytes (it no
 longer reads v nor writes a scaled copy of it); the GEMM applies them where it reads its operands.
 
-On Hopper and later the five kernels use programmatic dependent launch (`LaunchConfig.pdl`): each
+On Hopper and later the four kernels use programmatic dependent launch (`LaunchConfig.pdl`): each
 starts while its predecessor finishes and waits (`gdc_wait`) only before touching its output. Each
 kernel waits before it signals its own dependents, so a kernel's pre-wait part may read anything two
-launches back. The features kernel waits only at its end: nothing in it reads kernel 1's output.
+launches back.
 
-RoPE rotates interleaved pairs. Kernel 2 loads each head's tile as (rows, D) in 16-byte vectors and
+RoPE rotates interleaved pairs. The features kernel loads each head's tile as (rows, D) in 16-byte vectors and
 reshapes it to (rows, D/2, 2), so splitting the pairs stays inside each thread's registers, and stores
 the features pair-major: all even channels of the pairs, then all odd ones. P, A, Π, M and z live in
 that key order inside the core (products are invariant to a consistent permutation); only the state's
@@ -80,11 +80,10 @@ def _empty(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> 
 
 @dataclass
 class LaunchConfig:
-    """Block shapes and warps of the five kernels (defaults from the H100 profile, kernels/NOTES.md)."""
+    """Block shapes and warps of the four kernels (defaults from the H100 profile, kernels/NOTES.md)."""
 
-    rms_rows: int = 8
-    rms_block_c: int = 1024
-    rms_warps: int = 8
+    rms_rows: int = 2  # tokens per key-weight program of the features kernel
+    rms_block_c: int = 1024  # channels per step of their sum of squares
     features_block_s: int = 8
     features_warps: int = 1
     gemm_block_s: int = 64  # halved for fp32 operands (shared memory)
@@ -99,6 +98,7 @@ class LaunchConfig:
     emit_block_k: int = 32  # channels of q̃ (rows of M_t + R_t) per pipelined chunk, one-tile readouts
     emit_stages: int = 3  # one-tile readouts only: a looping readout would prefetch whole tiles
     emit_programs: int = 1056  # target programs of the readout (8 per H100 SM)
+    emit_maxnreg: int | None = None  # register cap of the readout (None: the compiler's choice)
     pdl: bool = True  # programmatic dependent launch on sm_90+: each kernel's prologue overlaps the last
 
     @classmethod
@@ -178,24 +178,20 @@ def _key_row(r, D):
 
 
 @triton.jit
-def _inv_rms_kernel(
-    k_ptr, beta_ptr, weight_ptr, BN, N, C, T, S, H, weight_stride, skb, skn, skc, sbb, sbn, sbh, norm_eps,
-    ROWS: tl.constexpr, BLOCK_C: tl.constexpr, HP2: tl.constexpr, PDL: tl.constexpr,
+def _key_weights(
+    k_ptr, beta_ptr, weight_ptr, row, BN, N, C, T, S, H, weight_stride,
+    skb, skn, skc, sbb, sbn, sbh, norm_eps, BLOCK_C: tl.constexpr, HP2: tl.constexpr,
 ):  # fmt: skip
     """The keys' per-token factors that the stored key features lack, for the frame GEMM: with
-    rk = 1/sqrt(mean_c k² + eps) of ROWS tokens over all C channels (the only quantity that needs
-    every head of a token), β·rk and β·rk² of every head into weight (2, B·H·T, S) fp32, so the GEMM
-    reads them contiguously per frame (HP2 ≥ H). (The queries need no such pass: their inverse RMS is
-    a per-token factor the readout applies after the fact, from the per-head Σ q² the features
-    kernel records.)"""
-    if PDL:  # k comes from the previous launch (the projection); waiting first also makes everything
-        gdc_wait()  # before this launch complete when the features kernel starts
-        gdc_launch_dependents()
-    row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    rk = 1/sqrt(mean_c k² + eps) of tokens `row` (flat b·N + n) over all C channels (the only
+    quantity that needs every head of a token), β·rk and β·rk² of every head into weight
+    (2, B·H·T, S) fp32, so the GEMM reads them contiguously per frame (HP2 ≥ H). (The queries need no
+    such pass: their inverse RMS is a per-token factor the readout applies after the fact, from the
+    per-head Σ q² the features kernel records.)"""
     row_mask = row < BN
     b = (row // N).to(tl.int64)
     n = (row % N).to(tl.int64)
-    acc = tl.zeros((ROWS, BLOCK_C), dtype=tl.float32)
+    acc = tl.zeros((row.shape[0], BLOCK_C), dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
         cols = c0 + tl.arange(0, BLOCK_C)
         mask = row_mask[:, None] & (cols < C)[None, :]
@@ -213,21 +209,48 @@ def _inv_rms_kernel(
 
 @triton.jit
 def _features_kernel(
-    q_ptr, k_ptr, q_sq_ptr, wq_ptr, wk_ptr, cos_ptr, sin_ptr, feat_ptr,
-    T, S, H, D, N, key_scale, role_stride,
-    sqb, sqn, sqc, skb, skn, skc, scn, scd, ssn, ssd,
-    DP: tl.constexpr, BLOCK_S: tl.constexpr, ROPE_ALIGN: tl.constexpr, PDL: tl.constexpr,
+    q_ptr, k_ptr, beta_ptr, q_sq_ptr, weight_ptr, wq_ptr, wk_ptr, cos_ptr, sin_ptr, feat_ptr,
+    frames, T, S, H, D, N, C, key_scale, role_stride, weight_stride, norm_eps,
+    sqb, sqn, sqc, skb, skn, skc, sbb, sbn, sbh, scn, scd, ssn, ssd,
+    DP: tl.constexpr, BLOCK_S: tl.constexpr, ROPE_ALIGN: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_C: tl.constexpr, HP2: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Feature maps of BLOCK_S tokens of one (batch, head, frame) into the (3, B·H·T, S, D) feature
     buffer, each without its per-token factors (ReLU is positively homogeneous, so the inverse RMS
     factors out, and β is applied by the frame GEMM): k̃' and φ' of the keys (roles 0 and 1; k̃ =
     rk·k̃', φ^k = rk·φ') and q̃/rq of the queries (role 2); and each token's Σ q² over this head into
-    q_sq (B·N, H). Reads only the core's inputs, so it runs beside kernel 1.
+    q_sq (B·N, H). Programs past the B·H·T frames compute the keys' weights for ROWS tokens each
+    instead (`_key_weights`), beside the feature maps.
     Features are stored pair-major (the even channels of each RoPE pair, then the odd ones);
     everything keyed by them — P, Π, A, M, z — keeps that order inside the core, and only the state's
     load and store map it back."""
-    pid = tl.program_id(0)  # (b·H + h)·T + t
+    pid = tl.program_id(0)  # (b·H + h)·T + t, or a key-weight program past the frames
     tile = tl.program_id(1)
+    if PDL:  # the inputs are the previous launch's output (the projection's)
+        gdc_wait()
+    if pid >= frames:
+        row = ((pid - frames) * tl.num_programs(1) + tile) * ROWS + tl.arange(0, ROWS)
+        _key_weights(
+            k_ptr, beta_ptr, weight_ptr, row, frames // H * S, N, C, T, S, H, weight_stride,
+            skb, skn, skc, sbb, sbn, sbh, norm_eps, BLOCK_C=BLOCK_C, HP2=HP2,
+        )  # fmt: skip
+    else:
+        _feature_maps(
+            q_ptr, k_ptr, q_sq_ptr, wq_ptr, wk_ptr, cos_ptr, sin_ptr, feat_ptr, pid, tile,
+            T, S, H, D, N, key_scale, role_stride, sqb, sqn, sqc, skb, skn, skc, scn, scd, ssn, ssd,
+            DP=DP, BLOCK_S=BLOCK_S, ROPE_ALIGN=ROPE_ALIGN,
+        )  # fmt: skip
+    if PDL:
+        gdc_launch_dependents()
+
+
+@triton.jit
+def _feature_maps(
+    q_ptr, k_ptr, q_sq_ptr, wq_ptr, wk_ptr, cos_ptr, sin_ptr, feat_ptr, pid, tile,
+    T, S, H, D, N, key_scale, role_stride, sqb, sqn, sqc, skb, skn, skc, scn, scd, ssn, ssd,
+    DP: tl.constexpr, BLOCK_S: tl.constexpr, ROPE_ALIGN: tl.constexpr,
+):  # fmt: skip
+    """The feature maps of tile `tile` of frame `pid` (see `_features_kernel`)."""
     s = tile * BLOCK_S + tl.arange(0, BLOCK_S)
     s_mask = s < S
     t = pid % T
@@ -259,9 +282,6 @@ def _features_kernel(
     tl.store(row + 2 * role, rot_even.to(dtype), mask=pair_mask)  # q̃ / rq
     tl.store(row + 2 * role + half, rot_odd.to(dtype), mask=pair_mask)
     tl.store(q_sq_ptr + (b * N + n) * H + h, q_squares, mask=s_mask)
-    if PDL:  # nothing above reads kernel 1's output; the frame GEMM reads it after this wait
-        gdc_wait()
-        gdc_launch_dependents()
 
 
 @triton.jit
@@ -273,7 +293,7 @@ def _frame_gemm_kernel(
     """Columns [cb·CB, cb·CB + CB) of one frame matrix of one (batch, head, frame), fp32 accumulation,
     zero beyond D, into frame (B·H·T, 3, DP, DP): mat 0: P_t = Σ β k̃ k̃ᵀ, mat 1: A_t = Σ β k̃ vᵀ,
     mat 2: Π_t = Σ β φ^k φ^kᵀ, from the features without their per-token factors (k̃', φ') and
-    v itself: one operand is scaled per token by β·rk² (β·rk for A; kernel 1's weight (2, B·H·T, S))
+    v itself: one operand is scaled per token by β·rk² (β·rk for A; the key weights (2, B·H·T, S))
     in registers on its way to the tensor cores. Program mat 3 (column block 0) instead sums
     b_t = Σ β φ^k into b (B·H·T, DP), in token order (deterministic), beside the GEMMs.
     ROW_ALIGN: elements that the token strides of v and of the feature buffer (D) are multiples of
@@ -281,7 +301,7 @@ def _frame_gemm_kernel(
     pid = tl.program_id(0)  # (b·H + h)·T + t
     mat = tl.program_id(1)
     cb = tl.program_id(2)
-    if PDL:  # the features are the previous launch's output, the weights the one before
+    if PDL:  # the features and the key weights are the previous launch's output
         gdc_wait()
         gdc_launch_dependents()
     t = pid % T
@@ -616,7 +636,7 @@ def gdn_core_triton_parts(
     return_state: bool = False,
     config: LaunchConfig | None = None,
 ) -> GDNTritonOutput:
-    """Run the five kernels; optionally also return num/den and the final state (tests, checks).
+    """Run the four kernels; optionally also return num/den and the final state (tests, checks).
 
     `state` is only read here. precision None picks "bf16" for 16-bit inputs, "tf32" for fp32 and
     "ieee" for fp64."""
@@ -642,29 +662,24 @@ def gdn_core_triton_parts(
     pdl = cfg.pdl and _supports_pdl(dev)
     launch = {"launch_pdl": True} if pdl else {}
 
-    # 1. the keys' inverse RMS per token, as β·rk and β·rk² per head (the queries' comes from the
-    #    features kernel's per-head sums)
-    weights = _empty((2, B * H * N), dev, f32)
-    _inv_rms_kernel[(triton.cdiv(B * N, cfg.rms_rows),)](
-        k, beta, weights, B * N, N, C, T, S, H, B * H * N, *k.stride(), *beta.stride(), norm_eps,
-        ROWS=cfg.rms_rows, BLOCK_C=min(cfg.rms_block_c, triton.next_power_of_2(C)),
-        HP2=triton.next_power_of_2(H), PDL=pdl,
-        num_warps=cfg.rms_warps, **launch,
-    )  # fmt: skip
-
-    # 2. feature maps k̃', φ', q̃/rq (3, B·H·T, S, D) and the per-head Σ q² (beside kernel 1), then the
-    #    frame matrices P, A, Π (B·H·T, 3, DP, DP) and b (B·H·T, DP)
+    # 1. feature maps k̃', φ', q̃/rq (3, B·H·T, S, D), the per-head Σ q², and the keys' weights β·rk and
+    #    β·rk² per head (2, B·H·T, S) from programs past the frames; then the frame matrices P, A, Π
+    #    (B·H·T, 3, DP, DP) and b (B·H·T, DP)
     feat_dtype = torch.bfloat16 if dot == 0 else f32
     if v.dtype != feat_dtype or v.stride(-1) != 1:  # the frame GEMM reads v beside the features
         v = v.to(feat_dtype).contiguous()
     feats = _empty((3, B * H * T, S, D), dev, feat_dtype)
     role_stride = feats[0].numel()
     q_sq = _empty((B * N, H), dev, f32)
-    _features_kernel[(B * H * T, triton.cdiv(S, cfg.features_block_s))](
-        q, k, q_sq, q_norm_weight, k_norm_weight, cos, sin, feats,
-        T, S, H, D, N, key_scale, role_stride,
-        *q.stride(), *k.stride(), *cos.stride(), *sin.stride(),
-        DP=DP, BLOCK_S=cfg.features_block_s, ROPE_ALIGN=_row_alignment(cos, sin), PDL=pdl,
+    weights = _empty((2, B * H * N), dev, f32)
+    n_tiles = triton.cdiv(S, cfg.features_block_s)
+    weight_frames = triton.cdiv(triton.cdiv(B * N, cfg.rms_rows), n_tiles)
+    _features_kernel[(B * H * T + weight_frames, n_tiles)](
+        q, k, beta, q_sq, weights, q_norm_weight, k_norm_weight, cos, sin, feats,
+        B * H * T, T, S, H, D, N, C, key_scale, role_stride, B * H * N, norm_eps,
+        *q.stride(), *k.stride(), *beta.stride(), *cos.stride(), *sin.stride(),
+        DP=DP, BLOCK_S=cfg.features_block_s, ROPE_ALIGN=_row_alignment(cos, sin), ROWS=cfg.rms_rows,
+        BLOCK_C=min(cfg.rms_block_c, triton.next_power_of_2(C)), HP2=triton.next_power_of_2(H), PDL=pdl,
         num_warps=cfg.features_warps, **launch,
     )  # fmt: skip
     frame_mats = _empty((B * H * T, 3, DP, DP), dev, f32)
@@ -678,7 +693,7 @@ def gdn_core_triton_parts(
         num_warps=cfg.gemm_warps, num_stages=cfg.gemm_stages, **launch,
     )  # fmt: skip
 
-    # 3. forward and backward scans
+    # 2. forward and backward scans
     m_hist = _empty((B * H, T, DP, DP), dev, torch.bfloat16 if dot == 0 else f32)
     m_bwd = _empty((B * H, T, DP, DP), dev, f32)
     z_hist = _empty((B * H, T, DP), dev, f32)
@@ -700,7 +715,7 @@ def gdn_core_triton_parts(
         num_warps=cfg.scan_warps, num_stages=cfg.scan_stages, **launch,
     )  # fmt: skip
 
-    # 4. readout, division and output gate
+    # 3. readout, division and output gate
     y = _empty((B, N, C), dev, v.dtype)
     num = _empty((B, N, C), dev, f32) if return_num_den else y
     den = _empty((B, N, H), dev, f32) if return_num_den else y
@@ -714,7 +729,8 @@ def gdn_core_triton_parts(
         T, S, H, D, N, C, per_program, eps, norm_eps, role_stride, *q.stride(), *gate.stride(),
         DP=DP, HP2=triton.next_power_of_2(H), BLOCK_S=cfg.emit_block_s, BLOCK_K=min(cfg.emit_block_k, DP),
         DOT=dot, ONE_TILE=one_tile, WRITE_NUM_DEN=return_num_den, PDL=pdl,
-        num_warps=cfg.emit_warps, num_stages=cfg.emit_stages if one_tile else 1, **launch,
+        num_warps=cfg.emit_warps, num_stages=cfg.emit_stages if one_tile else 1, maxnreg=cfg.emit_maxnreg,
+        **launch,
     )  # fmt: skip
     return GDNTritonOutput(
         y=y,
