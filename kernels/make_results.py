@@ -93,12 +93,13 @@ def check_section(check: dict) -> list[str]:
     return lines
 
 
-def dit_section(dit: dict) -> list[str]:
+def dit_section(dit: dict, source: str) -> list[str]:
+    """The DiT forward table; `source` names the JSON (its name says which kernel version ran)."""
     lines = [
         "## Full-size DiT forward (random weights, bf16)",
         "",
         f"`benchmarks/dit_forward.py`: latent {dit['shape']}, {dit['cached_tokens']} cached window tokens, "
-        f"{dit['gpu']}, PyTorch {dit['torch']}; eager, median of repeats.",
+        f"{dit['gpu']}, PyTorch {dit['torch']}; eager, median of repeats (`{source}`).",
         "",
         "| GDN backend | median ms | min ms | peak GiB |",
         "|---|---:|---:|---:|",
@@ -148,7 +149,7 @@ def main() -> None:
     lines += ["", *check_section(check)]
     if args.dit:
         with open(args.dit) as f:
-            lines += ["", *dit_section(json.load(f))]
+            lines += ["", *dit_section(json.load(f), os.path.basename(args.dit))]
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".md")
     with os.fdopen(fd, "w") as f:
         f.write("\n".join(lines) + "\n")
