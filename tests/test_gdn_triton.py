@@ -217,7 +217,8 @@ def test_interpreter_key_weight_programs_with_a_ragged_last_row():
 
 @interpreted
 def test_interpreter_strided_values_are_read_correctly():
-    """The frame GEMM reads v where it lies; a v with strided channels is copied first."""
+    """The frame GEMM reads v where it lies; a v with strided channels or another dtype than the
+    features' is copied first, and y keeps v's dtype."""
     shape = (1, 2, 6, 2, 16)
     inputs, state = make_inputs(*shape, seed=12)
     strided = torch.randn(
@@ -226,6 +227,12 @@ def test_interpreter_strided_values_are_read_correctly():
     inputs = replace(inputs, v=strided[..., ::2])  # channel stride 2
     ref, y_ref = reference(inputs, state, token_level=True)
     check_parts(run_parts(inputs, state, "ieee"), ref, y_ref, *shape, tol=(1e-5, 1e-4))
+    # float64 inputs: fp32 features, so v is copied to fp32 for the GEMM; y keeps v's dtype
+    inputs64 = inputs.map_tensors(torch.Tensor.double)
+    state64 = GDNState(kv=state.kv.double(), z=state.z.double())
+    out = run_parts(inputs64, state64, None)
+    assert out.y.dtype == torch.float64
+    check_parts(out, ref, y_ref, *shape, tol=(1e-5, 1e-4))
 
 
 @interpreted

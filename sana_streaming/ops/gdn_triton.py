@@ -98,7 +98,6 @@ class LaunchConfig:
     emit_block_k: int = 32  # channels of q̃ (rows of M_t + R_t) per pipelined chunk, one-tile readouts
     emit_stages: int = 3  # one-tile readouts only: a looping readout would prefetch whole tiles
     emit_programs: int = 1056  # target programs of the readout (8 per H100 SM)
-    emit_maxnreg: int | None = None  # register cap of the readout (None: the compiler's choice)
     pdl: bool = True  # programmatic dependent launch on sm_90+: each kernel's prologue overlaps the last
 
     @classmethod
@@ -666,8 +665,9 @@ def gdn_core_triton_parts(
     #    β·rk² per head (2, B·H·T, S) from programs past the frames; then the frame matrices P, A, Π
     #    (B·H·T, 3, DP, DP) and b (B·H·T, DP)
     feat_dtype = torch.bfloat16 if dot == 0 else f32
-    if v.dtype != feat_dtype or v.stride(-1) != 1:  # the frame GEMM reads v beside the features
-        v = v.to(feat_dtype).contiguous()
+    v_rows = v  # the frame GEMM reads v beside the features: same dtype, contiguous channels
+    if v.dtype != feat_dtype or v.stride(-1) != 1:
+        v_rows = v.to(feat_dtype).contiguous()
     feats = _empty((3, B * H * T, S, D), dev, feat_dtype)
     role_stride = feats[0].numel()
     q_sq = _empty((B * N, H), dev, f32)
@@ -687,9 +687,9 @@ def gdn_core_triton_parts(
     cg = min(cfg.gemm_cols, DP)
     gemm_bs = cfg.gemm_block_s if dot == 0 else max(16, cfg.gemm_block_s // 2)
     _frame_gemm_kernel[(B * H * T, 4, DP // cg)](  # mat 3: b
-        feats, v, weights, frame_mats, b_vec, T, S, H, D, role_stride, B * H * N, v.stride(0), v.stride(1),
-        DP=DP, CB=cg, BLOCK_S=gemm_bs, ROW_ALIGN=_stride_alignment(v.stride(1), D, dtype=v.dtype), DOT=dot,
-        PDL=pdl,
+        feats, v_rows, weights, frame_mats, b_vec, T, S, H, D, role_stride, B * H * N, *v_rows.stride()[:2],
+        DP=DP, CB=cg, BLOCK_S=gemm_bs, ROW_ALIGN=_stride_alignment(v_rows.stride(1), D, dtype=feat_dtype),
+        DOT=dot, PDL=pdl,
         num_warps=cfg.gemm_warps, num_stages=cfg.gemm_stages, **launch,
     )  # fmt: skip
 
@@ -729,8 +729,7 @@ def gdn_core_triton_parts(
         T, S, H, D, N, C, per_program, eps, norm_eps, role_stride, *q.stride(), *gate.stride(),
         DP=DP, HP2=triton.next_power_of_2(H), BLOCK_S=cfg.emit_block_s, BLOCK_K=min(cfg.emit_block_k, DP),
         DOT=dot, ONE_TILE=one_tile, WRITE_NUM_DEN=return_num_den, PDL=pdl,
-        num_warps=cfg.emit_warps, num_stages=cfg.emit_stages if one_tile else 1, maxnreg=cfg.emit_maxnreg,
-        **launch,
+        num_warps=cfg.emit_warps, num_stages=cfg.emit_stages if one_tile else 1, **launch,
     )  # fmt: skip
     return GDNTritonOutput(
         y=y,
