@@ -566,15 +566,15 @@ def _row_alignment(*tables: Tensor) -> int:
     1 unless the rows are contiguous."""
     if any(t.stride(1) != 1 for t in tables):
         return 1
-    align = 16 // max(t.element_size() for t in tables)
-    while any(t.stride(0) % align for t in tables):
-        align //= 2
-    return align
+    return _stride_alignment(
+        *(t.stride(0) for t in tables), element_size=max(t.element_size() for t in tables)
+    )
 
 
-def _stride_alignment(*strides: int, dtype: torch.dtype) -> int:
-    """The most elements (up to one 16-byte vector) that every stride is a multiple of."""
-    align = 16 // torch.empty((), dtype=dtype).element_size()
+def _stride_alignment(*strides: int, element_size: int) -> int:
+    """The most elements (up to one 16-byte vector of `element_size`-byte elements) that every stride
+    is a multiple of."""
+    align = 16 // element_size
     while any(s % align for s in strides):
         align //= 2
     return align
@@ -686,9 +686,10 @@ def gdn_core_triton_parts(
     b_vec = _empty((B * H * T, DP), dev, f32)
     cg = min(cfg.gemm_cols, DP)
     gemm_bs = cfg.gemm_block_s if dot == 0 else max(16, cfg.gemm_block_s // 2)
+    row_align = _stride_alignment(v_rows.stride(1), D, element_size=feats.element_size())
     _frame_gemm_kernel[(B * H * T, 4, DP // cg)](  # mat 3: b
         feats, v_rows, weights, frame_mats, b_vec, T, S, H, D, role_stride, B * H * N, *v_rows.stride()[:2],
-        DP=DP, CB=cg, BLOCK_S=gemm_bs, ROW_ALIGN=_stride_alignment(v_rows.stride(1), D, dtype=feat_dtype),
+        DP=DP, CB=cg, BLOCK_S=gemm_bs, ROW_ALIGN=row_align,
         DOT=dot, PDL=pdl,
         num_warps=cfg.gemm_warps, num_stages=cfg.gemm_stages, **launch,
     )  # fmt: skip
