@@ -1,27 +1,30 @@
-"""sana-streaming: text-instructed video editing with SANA-Streaming, streamed chunk by chunk."""
+"""sana-streaming: text-instructed video editing with SANA-Streaming, streamed chunk by chunk.
 
+Everything is loaded on first use: the package imports torch, diffusers, transformers and PyAV only
+when one of its names is asked for, so `sana-streaming --help` starts fast and Ctrl-C during start-up
+reaches the command line's handler.
+"""
+
+from importlib import import_module
 from typing import Any
 
-from sana_streaming.config import DiTConfig, SanaStreamingConfig, load_config
-from sana_streaming.models.dit import build_dit
-
-__all__ = [
-    "DiTConfig",
-    "EditOptions",
-    "SanaStreamingConfig",
-    "SanaStreamingPipeline",
-    "build_dit",
-    "load_config",
-]
 __version__ = "0.1.0"
 
-_PIPELINE_NAMES = ("EditOptions", "SanaStreamingPipeline")
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "DiTConfig": "sana_streaming.config",
+    "SanaStreamingConfig": "sana_streaming.config",
+    "load_config": "sana_streaming.config",
+    "build_dit": "sana_streaming.models.dit",
+    "EditOptions": "sana_streaming.pipeline",
+    "EditResult": "sana_streaming.pipeline",
+    "EditError": "sana_streaming.pipeline",
+    "SanaStreamingPipeline": "sana_streaming.pipeline",
+}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    """The pipeline imports diffusers, transformers and PyAV: load it on first use only."""
-    if name in _PIPELINE_NAMES:
-        from sana_streaming import pipeline
-
-        return getattr(pipeline, name)
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'sana_streaming' has no attribute {name!r}")

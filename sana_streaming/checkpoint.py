@@ -67,7 +67,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read and unwrap a `.safetensors` or `.pth`/`.pt` checkpoint on the CPU."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        what = "is a folder, expected a checkpoint file" if path.is_dir() else "not found"
+        raise CheckpointError(f"checkpoint {path}: {what}")
     if path.suffix == ".safetensors":
         try:
             return unwrap_state_dict(load_file(path))
@@ -80,7 +81,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             f"refusing {path}: it is not a plain tensor checkpoint (weights-only loading failed: "
             f"{str(exc).splitlines()[0]})"
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # the unpickler fails on arbitrary bytes with many error types
         raise CheckpointError(f"cannot read {path} (truncated or not a checkpoint): {exc}") from exc
     return unwrap_state_dict(obj)
 

@@ -2,19 +2,24 @@
 
 Exit codes: 0 done; 2 usage errors (bad values or combinations, an existing output without
 `--overwrite`); 1 problems found while running (missing or corrupt video, bad checkpoint, offline hub,
-out of memory); 130 on Ctrl-C. Each error is one line on stderr, and no output file is left behind.
+out of memory); 130 on Ctrl-C, 143 on SIGTERM. Each error is one line on stderr (`--traceback` shows
+where an unexpected one came from), and no output file is left behind.
+
+Heavy modules (torch, diffusers, PyAV) are imported inside `main`, so Ctrl-C during start-up is
+handled like Ctrl-C later.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-from sana_streaming.checkpoint import CheckpointError, convert_checkpoint
-from sana_streaming.config import MODE_SAMPLERS, ConfigError, resolve_config_path
 
 # Source: NVlabs/Sana, docs/sana_streaming.md (the release's demo edits).
 DEMO_SOURCE = "hf://Efficient-Large-Model/SANA-Streaming/source"
@@ -44,9 +49,32 @@ class UsageError(ValueError):
     """Bad flag values or combinations (exit 2)."""
 
 
-def _truthy(text: str) -> bool:
-    """The release's `--sink_token` parsing: 1/true/yes/y (any case) are True, anything else False."""
-    return text.strip().lower() in ("1", "true", "yes", "y")
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: every clean-up path that handles Ctrl-C runs for it too (exit 143)."""
+
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+_TRUE, _FALSE = ("1", "true", "yes", "y"), ("0", "false", "no", "n")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows `(default: X)` after every flag whose default is a value (mode-dependent ones say so)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = not any(action.default is v for v in (None, False, argparse.SUPPRESS))
+        if action.option_strings and shown and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _sink_token(text: str) -> bool:
+    """`--sink_token`: 1/true/yes/y or 0/false/no/n, any case (the release reads anything else as false;
+    we refuse it)."""
+    value = text.strip().lower()
+    if value not in (*_TRUE, *_FALSE):
+        raise UsageError(f"--sink_token must be true/false (1/0, yes/no, y/n), got {text!r}")
+    return value in _TRUE
 
 
 def _check_x264_preset(preset: str) -> None:
@@ -55,6 +83,25 @@ def _check_x264_preset(preset: str) -> None:
 
     if preset not in X264_PRESETS:
         raise UsageError(f"--x264_preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
+
+
+def _check_device(text: str | None) -> None:
+    """`--device`: a device type torch knows, and a CUDA device only where one exists."""
+    if text is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, got {text!r}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise UsageError(f"--device {text}: this machine has {have} (use --device cpu)")
+    elif device.type != "cpu":
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, got {text!r}")
 
 
 def _num_frames(text: str) -> int | str:
@@ -68,26 +115,63 @@ def _num_frames(text: str) -> int | str:
 
 def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     """The release's flags (pipeline.md §1.1) plus ours; mode-dependent defaults are filled later."""
+    from sana_streaming.config import MODE_SAMPLERS
+
     add = parser.add_argument
-    add("--mode", choices=sorted(MODE_SAMPLERS), default="long_streaming")
-    add("--config", help="YAML config (default: the mode's release config)")
-    add("--model_path", help="DiT checkpoint, local or hf:// (default: the mode's released weights)")
+    add(
+        "--mode",
+        choices=sorted(MODE_SAMPLERS),
+        default="long_streaming",
+        help="long_streaming: the chunked streaming editor, any length; bidirectional_short: the "
+        "81-frame, 50-step editor with guidance",
+    )
+    add(
+        "--config",
+        help="YAML config: a path, hf:// URI or packaged name (default: the mode's release config)",
+    )
+    add(
+        "--model_path",
+        help="DiT checkpoint (.pth or .safetensors), local or hf:// (default: the mode's released weights)",
+    )
     add("--prompt", help="edit instruction (default: the release demo's prompt)")
     add("--video_path", help="source video: a file, hf://, a URL, pipe:N or - for stdin (default: the demo)")
-    add("--output_dir", default="outputs")
-    add("--output_name", help="default: <video stem>_<mode>.mp4")
-    add("--num_frames", type=_num_frames, help="frames to edit, floored to 8k+1, or 'all' (mode default)")
-    add("--height", type=int, default=704)
-    add("--width", type=int, default=1280)
-    add("--fps", type=float, help="output frame rate (default: the source's; the release fixes 16)")
-    add("--step", type=int, help="sampling steps (mode default: 50 / 4)")
-    add("--cfg_scale", type=float, help="classifier-free guidance (mode default: 6.0 / 1.0)")
-    add("--flow_shift", type=float)
-    add("--seed", type=int, default=0)
-    add("--negative_prompt")
-    add("--motion_score", type=int)
-    add("--num_cached_blocks", type=int, default=2)
-    add("--sink_token", default="true", help="1/true/yes/y keep the sink chunk; anything else drops it")
+    add("--output_dir", default="outputs", help="folder of the output, created when the output is published")
+    add("--output_name", help="file name in --output_dir, .mp4/.mov/.mkv (default: <video stem>_<mode>.mp4)")
+    add(
+        "--num_frames",
+        type=_num_frames,
+        help="frames to edit, floored to 8k+1, or 'all' (default: 969 / 81 by mode)",
+    )
+    add(
+        "--height",
+        type=int,
+        default=704,
+        help="output height in pixels, floored to a multiple of 32, at least 64",
+    )
+    add(
+        "--width",
+        type=int,
+        default=1280,
+        help="output width in pixels, floored to a multiple of 32, at least 64",
+    )
+    add("--fps", type=float, help="output frame rate (default: the source's timing; the release fixes 16)")
+    add("--step", type=int, help="sampling steps (default: 4 / 50 by mode)")
+    add("--cfg_scale", type=float, help="classifier-free guidance, 1 is off (default: 1 / 6 by mode)")
+    add("--flow_shift", type=float, help="sampler flow shift (default: the config's inference_flow_shift)")
+    add("--seed", type=int, default=0, help="seed of the starting noise")
+    add("--negative_prompt", help="negative prompt for guidance (default: the mode's: empty / the release's)")
+    add("--motion_score", type=int, help="motion score appended to the prompt (default: 0 / 10 by mode)")
+    add(
+        "--num_cached_blocks",
+        type=int,
+        default=2,
+        help="earlier chunks the softmax window keeps, counting the sink; <= 0 keeps all",
+    )
+    add(
+        "--sink_token",
+        default="true",
+        help="keep chunk 0 in the softmax window: 1/true/yes/y or 0/false/no/n",
+    )
     add(
         "--save_latent",
         action="store_true",
@@ -106,32 +190,59 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--x264_preset",
         default="medium",
-        help="x264 speed against file size at the release's crf 25: medium (the release's), or faster ones "
-        "for live use (veryfast, superfast, ultrafast) and slower ones for smaller files",
+        help="x264 speed against file size at the release's crf 25: medium (the release's), faster ones "
+        "(veryfast, superfast, ultrafast) for live use, slower ones for smaller files",
     )
-    add("--decode", choices=["release_tiles", "exact"], help="streaming VAE decode (default: release_tiles)")
-    add("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
+    add(
+        "--decode",
+        choices=["release_tiles", "exact"],
+        default="release_tiles",
+        help="streaming VAE decode: the release's temporal tiles (low latency) or the exact untiled decode",
+    )
+    add("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     add("--strict", action="store_true", help="unexpected checkpoint keys are an error")
-    add("--dry_run", action="store_true", help="resolve every path and default, load nothing large")
+    add(
+        "--dry_run", action="store_true", help="print the plan and every missing download, load nothing large"
+    )
+
+
+def _common_flags() -> argparse.ArgumentParser:
+    """Flags every subcommand takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--traceback", action="store_true", help="show the traceback of an unexpected error")
+    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """`sana-streaming` with its subcommands; `sana-streaming --help` shows the edit flags (the default)."""
+    from sana_streaming import __version__
+    from sana_streaming.bench import add_bench_arguments
+
+    common = _common_flags()
     parser = argparse.ArgumentParser(prog="sana-streaming", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"sana-streaming {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    edit = sub.add_parser("edit", help="edit a video from a text instruction (the default subcommand)")
+    edit = sub.add_parser(
+        "edit", parents=[common], formatter_class=HelpFormatter, prog="sana-streaming [edit]",
+        help="edit a video from a text instruction (the default subcommand)",
+        description="Edit a video from a text instruction. `edit` is the default subcommand; the others "
+        "are `convert` (checkpoint to safetensors) and `bench` (time an edit): see "
+        "`sana-streaming convert --help` and `sana-streaming bench --help`.",
+    )  # fmt: skip
     add_edit_arguments(edit)
     edit.set_defaults(func=_edit)
     convert = sub.add_parser(
-        "convert",
+        "convert", parents=[common], formatter_class=HelpFormatter,
         help="convert a .pth/.pt DiT checkpoint to .safetensors (weights-only load; stored dtypes kept)",
-    )
+    )  # fmt: skip
     convert.add_argument("input", help="checkpoint to read (.pth, .pt or .safetensors)")
     convert.add_argument("output", help="file to write (.safetensors)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     convert.set_defaults(func=_convert)
-    bench = sub.add_parser("bench", help="time a whole edit of a synthetic clip (random weights by default)")
-    from sana_streaming.bench import add_bench_arguments
-
+    bench = sub.add_parser(
+        "bench", parents=[common], formatter_class=HelpFormatter,
+        help="time a whole edit of a synthetic clip (random weights by default)",
+    )  # fmt: skip
     add_bench_arguments(bench)
     bench.set_defaults(func=_bench)
     return parser
@@ -151,6 +262,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from sana_streaming.checkpoint import convert_checkpoint
+
     output = Path(args.output)
     if output.suffix != ".safetensors":
         raise UsageError(f"the output must end in .safetensors: {output}")
@@ -181,6 +294,7 @@ class EditPlan:
     cfg_scale: float
     seed: int
     decode: str
+    sink_token: bool
 
     def describe(self) -> list[str]:
         """`key: value` lines for `--dry_run`."""
@@ -189,32 +303,76 @@ class EditPlan:
 
 def resolve_edit_plan(args: argparse.Namespace) -> EditPlan:
     """Fill the mode's defaults and validate values; raises `UsageError`."""
+    from sana_streaming.config import ConfigError, load_config, resolve_config_path
     from sana_streaming.pipeline import MODE_DEFAULTS
 
     defaults = MODE_DEFAULTS[args.mode]
     demo_video, demo_prompt = DEMOS[args.mode]
-    size = {}
-    for name in ("height", "width"):
-        value = getattr(args, name)
-        if value < 32:
-            raise UsageError(f"--{name} must be at least 32, got {value}")
-        if value % 32:
-            print(f"note: --{name} {value} floored to {value // 32 * 32} (a multiple of 32)", file=sys.stderr)
-        size[name] = value // 32 * 32
-    num_frames = defaults["num_frames"] if args.num_frames is None else args.num_frames
+    if args.random_weights and args.model_path:
+        raise UsageError("--model_path and --random_weights exclude each other: pick one")
+    try:
+        config = resolve_config_path(args.config or str(defaults["config"]))
+        stride = load_config(config).vae.vae_downsample_rate
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    height, width = (_frame_side(args, name, stride) for name in ("height", "width"))
+    _check_sampling_flags(args)
+    _check_device(args.device)
+    video_path = args.video_path or demo_video
+    output, latent_output = _output_paths(args, video_path)
+    return EditPlan(
+        mode=args.mode,
+        config=str(config),
+        model_path=None if args.random_weights else (args.model_path or str(defaults["model_path"])),
+        video_path=video_path,
+        prompt=args.prompt if args.prompt is not None else demo_prompt,
+        height=height,
+        width=width,
+        num_frames=_frame_count(args, defaults["num_frames"]),  # type: ignore[arg-type]
+        output=output,
+        latent_output=latent_output,
+        input_latent_path=args.input_latent_path,
+        input_text_embed_path=args.input_text_embed_path,
+        steps=args.step,
+        cfg_scale=_cfg_scale(args),
+        seed=args.seed,
+        decode=args.decode,
+        sink_token=_sink_token(args.sink_token),
+    )
+
+
+def _frame_side(args: argparse.Namespace, name: str, stride: int) -> int:
+    """`--height`/`--width` floored to the VAE stride, refused below the VAE's smallest frame."""
+    from sana_streaming.pipeline import smallest_frame_side
+
+    value = getattr(args, name)
+    floored = value // stride * stride
+    if floored < smallest_frame_side(stride):
+        raise UsageError(f"--{name} must be at least {smallest_frame_side(stride)} (the VAE's smallest "
+                         f"frame), got {value}")  # fmt: skip
+    if floored != value:
+        print(f"note: --{name} {value} floored to {floored} (a multiple of {stride})", file=sys.stderr)
+    return floored
+
+
+def _frame_count(args: argparse.Namespace, default: int) -> int | None:
+    """`--num_frames` floored to 8k+1 (None: the whole source)."""
+    num_frames = default if args.num_frames is None else args.num_frames
     if num_frames == "all":
-        num_frames = None
-    if num_frames is not None:
-        if num_frames <= 0:
-            raise UsageError(f"--num_frames must be positive, got {num_frames}")
-        floored = (num_frames - 1) // 8 * 8 + 1
-        if floored != num_frames:
-            print(f"note: --num_frames {num_frames} floored to {floored} (8k+1)", file=sys.stderr)
-        num_frames = floored
-        if args.mode == "long_streaming" and num_frames < 25:
-            raise UsageError(f"long_streaming needs at least 25 frames, got {num_frames}")
-    if args.step is not None and args.step <= 0:
-        raise UsageError(f"--step must be positive, got {args.step}")
+        return None
+    if num_frames <= 0:
+        raise UsageError(f"--num_frames must be positive, got {num_frames}")
+    floored = (num_frames - 1) // 8 * 8 + 1
+    if floored != num_frames:
+        print(f"note: --num_frames {num_frames} floored to {floored} (8k+1)", file=sys.stderr)
+    if args.mode == "long_streaming" and floored < 25:
+        raise UsageError(f"long_streaming needs at least 25 frames, got {floored}")
+    return floored
+
+
+def _cfg_scale(args: argparse.Namespace) -> float:
+    from sana_streaming.config import MODE_SAMPLERS
+
     cfg = MODE_SAMPLERS[args.mode].cfg_scale if args.cfg_scale is None else args.cfg_scale
     if cfg < 1:
         raise UsageError(f"--cfg_scale must be >= 1, got {cfg}")
@@ -222,40 +380,33 @@ def resolve_edit_plan(args: argparse.Namespace) -> EditPlan:
         raise UsageError(
             "--cfg_scale must be 1 in long_streaming (the release's streaming sampler has no CFG)"
         )
+    return cfg
+
+
+def _check_sampling_flags(args: argparse.Namespace) -> None:
+    if args.step is not None and args.step <= 0:
+        raise UsageError(f"--step must be positive, got {args.step}")
     if args.fps is not None and args.fps <= 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
     _check_x264_preset(args.x264_preset)
-    if args.sink_token.strip().lower() not in ("1", "true", "yes", "y", "0", "false", "no", "n"):
-        raise UsageError(f"--sink_token must be true/false (1/0, yes/no, y/n), got {args.sink_token!r}")
-    video_path = args.video_path or demo_video
-    stem = "stdin" if video_path == "-" else Path(video_path).stem
-    output = Path(args.output_dir) / (args.output_name or f"{stem}_{args.mode}.mp4")
+
+
+def _output_paths(args: argparse.Namespace, video_path: str) -> tuple[Path, Path | None]:
+    """The output video (and `--save_latent` file) as absolute paths inside `--output_dir`."""
+    name = args.output_name or f"{'stdin' if video_path == '-' else Path(video_path).stem}_{args.mode}.mp4"
+    if Path(name).name != name or name in (".", ".."):
+        raise UsageError(
+            f"--output_name must be a file name without folders (use --output_dir), got {name!r}"
+        )
+    folder = Path(args.output_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--output_dir {folder} is a file, not a folder")
+    output = (folder / name).resolve()
     latent_output = output.with_name(f"{output.stem}_latent.pt") if args.save_latent else None
     for path in (output, latent_output):
         if path is not None and path.exists() and not args.overwrite:
             raise UsageError(f"{path} exists (use --overwrite to replace it)")
-    try:
-        config = str(resolve_config_path(args.config or str(defaults["config"])))
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from exc
-    return EditPlan(
-        mode=args.mode,
-        config=config,
-        model_path=None if args.random_weights else (args.model_path or str(defaults["model_path"])),
-        video_path=video_path,
-        prompt=args.prompt if args.prompt is not None else demo_prompt,
-        height=size["height"],
-        width=size["width"],
-        num_frames=num_frames,
-        output=output.resolve(),
-        latent_output=latent_output.resolve() if latent_output else None,
-        input_latent_path=args.input_latent_path,
-        input_text_embed_path=args.input_text_embed_path,
-        steps=args.step,
-        cfg_scale=cfg,
-        seed=args.seed,
-        decode=args.decode or "release_tiles",
-    )
+    return output, latent_output
 
 
 def _edit(args: argparse.Namespace) -> int:
@@ -298,7 +449,7 @@ def _edit(args: argparse.Namespace) -> int:
         prompt=plan.prompt, negative_prompt=args.negative_prompt, num_frames=plan.num_frames,
         height=plan.height, width=plan.width, steps=plan.steps, cfg_scale=plan.cfg_scale,
         flow_shift=args.flow_shift, seed=plan.seed, motion_score=args.motion_score,
-        num_cached_blocks=args.num_cached_blocks, sink_token=_truthy(args.sink_token),
+        num_cached_blocks=args.num_cached_blocks, sink_token=plan.sink_token,
     )  # fmt: skip
     bar = tqdm(desc=plan.mode, unit="chunk", file=sys.stderr, disable=None)
 
@@ -331,31 +482,91 @@ def _show_notices() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _show_notices()
+    """Run one command; returns its exit code. SIGTERM is handled like Ctrl-C while it runs."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
-        argv.insert(0, "edit")  # no subcommand means `edit`
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except UsageError as exc:
-        print(f"sana-streaming: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sana-streaming: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # one line per failure found while running, no traceback
-        if isinstance(exc, _runtime_errors()):
+    if not argv or argv[0] not in (*SUBCOMMANDS, "--version"):
+        argv.insert(0, "edit")  # no subcommand means `edit`; `--help` shows the edit flags
+    with _sigterm_as_interrupt():
+        try:
+            _show_notices()
+            with _signals_held():  # the parser imports torch, diffusers, transformers and PyAV
+                parser = build_parser()
+            args = parser.parse_args(argv)
+            return args.func(args)
+        except UsageError as exc:
             print(f"sana-streaming: error: {exc}", file=sys.stderr)
-            return 1
-        raise
+            return EXIT_USAGE
+        except Terminated:
+            print("sana-streaming: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
+        except KeyboardInterrupt:
+            print("sana-streaming: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # one line per failure found while running, no traceback
+            return _report_failure(exc, show_traceback="--traceback" in argv)
+
+
+def _report_failure(exc: Exception, show_traceback: bool) -> int:
+    """One line on stderr for a failure found while running: the message of a known error, or the type
+    and first line of an unexpected one (its traceback with `--traceback`)."""
+    if isinstance(exc, _runtime_errors()):
+        print(f"sana-streaming: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if show_traceback:
+        raise exc
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    hint = "(rerun with --traceback for details)"
+    print(f"sana-streaming: error: unexpected {type(exc).__name__}: {first} {hint}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Raise `Terminated` on SIGTERM, so it cleans up as Ctrl-C does."""
+    if not _in_main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then raise the first one: some libraries swallow
+    KeyboardInterrupt while they import (a bare `except:` around an optional import), which would
+    let an interrupted start-up carry on."""
+    if not _in_main_thread():
+        yield
+        return
+    received: list[int] = []
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in watched}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise Terminated if received[0] == signal.SIGTERM else KeyboardInterrupt
 
 
 def _runtime_errors() -> tuple[type[BaseException], ...]:
     """Failures found while running that get one line and exit 1 (imported lazily: torch is heavy)."""
     import torch
 
+    from sana_streaming.checkpoint import CheckpointError
+    from sana_streaming.config import ConfigError
     from sana_streaming.hub import HubError
     from sana_streaming.models.text_encoder import TextEncoderError
     from sana_streaming.models.vae import VAELoadError

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -65,6 +66,9 @@ MODE_DEFAULTS: dict[str, dict[str, object]] = {
     },
 }
 RELEASE_FPS = Fraction(16)  # the release writes every output at 16 fps
+# The LTX-2 decoder reflect-pads each latent frame by one row and column before its convolutions
+# (`decoder_spatial_padding_mode: reflect`), which needs at least 2 latent rows and columns.
+MIN_LATENT_SIDE = 2
 
 
 class EditError(ValueError):
@@ -77,6 +81,20 @@ class SourceTooShortError(EditError):
 
 class DebugFileError(EditError):
     """A `--input_latent_path` / `--input_text_embed_path` file has the wrong content."""
+
+
+def smallest_frame_side(stride: int = 32) -> int:
+    """The smallest height or width in pixels the VAE decodes at spatial `stride`."""
+    return MIN_LATENT_SIDE * stride
+
+
+def check_frame_size(height: int, width: int, stride: int = 32) -> None:
+    """Raise `EditError` unless `height`×`width` (pixels) gives at least `MIN_LATENT_SIDE` latent rows
+    and columns at the VAE's spatial `stride`."""
+    smallest = smallest_frame_side(stride)
+    for name, value in (("height", height), ("width", width)):
+        if value < smallest:
+            raise EditError(f"{name} must be at least {smallest} (the VAE's smallest frame), got {value}")
 
 
 ProgressFn = Callable[[str, int, int | None], None]  # (stage, done, total or None)
@@ -142,7 +160,7 @@ class EditResult:
 
 def load_latent_file(path: str | Path) -> SourceLatents:
     """Read a `--save_latent` file (3, C, T, h, w): entry 0 the noise, 1 the source (2 is ignored)."""
-    stacked = torch.load(path, map_location="cpu", weights_only=True)
+    stacked = _load_debug_file(path)
     if not isinstance(stacked, Tensor) or stacked.ndim != 5 or stacked.shape[0] < 2:
         raise DebugFileError(f"{path}: expected a tensor (3, C, T, h, w) of [noise, source, result] latents")
     return SourceLatents(noise=stacked[0:1].float(), source=stacked[1:2])
@@ -150,7 +168,7 @@ def load_latent_file(path: str | Path) -> SourceLatents:
 
 def load_text_embed_file(path: str | Path) -> PromptEmbeddings:
     """Read a dict with `prompt_embeds`, `prompt_mask`, `negative_embeds`, `negative_mask`."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = _load_debug_file(path)
     keys = ("prompt_embeds", "prompt_mask", "negative_embeds", "negative_mask")
     if not isinstance(data, dict) or any(k not in data for k in keys):
         raise DebugFileError(f"{path}: expected a dict with keys {list(keys)}")
@@ -158,6 +176,17 @@ def load_text_embed_file(path: str | Path) -> PromptEmbeddings:
         positive=StreamingConditions(data["prompt_embeds"], data["prompt_mask"]),
         negative=StreamingConditions(data["negative_embeds"], data["negative_mask"]),
     )
+
+
+def _load_debug_file(path: str | Path) -> object:
+    """`torch.load` with weights only; anything unreadable (text, truncated, a pickle carrying code)
+    becomes one `DebugFileError`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DebugFileError(f"{path}: refused, not a plain tensor file (weights-only load)") from exc
+    except Exception as exc:  # the unpickler fails on arbitrary bytes with many error types
+        raise DebugFileError(f"{path}: not a torch tensor file ({type(exc).__name__}: {exc})") from exc
 
 
 class SanaStreamingPipeline:
@@ -320,7 +349,9 @@ class SanaStreamingPipeline:
             noise = source.noise.to(self.device)
             yield from self._sample(iter([source.source.to(self.device)]), T, (h, w), noise, run)
             return
-        h, w = options.height // 32, options.width // 32
+        stride = self.config.vae.vae_downsample_rate
+        check_frame_size(options.height, options.width, stride)
+        h, w = options.height // stride, options.width // stride
         if isinstance(source, VideoReader):
             opened = contextlib.nullcontext(source)
         else:

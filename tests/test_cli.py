@@ -63,7 +63,14 @@ def test_x264_preset_reaches_the_output(workdir):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--height", "16"], "at least 32"),
+        (["--height", "16"], "at least 64"),
+        (["--height", "50", "--width", "70"], "--height must be at least 64"),
+        (["--width", "63"], "--width must be at least 64"),
+        (["--model_path", "dit.pth"], "--model_path and --random_weights exclude each other"),
+        (["--output_name", "../x.mp4"], "without folders"),
+        (["--output_name", "sub/x.mp4"], "without folders"),
+        (["--device", "foo"], "--device must be cpu, cuda or cuda:N"),
+        (["--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
         (["--num_frames", "0"], "positive"),
         (["--num_frames", "-9"], "positive"),
         (["--step", "0"], "positive"),

@@ -1,0 +1,252 @@
+"""What a user meets at the command line beyond the happy path: help, bad files and devices, signals,
+full disks, repeated and concurrent runs. Tiny config, random weights, CPU."""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from helpers_video import make_clip
+
+from sana_streaming.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def tiny_args(video, *extra):
+    return ["--config", "tiny_random", "--random_weights", "--device", "cpu", "--video_path", str(video),
+            "--prompt", "make it blue", "--height", "64", "--width", "96", "--num_frames", "all",
+            *extra]  # fmt: skip
+
+
+def decoded_frames(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Every entry in `folder`, hidden temporary files included."""
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if not line.startswith("note:")]
+    assert len(lines) == 1 and lines[0].startswith("sana-streaming: error:"), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_top_level_help_lists_the_edit_flags(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--prompt", "--video_path", "--num_frames", "--sink_token", "--x264_preset", "--traceback"):
+        assert flag in out
+    assert "convert" in out and "bench" in out
+    assert "(default: 704)" in out and "(default: 0)" in out  # defaults are shown
+
+
+def test_version(capsys):
+    from sana_streaming import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sana-streaming {__version__}"
+
+
+def test_sink_token_spellings(workdir, capsys):
+    """Help and parser agree: true/false spellings only, and `0` really drops the sink."""
+    from sana_streaming.cli import _sink_token
+
+    assert [_sink_token(t) for t in ("1", "TRUE", "yes", "y", "0", "False", "no", "N")] == [True] * 4 + [
+        False
+    ] * 4
+    with pytest.raises(ValueError, match="true/false"):
+        _sink_token("off")
+
+
+def test_output_dir_that_is_a_file_exits_2(workdir, capsys):
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    (workdir / "taken").write_text("a file")
+    assert main(tiny_args(src, "--output_dir", "taken")) == 2
+    assert "is a file" in one_error_line(capsys.readouterr().err)
+    assert (workdir / "taken").read_text() == "a file"
+
+
+def test_existing_output_is_left_untouched(workdir, capsys):
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    out = workdir / "outputs" / "clip_long_streaming.mp4"
+    out.parent.mkdir()
+    out.write_bytes(b"precious")
+    assert main(tiny_args(src)) == 2
+    assert "--overwrite" in one_error_line(capsys.readouterr().err)
+    assert out.read_bytes() == b"precious" and leftovers(out.parent) == [out.name]
+
+
+def test_same_seed_twice_gives_identical_frames_and_another_seed_does_not(workdir):
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=33, fps=24, width=100, height=70)
+    for name, seed in (("a.mp4", "3"), ("b.mp4", "3"), ("c.mp4", "4")):
+        assert main(tiny_args(src, "--seed", seed, "--output_name", name, "--no_audio")) == 0
+    a, b, c = (decoded_frames(workdir / "outputs" / n) for n in ("a.mp4", "b.mp4", "c.mp4"))
+    assert a.shape == (33, 64, 96, 3)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("kind", ["text", "pickle_payload", "truncated_safetensors", "folder"])
+def test_bad_model_files_exit_1_with_one_line(workdir, capsys, kind):
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    model = workdir / {"text": "notes.txt", "pickle_payload": "evil.pth",
+                       "truncated_safetensors": "dit.safetensors", "folder": "weights"}[kind]  # fmt: skip
+    if kind == "text":
+        model.write_text("these are my notes\n" * 20)
+    elif kind == "pickle_payload":
+        model.write_bytes(
+            pickle.dumps(os.system, protocol=2)
+        )  # a code reference: weights-only loading refuses it
+    elif kind == "truncated_safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.randn(64, 64)}, model)
+        model.write_bytes(model.read_bytes()[:1000])
+    else:
+        model.mkdir()
+    args = [a for a in tiny_args(src) if a != "--random_weights"]
+    assert main([*args, "--model_path", str(model)]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert model.name in line
+    if kind == "folder":
+        assert "is a folder" in line
+    assert leftovers(workdir / "outputs") == []
+
+
+@pytest.mark.parametrize("flag", ["--input_latent_path", "--input_text_embed_path"])
+@pytest.mark.parametrize("content", ["text", "pickle_payload"])
+def test_bad_debug_files_exit_1_with_one_line(workdir, capsys, flag, content):
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    debug = workdir / "debug.pt"
+    if content == "text":
+        debug.write_text("these are my notes\n" * 20)
+    else:
+        debug.write_bytes(pickle.dumps(os.system, protocol=2))
+    assert main(tiny_args(src, flag, str(debug))) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "debug.pt" in line
+    if content == "pickle_payload":
+        assert "refused" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_device_without_cuda_exits_2(workdir, capsys):
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    args = tiny_args(src)
+    args[args.index("cpu")] = "cuda"
+    assert main(args) == 2
+    assert "no CUDA device" in one_error_line(capsys.readouterr().err)
+
+
+def test_unexpected_errors_are_one_line_unless_traceback_is_asked(workdir, capsys, monkeypatch):
+    from sana_streaming.sampling.streaming import StreamingSampler
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Padding size should be less than the corresponding input dimension\nmore")
+
+    monkeypatch.setattr(StreamingSampler, "denoise_chunk", broken)
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    assert main(tiny_args(src)) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "unexpected RuntimeError: Padding size" in line and "--traceback" in line
+    with pytest.raises(RuntimeError, match="Padding size"):
+        main(tiny_args(src, "--traceback"))
+    assert leftovers(workdir / "outputs") == []
+
+
+def test_smallest_frame_edits(workdir):
+    """64x64 is the smallest size the VAE decodes; it runs end to end."""
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    args = tiny_args(src)
+    args[args.index("96")] = "64"
+    assert main(args) == 0
+    assert decoded_frames(workdir / "outputs" / "clip_long_streaming.mp4").shape == (25, 64, 64, 3)
+
+
+def test_disk_full_leaves_no_partial_file(workdir, capsys):
+    full = workdir / "full"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)],
+                             capture_output=True, check=False)  # fmt: skip
+    if mounted.returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        src = workdir / "clip.mp4"
+        make_clip(src, num_frames=120, fps=24, width=320, height=256)
+        args = tiny_args(src, "--output_dir", str(full))
+        args[args.index("64")], args[args.index("96")] = "256", "320"
+        assert main(args) == 1
+        assert "No space left on device" in one_error_line(capsys.readouterr().err)
+        assert leftovers(full) == []
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
+
+
+def start_edit(workdir: Path, *extra: str) -> subprocess.Popen:
+    src = workdir / "long.mp4"
+    if not src.exists():
+        make_clip(src, num_frames=600, fps=24, width=100, height=70)
+    command = [sys.executable, "-m", "sana_streaming.cli", *tiny_args(src, *extra)]
+    return subprocess.Popen(command, env=ENV, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+
+
+def wait_for_output_file(folder: Path, process: subprocess.Popen, seconds: float = 120) -> None:
+    """Until the edit has started writing (its temporary file exists)."""
+    deadline = time.monotonic() + seconds
+    while not leftovers(folder):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the edit never started writing"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
+                                                    (signal.SIGTERM, 143, "terminated")])  # fmt: skip
+def test_signal_mid_edit_leaves_nothing(workdir, sig, code, word):
+    process = start_edit(workdir)
+    wait_for_output_file(workdir / "outputs", process)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    assert "Traceback" not in err and f"sana-streaming: {word}" in err
+    assert leftovers(workdir / "outputs") == []
+
+
+def test_ctrl_c_during_start_up_is_one_line(workdir):
+    process = start_edit(workdir)
+    time.sleep(0.5)  # importing torch and friends
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "sana-streaming: interrupted" in err
