@@ -26,17 +26,17 @@ STAGES = ("text", "encode", "dit", "decode", "write")
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--mode", choices=sorted(MODE_DEFAULTS), default="long_streaming")
+    add("--mode", choices=sorted(MODE_DEFAULTS), default="long_streaming", help="the mode to time")
     add("--config", help="YAML config (default: the mode's release config)")
     add("--model_path", help="time released weights instead of random ones")
-    add("--num_frames", type=int, help="frames of the synthetic clip (mode default: 81 / 969)")
-    add("--height", type=int, default=704)
-    add("--width", type=int, default=1280)
-    add("--warmup_frames", type=int, default=49)
-    add("--repeats", type=int, default=1)
-    add("--decode", choices=["release_tiles", "exact"])
-    add("--x264_preset", default="medium", help="the writer's x264 preset (the release's: medium)")
-    add("--device")
+    add("--num_frames", type=int, help="frames of the synthetic clip (default: 969 / 81 by mode)")
+    add("--height", type=int, default=704, help="frame height in pixels")
+    add("--width", type=int, default=1280, help="frame width in pixels")
+    add("--warmup_frames", type=int, default=49, help="frames of the untimed warm-up edit")
+    add("--repeats", type=int, default=1, help="timed edits; the table shows their medians")
+    add("--decode", choices=["release_tiles", "exact"], help="streaming VAE decode (default: release_tiles)")
+    add("--x264_preset", default="medium", help="the writer's x264 preset (the release's)")
+    add("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     add("--out", default="bench.json", help="JSON file for the results")
 
 

@@ -1,0 +1,25 @@
+"""The package's metadata agrees with its files: one version, one licence."""
+
+from pathlib import Path
+
+import pytest
+
+import sana_streaming
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_license_file_matches_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+
+
+def test_version_has_one_source():
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" in config["project"]["dynamic"]
+    assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "sana_streaming.__version__"}
+    assert sana_streaming.__version__.count(".") == 2
