@@ -80,6 +80,11 @@ class WindowPolicy:
         sizes = [b - a for a, b in itertools.pairwise(boundaries)]
         return max(sum(sizes[i] for i in self.visible(c)) + sizes[c] for c in range(len(sizes)))
 
+    def window_chunks(self, boundaries: list[int]) -> int:
+        """Most segments the window holds at once (visible chunks + the committing one), the
+        `window_chunks` of `StreamingState.allocate`."""
+        return max(len(self.visible(c)) + 1 for c in range(len(boundaries) - 1))
+
 
 @dataclass
 class StreamingConditions:
