@@ -156,7 +156,8 @@ class StreamingSampler:
         return x
 
     def _run_clean_pass(self) -> None:
-        """The previous chunk's deferred clean pass, then its commit and the window policy."""
+        """The previous chunk's deferred clean pass, then its commit and the window policy (which also
+        picks the softmax blocks' FFN left context: the newest kept chunk's last frame)."""
         if self._uncommitted is None:
             return
         done, self._uncommitted = self._uncommitted, None
