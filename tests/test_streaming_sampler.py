@@ -117,3 +117,81 @@ def test_bf16_euler_steps_equal_diffusers_scheduler():
             (naive + (scheduler.sigmas[j + 1] - scheduler.sigmas[j]).item() * v.float()).bfloat16().float()
         )
     assert not torch.equal(naive, latents)
+
+
+def ffn_left_contexts(policy: WindowPolicy, boundaries: list[int]):
+    """Run the sampler on the tiny model; record, per forward, the left context each block's FFN read,
+    and per save pass each block's last-frame pre-conv activation, recomputed from the FFN's input."""
+    from sana_streaming import load_config
+    from sana_streaming.models.dit import randomize_dit_
+
+    model = randomize_dit_(build_dit(load_config("tiny_random"), dtype=torch.float32), seed=3)
+    H, W = 2, 3
+    gen = torch.Generator().manual_seed(4)
+    T = boundaries[-1]
+    noise, source = (torch.randn(1, 16, T, H, W, generator=gen) for _ in range(2))
+    conditions = StreamingConditions(torch.randn(1, 1, 16, 64, generator=gen),
+                                     torch.ones(1, 16))  # fmt: skip
+    state = StreamingState.allocate(
+        model.config, batch=1, height=H, width=W, window_frames=policy.window_frames(boundaries),
+        window_chunks=policy.window_chunks(boundaries), dtype=torch.float32,
+    )  # fmt: skip
+    chunk = [0]
+    contexts = []  # (chunk, block, left context)
+    last_frames: dict[tuple[int, int], torch.Tensor] = {}  # (chunk, block) → (1, S, C)
+    real_forward = model.forward
+
+    def model_spy(x, t, *args, **kwargs):
+        chunk[0] = boundaries.index(kwargs["frame_offset"])
+        return real_forward(x, t, *args, **kwargs)
+
+    def ffn_spy(b, mlp):
+        real = mlp.forward
+
+        def spy(m, frames, height, width, tail=None, save=False):
+            contexts.append((chunk[0], b, tail.clone()))
+            if save:
+                last_frames[chunk[0], b] = mlp.spatial(m, frames, height, width)[:, -1]
+            return real(m, frames, height, width, tail=tail, save=save)
+
+        return spy
+
+    model.forward = model_spy
+    for b, block in enumerate(model.blocks):
+        block.mlp.forward = ffn_spy(b, block.mlp)
+    sampler = StreamingSampler(model, conditions, state, policy=policy)
+    for c in range(len(boundaries) - 1):
+        s, e = boundaries[c], boundaries[c + 1]
+        sampler.denoise_chunk(noise[:, :, s:e], source[:, :, s:e], s)
+    return model, contexts, last_frames
+
+
+@pytest.mark.parametrize(
+    ("cached", "sink", "softmax_sources"),
+    [
+        (1, True, [None, 0, 0, 0, 0]),  # the window holds only the sink chunk 0
+        (2, True, [None, 0, 1, 2, 3]),  # sink + chunk c−1: the newest kept is c−1
+        (0, True, [None, 0, 1, 2, 3]),  # full history
+        (1, False, [None, 0, 1, 2, 3]),
+        (3, True, [None, 0, 1, 2, 3]),
+    ],
+)
+def test_ffn_left_context_per_block_kind(cached, sink, softmax_sources):
+    """As in the release: a softmax block's FFN left context is the last pre-conv frame of the newest
+    chunk its window keeps (zeros if none), a GDN block's that of chunk c−1 (zeros for chunk 0), in
+    every forward of chunk c."""
+    policy = WindowPolicy(num_cached_blocks=cached, sink=sink)
+    boundaries = chunk_boundaries(16)  # 5 chunks: 0, 4, 7, 10, 13, 16
+    model, contexts, last_frames = ffn_left_contexts(policy, boundaries)
+    visible = [policy.visible(c) for c in range(len(boundaries) - 1)]
+    assert [max(v, default=None) for v in visible] == softmax_sources
+    assert len(contexts) == 24 * model.config.depth
+    for c, b, context in contexts:
+        if b in model.config.softmax_layer_indices:
+            source = softmax_sources[c]
+        else:
+            source = c - 1 if c > 0 else None
+        if source is None:
+            assert torch.count_nonzero(context) == 0, (c, b)
+        else:
+            torch.testing.assert_close(context, last_frames[source, b], rtol=0, atol=0, msg=f"{c}, {b}")

@@ -1,11 +1,14 @@
 """Streaming state: carried GDN state, the post-RoPE K/V window and buffer reuse."""
 
+import dataclasses
+
+import pytest
 import torch
 import torch.nn.functional as F
 
 from sana_streaming import build_dit, load_config
 from sana_streaming.models.dit import StreamingState, randomize_dit_
-from sana_streaming.models.dit.cache import KVWindow
+from sana_streaming.models.dit.cache import BlockState, KVWindow
 from sana_streaming.models.dit.rope import apply_rope, rope_tables
 from sana_streaming.models.dit.softmax_attention import SoftmaxAttention
 from sana_streaming.ops.gdn_reference import GDNFeatures, gdn_features, gdn_scan
@@ -94,7 +97,7 @@ def test_window_attention_equals_explicit_concatenation_with_absolute_positions(
         torch.testing.assert_close(ours, expected)
         # the sampler's policy: commit the chunk, keep the sink and the newest chunk
         window_start = state.cached_tokens
-        state.blocks = [type("B", (), {"window": window})()]
+        state.blocks = [BlockState(ffn_tail=torch.zeros(1, S, 224, dtype=torch.float64), window=window)]
         state.commit_chunk(c, frames)
         assert state.segments[-1].start == window_start
         state.retain([0, c])
@@ -130,3 +133,59 @@ def test_state_bytes_do_not_grow_and_overflow_is_refused():
         assert "overflow" in str(exc)
     else:
         raise AssertionError("window overflow was not detected")
+
+
+def test_retain_restores_the_newest_kept_chunks_ffn_tail_for_softmax_blocks_only():
+    """Save passes write every block's tail; after `retain`, a softmax block's tail is the newest kept
+    chunk's (zeros when none is kept), a GDN block's stays the last saved chunk's; all in place."""
+    config = load_config("tiny_random").dit
+    state = StreamingState.allocate(config, batch=1, height=H, width=W, window_frames=9, window_chunks=3,
+                                    dtype=torch.float64)  # fmt: skip
+    pointers = [b.ffn_tail.data_ptr() for b in state.blocks]
+    gen = torch.Generator().manual_seed(2)
+    written = []  # per chunk, per block
+    for c, keep in enumerate([[0], [0], [0, 2], [2, 3], []]):
+        written.append([torch.randn(1, S, 224, generator=gen, dtype=torch.float64) for _ in state.blocks])
+        for block, tail in zip(state.blocks, written[c], strict=True):
+            block.ffn_tail.copy_(tail)  # what the save pass writes
+        state.commit_chunk(c, 1)
+        state.retain(keep)
+        for b, block in enumerate(state.blocks):
+            if block.window is None:
+                assert torch.equal(block.ffn_tail, written[c][b])
+            elif keep:
+                assert torch.equal(block.ffn_tail, written[max(keep)][b]), (c, b)
+            else:
+                assert torch.count_nonzero(block.ffn_tail) == 0
+    assert pointers == [b.ffn_tail.data_ptr() for b in state.blocks]
+
+
+def test_window_chunks_bounds_the_tail_slots():
+    config = load_config("tiny_random").dit
+    state = StreamingState.allocate(config, batch=1, height=H, width=W, window_frames=9, window_chunks=2,
+                                    dtype=torch.float32)  # fmt: skip
+    state.commit_chunk(0, 1)
+    state.commit_chunk(1, 1)
+    with pytest.raises(ValueError, match="overflow: more than 2 chunks"):
+        state.commit_chunk(2, 1)
+
+
+def tensors_in(obj) -> list[torch.Tensor]:
+    """Every tensor reachable through dataclass fields and lists."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, list | tuple):
+        return [t for item in obj for t in tensors_in(item)]
+    if dataclasses.is_dataclass(obj):
+        return [t for f in dataclasses.fields(obj) for t in tensors_in(getattr(obj, f.name))]
+    return []
+
+
+def test_nbytes_counts_every_buffer():
+    config = load_config("tiny_random").dit
+    for chunks in (None, 3):
+        state = StreamingState.allocate(config, batch=2, height=H, width=W, window_frames=7,
+                                        window_chunks=chunks, dtype=torch.float32)  # fmt: skip
+        held = tensors_in(state)
+        assert any(t.dim() == 4 and t.shape[0] == (chunks or 7) for t in held)  # the tail slots
+        assert state.nbytes() == sum(t.nbytes for t in held)

@@ -80,6 +80,11 @@ class WindowPolicy:
         sizes = [b - a for a, b in itertools.pairwise(boundaries)]
         return max(sum(sizes[i] for i in self.visible(c)) + sizes[c] for c in range(len(sizes)))
 
+    def window_chunks(self, boundaries: list[int]) -> int:
+        """Most segments the window holds at once (visible chunks + the committing one), the
+        `window_chunks` of `StreamingState.allocate`."""
+        return max(len(self.visible(c)) + 1 for c in range(len(boundaries) - 1))
+
 
 @dataclass
 class StreamingConditions:
@@ -151,7 +156,8 @@ class StreamingSampler:
         return x
 
     def _run_clean_pass(self) -> None:
-        """The previous chunk's deferred clean pass, then its commit and the window policy."""
+        """The previous chunk's deferred clean pass, then its commit and the window policy (which also
+        picks the softmax blocks' FFN left context: the newest kept chunk's last frame)."""
         if self._uncommitted is None:
             return
         done, self._uncommitted = self._uncommitted, None

@@ -1,6 +1,7 @@
 """GLUMBConvTemp (dit.md §6): spatial GLU conv per frame, then a full temporal conv with an inner
 residual. With a tail buffer it is the streaming form (`CachedGLUMBConvTemp`): the left temporal
-neighbour of the chunk's first frame comes from the previous chunk; the right edge is zero-padded."""
+neighbour of the chunk's first frame comes from the streaming state (an earlier chunk's last frame,
+chosen per block kind, see `cache`); the right edge is zero-padded."""
 
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ class GLUMBConvTemp(nn.Module):
     def forward(
         self, m: Tensor, frames: int, height: int, width: int, tail: Tensor | None = None, save: bool = False
     ) -> Tensor:
-        """m: modulated input (B, N, C); tail: (B, S, C) last pre-conv frame of the previous chunk,
-        overwritten with this chunk's last frame when `save`."""
+        """m: modulated input (B, N, C); tail: (B, S, C) the left context (an earlier chunk's last
+        pre-conv frame), overwritten with this chunk's last frame when `save`."""
         p = self.spatial(m, frames, height, width)  # (B, T, S, C)
         left = torch.zeros_like(p[:, :1]) if tail is None else tail[:, None].to(p.dtype)
         right = torch.zeros_like(p[:, :1])
