@@ -469,14 +469,15 @@ class SanaStreamingPipeline:
             except ValueError as exc:
                 raise SourceTooShortError(str(exc)) from exc
             sizes = [b - a for a, b in itertools.pairwise(boundaries)]
-            window = policy.window_frames(boundaries)
-        elif settings.num_cached_blocks > 0:
-            sizes, window = [], base * (settings.num_cached_blocks + 1)  # chunks of `base` as they arrive
+            window, segments = policy.window_frames(boundaries), policy.window_chunks(boundaries)
+        elif settings.num_cached_blocks > 0:  # chunks of `base` as they arrive
+            sizes, segments = [], settings.num_cached_blocks + 1
+            window = base * segments
         else:
             raise EditError("num_cached_blocks <= 0 (full history) needs a source of known length")
         state = StreamingState.allocate(
             self.dit.config, batch=1, height=latent_hw[0], width=latent_hw[1], window_frames=window,
-            device=self.device, dtype=self.dtype,
+            window_chunks=segments, device=self.device, dtype=self.dtype,
         )  # fmt: skip
         sampler = StreamingSampler(self.dit, run.prompts.positive, state, steps=settings.steps,
                                    shift=settings.flow_shift, policy=policy)  # fmt: skip
