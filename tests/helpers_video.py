@@ -40,18 +40,21 @@ def make_clip(
     seed: int = 0,
     rotate: int = 0,
     times_ms: list[int] | None = None,
+    faststart: bool = False,
 ) -> np.ndarray:
     """Write an H.264 (yuv420p) clip, with an AAC mono tone when `audio`; return the frames written.
 
     `container` forces a muxer (e.g. "matroska" for a streamable file); `audio_only` writes no video.
     `rotate`: the display rotation `ffmpeg -metadata:s:v:0 rotate=...` tags (degrees clockwise), as a
     display matrix. `times_ms`: each frame's presentation time in milliseconds (a variable frame rate;
-    the audio then lasts until the last frame's time plus one frame at `fps`)."""
+    the audio then lasts until the last frame's time plus one frame at `fps`). `faststart`: an MP4 with
+    its index first, readable front to back (over HTTP without range requests)."""
     frames = clip_frames(num_frames, height, width, seed)
     times = (
         [Fraction(ms, 1000) for ms in times_ms] if times_ms else [Fraction(i, fps) for i in range(num_frames)]
     )
-    with av.open(str(path), mode="w", format=container) as out:
+    options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(str(path), mode="w", format=container, container_options=options) as out:
         if not audio_only:
             video = out.add_stream("libx264", rate=fps, options={"crf": "10", "preset": "ultrafast"})
             video.width, video.height, video.pix_fmt = width, height, "yuv420p"

@@ -142,9 +142,11 @@ def test_audio_span_is_cut_exactly(tmp_path: Path) -> None:
 
 
 def _replace_audio(path: Path, samples: np.ndarray, rate: int) -> None:
-    """Rewrite `path` with the same video packets and `samples` as its AAC track."""
+    """Rewrite `path` with the same video packets and `samples` as its AAC track (an MP4 with its index
+    first, so that it reads front to back over HTTP)."""
     temp = path.with_suffix(f".tmp{path.suffix}")  # the same container
-    with av.open(str(path)) as src, av.open(str(temp), "w") as out:
+    options = {"movflags": "+faststart"} if path.suffix == ".mp4" else {}
+    with av.open(str(path)) as src, av.open(str(temp), "w", container_options=options) as out:
         video_in = src.streams.video[0]
         video_out = out.add_stream_from_template(video_in)
         sound = out.add_stream("aac", rate=rate, layout="mono")
@@ -385,7 +387,7 @@ def test_audio_of_a_source_that_cannot_be_reopened(tmp_path: Path, kind: str) ->
     """An http URL (an MP4) and a pipe-like stream (Matroska) keep their audio, sample-aligned with the
     video start."""
     path = tmp_path / ("in.mp4" if kind == "http" else "in.mkv")
-    make_clip(path, num_frames=32, fps=16, audio=True, sample_rate=48000)
+    make_clip(path, num_frames=32, fps=16, width=160, height=120, audio=True, sample_rate=48000)
     noise = (0.3 * np.random.default_rng(1).standard_normal(96000)).astype(np.float32)
     _replace_audio(path, noise, 48000)
     output = tmp_path / "out.mp4"
