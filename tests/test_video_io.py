@@ -428,16 +428,34 @@ def test_frame_times_follow_a_variable_rate_source(tmp_path: Path) -> None:
     assert abs(probe(output)["audio_seconds"] - (times_ms[17] / 1000)) <= 0.07  # AAC frames: 64 ms
 
 
-def test_frame_times_are_popped_as_frames_are_written(tmp_path: Path) -> None:
+def test_times_and_audio_are_handed_over_in_flat_memory(tmp_path: Path) -> None:
+    """Frame times are popped as frames are written, and the audio feed holds only the audio of the
+    frames decoded ahead (at most `AUDIO_WAIT_FRAMES`), not the track (80 packets here)."""
+    from sana_streaming.video.reader import AUDIO_WAIT_FRAMES
+
     path = tmp_path / "in.mp4"
-    make_clip(path, num_frames=40, fps=16)
+    make_clip(path, num_frames=80, fps=16, audio=True, sample_rate=16000)
     with open_video(path, 48, 64, chunk_frames=8) as reader:
-        times = reader.frame_times()
-        with VideoWriter(tmp_path / "out.mp4", 16, 64, 48, timestamps=times) as writer:
+        times, feed = reader.frame_times(), reader.audio_feed()
+        with VideoWriter(tmp_path / "out.mp4", 16, 64, 48, timestamps=times, audio_from=feed) as writer:
             for chunk in reader:
                 writer.write(chunk)
-                assert len(times._times) <= 8 + 1  # the frames of one chunk, plus the reader's look-ahead
-    assert len(times._times) == 0
+                assert len(times._times) == 0
+                ahead = (AUDIO_WAIT_FRAMES + 1) / 16 * 16000 / 1024  # packets of 1024 samples
+                assert len(feed._packets) <= ahead + 2
+    assert probe(tmp_path / "out.mp4")["frames"] == 80
+
+
+def test_audio_that_is_never_taken_is_an_error_not_a_leak(tmp_path: Path, monkeypatch) -> None:
+    import sana_streaming.video.reader as reader_module
+
+    monkeypatch.setattr(reader_module, "AUDIO_BUFFER_SECONDS", 1)
+    path = tmp_path / "in.mp4"
+    make_clip(path, num_frames=48, fps=16, audio=True)
+    with open_video(path, 48, 64) as reader:
+        reader.audio_feed()  # claimed, never consumed
+        with pytest.raises(VideoReadError, match="audio runs more than 1 s ahead"):
+            list(reader)
 
 
 def test_reader_without_claims_keeps_no_audio_or_times(tmp_path: Path) -> None:
