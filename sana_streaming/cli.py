@@ -435,7 +435,7 @@ def _edit(args: argparse.Namespace) -> int:
     if plan.input_latent_path:  # the release then reads no video
         source = load_latent_file(resolve_path(plan.input_latent_path))
     elif plan.video_path == "-":
-        source = sys.stdin.buffer  # a pipe: length unknown, chunked as it arrives
+        source = "-"  # the reader reads fd 0 itself: length unknown, chunked as it arrives
     else:  # local files, URLs and `pipe:` go to the reader as they are; hf:// is fetched first
         source = resolve_path(plan.video_path) if is_hub_uri(plan.video_path) else plan.video_path
     prompts = None

@@ -548,10 +548,12 @@ class SanaStreamingPipeline:
         progress: ProgressFn | None = None,
         timer: StageTimer | None = None,
     ) -> EditResult:
-        """Edit `source` into the MP4 `output` (written atomically). `fps` defaults to the source's rate
-        (16 for latents); the source audio of the edited span is copied unless `audio` is off or `fps`
-        differs from the source's. `preset` is x264's (the release's: medium). `latent_path` also
-        saves the release's debug latents."""
+        """Edit `source` into the MP4 `output` (written atomically). Without `fps`, output frame i keeps
+        source frame i's presentation time (a variable-rate source keeps its timing; 16 fps for
+        latents); an explicit `fps` spaces the frames evenly. The source audio of the edited span is
+        copied (from the reader's own demuxer) unless `audio` is off or `fps` differs from the source's.
+        `preset` is x264's (the release's: medium). `latent_path` also saves the release's debug
+        latents."""
         width, height = options.width // 32 * 32, options.height // 32 * 32
         if isinstance(source, SourceLatents):
             width, height = 32 * source.source.shape[4], 32 * source.source.shape[3]
@@ -564,18 +566,17 @@ class SanaStreamingPipeline:
                 source_fps, has_audio = reader.info.fps or RELEASE_FPS, reader.info.has_audio
             out_fps = Fraction(fps).limit_denominator(100_000) if fps else source_fps
             keep_audio = audio and has_audio
-            if keep_audio and not isinstance(source, (str, Path)):
-                logger.warning("dropping the audio: it is copied only from a source file")
-                keep_audio = False
             if keep_audio and out_fps != source_fps:
                 logger.warning(
                     "dropping the audio: --fps %s differs from the source rate %s", out_fps, source_fps
                 )
                 keep_audio = False
             record = LatentRecord() if latent_path is not None else None
+            follow = fps is None and isinstance(reader, VideoReader)  # the source's frame times
             writer = VideoWriter(
                 output, out_fps, width, height, overwrite=overwrite, preset=preset,
-                audio_from=source if keep_audio else None,  # type: ignore[arg-type]
+                audio_from=reader.audio_feed() if keep_audio else None,
+                timestamps=reader.frame_times() if follow else None,
             )  # fmt: skip
             with writer:
                 sink = BackgroundSink(writer.write_images, depth=2)  # x264 runs beside the GPU work
@@ -657,6 +658,8 @@ def _save_atomically(tensor: Tensor, path: Path, overwrite: bool) -> None:
     tmp = make_temp_beside(path)
     try:
         torch.save(tensor, tmp)
-        publish(tmp, path)
+        publish(tmp, path, overwrite=overwrite)
+    except FileExistsError:
+        raise EditError(f"{path} appeared while writing; kept (use --overwrite to replace it)") from None
     finally:
         tmp.unlink(missing_ok=True)

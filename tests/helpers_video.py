@@ -38,25 +38,40 @@ def make_clip(
     container: str | None = None,
     audio_only: bool = False,
     seed: int = 0,
+    rotate: int = 0,
+    times_ms: list[int] | None = None,
+    faststart: bool = False,
 ) -> np.ndarray:
     """Write an H.264 (yuv420p) clip, with an AAC mono tone when `audio`; return the frames written.
 
-    `container` forces a muxer (e.g. "matroska" for a streamable file); `audio_only` writes no video."""
+    `container` forces a muxer (e.g. "matroska" for a streamable file); `audio_only` writes no video.
+    `rotate`: the display rotation `ffmpeg -metadata:s:v:0 rotate=...` tags (degrees clockwise), as a
+    display matrix. `times_ms`: each frame's presentation time in milliseconds (a variable frame rate;
+    the audio then lasts until the last frame's time plus one frame at `fps`). `faststart`: an MP4 with
+    its index first, readable front to back (over HTTP without range requests)."""
     frames = clip_frames(num_frames, height, width, seed)
-    with av.open(str(path), mode="w", format=container) as out:
+    times = (
+        [Fraction(ms, 1000) for ms in times_ms] if times_ms else [Fraction(i, fps) for i in range(num_frames)]
+    )
+    options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(str(path), mode="w", format=container, container_options=options) as out:
         if not audio_only:
             video = out.add_stream("libx264", rate=fps, options={"crf": "10", "preset": "ultrafast"})
             video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+            video.codec_context.time_base = Fraction(1, 1000) if times_ms else Fraction(1, fps)
+            if rotate:
+                video.set_display_rotation(-rotate)  # PyAV's angle is counterclockwise
         if audio or audio_only:
             sound = out.add_stream("aac", rate=sample_rate, layout="mono")
         if not audio_only:
-            for index, image in enumerate(frames):
+            for time, image in zip(times, frames, strict=True):
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                frame.pts, frame.time_base = index, Fraction(1, fps)
+                frame.time_base = video.codec_context.time_base
+                frame.pts = int(time / frame.time_base)
                 out.mux(video.encode(frame))
             out.mux(video.encode(None))
         if audio or audio_only:
-            total = sample_rate * num_frames // fps
+            total = int(sample_rate * (times[-1] + Fraction(1, fps)))
             tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(total) / sample_rate)).astype(np.float32)
             for start in range(0, total, 1024):
                 block = av.AudioFrame.from_ndarray(

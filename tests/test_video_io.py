@@ -142,9 +142,11 @@ def test_audio_span_is_cut_exactly(tmp_path: Path) -> None:
 
 
 def _replace_audio(path: Path, samples: np.ndarray, rate: int) -> None:
-    """Rewrite `path` with the same video packets and `samples` as its AAC track."""
-    temp = path.with_suffix(".tmp.mp4")
-    with av.open(str(path)) as src, av.open(str(temp), "w") as out:
+    """Rewrite `path` with the same video packets and `samples` as its AAC track (an MP4 with its index
+    first, so that it reads front to back over HTTP)."""
+    temp = path.with_suffix(f".tmp{path.suffix}")  # the same container
+    options = {"movflags": "+faststart"} if path.suffix == ".mp4" else {}
+    with av.open(str(path)) as src, av.open(str(temp), "w", container_options=options) as out:
         video_in = src.streams.video[0]
         video_out = out.add_stream_from_template(video_in)
         sound = out.add_stream("aac", rate=rate, layout="mono")
@@ -325,3 +327,236 @@ def test_overwrite_replaces_only_on_success(tmp_path: Path) -> None:
     assert probe(output)["frames"] == 8
     assert [p.name for p in tmp_path.iterdir()] == ["edited.mp4"]
     assert b"crf=25.0" in output.read_bytes() and b"subme=7" in output.read_bytes()  # x264: crf 25, medium
+
+
+@pytest.mark.parametrize("rotate", [90, -90, 180, 270])
+def test_display_rotation_is_applied(tmp_path: Path, rotate: int) -> None:
+    """A clip tagged like `ffmpeg -metadata:s:v:0 rotate=R` (display matrix) comes out upright: turned R
+    degrees clockwise, as FFmpeg's autorotate shows it, and `info` gives the upright size."""
+    path = tmp_path / "rotated.mp4"
+    frames = make_clip(path, num_frames=6, fps=16, width=64, height=48, rotate=rotate)
+    upright = np.stack([np.rot90(f, -rotate // 90) for f in frames])  # rot90 turns counterclockwise
+    with open_video(path, 32, 32) as reader:
+        h, w = upright.shape[1:3]
+        assert (reader.info.height, reader.info.width) == (h, w)
+        decoded = np.stack(list(reader.frames()))
+    assert decoded.shape == upright.shape
+    error = np.abs(decoded.astype(int) - upright).mean()
+    assert error < 5  # H.264 at crf 10, 4:2:0: about 3.5 without any rotation
+    upside_down = np.rot90(upright, 2, axes=(1, 2))  # the turn the other way round
+    assert np.abs(decoded.astype(int) - upside_down).mean() > 10 * error
+
+
+def test_a_folder_is_named_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "clips.mp4").mkdir()
+    with pytest.raises(VideoReadError, match="is a folder"):
+        open_video(tmp_path / "clips.mp4", 32, 32)
+
+
+@contextlib.contextmanager
+def _http_server(folder: Path) -> Iterator[str]:
+    """A local HTTP server for `folder` on a free port; yields its base URL."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _copy_through(source: object, output: Path, **reader_args: object) -> None:
+    """Read `source` and write it to `output` with the audio taken from the reader's own demuxer."""
+    with open_video(source, 48, 64, chunk_frames=8, **reader_args) as reader:
+        feed = reader.audio_feed()
+        with VideoWriter(output, reader.info.fps, 64, 48, audio_from=feed) as writer:
+            for chunk in reader:
+                writer.write(chunk)
+
+
+@pytest.mark.parametrize("kind", ["http", "raw_stream"])
+def test_audio_of_a_source_that_cannot_be_reopened(tmp_path: Path, kind: str) -> None:
+    """An http URL (an MP4) and a pipe-like stream (Matroska) keep their audio, sample-aligned with the
+    video start."""
+    path = tmp_path / ("in.mp4" if kind == "http" else "in.mkv")
+    make_clip(path, num_frames=32, fps=16, width=160, height=120, audio=True, sample_rate=48000)
+    noise = (0.3 * np.random.default_rng(1).standard_normal(96000)).astype(np.float32)
+    _replace_audio(path, noise, 48000)
+    output = tmp_path / "out.mp4"
+    if kind == "http":
+        with _http_server(tmp_path) as url:
+            _copy_through(f"{url}/in.mp4", output)
+    else:
+        _copy_through(_NonSeekable(path.read_bytes()), output)
+    facts = probe(output)
+    assert facts["frames"] == 32 and abs(facts["audio_seconds"] - 2.0) <= 1 / 16
+    copied, original = _decode_audio(output), _decode_audio(path)
+    assert abs(_best_lag(original, copied[4800:28800], search=range(3800, 5801)) - 4800) <= 2
+
+
+def test_audio_feed_stops_at_max_frames_with_the_audio_of_the_last_frame(tmp_path: Path) -> None:
+    path = tmp_path / "in.mp4"
+    make_clip(path, num_frames=48, fps=16, audio=True, sample_rate=16000)
+    _copy_through(path, tmp_path / "out.mp4", max_frames=17)
+    facts = probe(tmp_path / "out.mp4")
+    assert facts["frames"] == 17 and abs(facts["audio_seconds"] - 17 / 16) <= 1 / 16
+
+
+def test_frame_times_follow_a_variable_rate_source(tmp_path: Path) -> None:
+    """25 fps then 10 fps: the writer gives each frame its source time (from the first frame), and the
+    audio lasts as long as the video."""
+    times_ms = [40 * i for i in range(12)] + [480 + 100 * i for i in range(12)]
+    path = tmp_path / "vfr.mp4"
+    make_clip(path, num_frames=24, fps=25, audio=True, times_ms=times_ms)
+    output = tmp_path / "out.mp4"
+    with open_video(path, 48, 64, chunk_frames=5, max_frames=17) as reader:
+        times, feed = reader.frame_times(), reader.audio_feed()
+        with VideoWriter(output, 25, 64, 48, audio_from=feed, timestamps=times) as writer:
+            for chunk in reader:
+                writer.write(chunk)
+    with av.open(str(output)) as container:
+        written = [round(float(f.time) * 1000) for f in container.decode(video=0)]
+    assert written == times_ms[:17]
+    assert abs(probe(output)["audio_seconds"] - (times_ms[17] / 1000)) <= 0.07  # AAC frames: 64 ms
+
+
+def test_times_and_audio_are_handed_over_in_flat_memory(tmp_path: Path) -> None:
+    """Frame times are popped as frames are written, and the audio feed holds only the audio of the
+    frames decoded ahead (at most `AUDIO_WAIT_FRAMES`), not the track (80 packets here)."""
+    from sana_streaming.video.reader import AUDIO_WAIT_FRAMES
+
+    path = tmp_path / "in.mp4"
+    make_clip(path, num_frames=80, fps=16, audio=True, sample_rate=16000)
+    with open_video(path, 48, 64, chunk_frames=8) as reader:
+        times, feed = reader.frame_times(), reader.audio_feed()
+        with VideoWriter(tmp_path / "out.mp4", 16, 64, 48, timestamps=times, audio_from=feed) as writer:
+            for chunk in reader:
+                writer.write(chunk)
+                assert len(times._times) == 0
+                ahead = (AUDIO_WAIT_FRAMES + 1) / 16 * 16000 / 1024  # packets of 1024 samples
+                assert len(feed._packets) <= ahead + 2
+    assert probe(tmp_path / "out.mp4")["frames"] == 80
+
+
+def test_audio_that_is_never_taken_is_an_error_not_a_leak(tmp_path: Path, monkeypatch) -> None:
+    import sana_streaming.video.reader as reader_module
+
+    monkeypatch.setattr(reader_module, "AUDIO_BUFFER_SECONDS", 1)
+    path = tmp_path / "in.mp4"
+    make_clip(path, num_frames=48, fps=16, audio=True)
+    with open_video(path, 48, 64) as reader:
+        reader.audio_feed()  # claimed, never consumed
+        with pytest.raises(VideoReadError, match="audio runs more than 1 s ahead"):
+            list(reader)
+
+
+def test_reader_without_claims_keeps_no_audio_or_times(tmp_path: Path) -> None:
+    path = tmp_path / "in.mp4"
+    make_clip(path, num_frames=40, fps=16, audio=True)
+    with open_video(path, 48, 64) as reader:
+        assert sum(c.shape[1] for c in reader) == 40
+        assert reader._audio.get() is None and reader._times is None
+        with pytest.raises(RuntimeError, match="before the frames"):
+            reader.audio_feed()
+
+
+@contextlib.contextmanager
+def _as_stdin(read_fd: int | None) -> Iterator[None]:
+    """Make fd 0 the given descriptor (None: closed) for the duration."""
+    saved = os.dup(0)
+    try:
+        if read_fd is None:
+            os.close(0)
+        else:
+            os.dup2(read_fd, 0)
+        yield
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+
+
+def test_stdin_gives_frames_as_they_arrive(tmp_path: Path) -> None:
+    """`-` reads fd 0 as data arrives: the first frames come long before 32 KiB were sent."""
+    path = tmp_path / "in.mkv"
+    make_clip(path, num_frames=120, fps=25, container="matroska", audio=True)
+    data = path.read_bytes()
+    assert len(data) > 64 * 1024
+    read_fd, write_fd = os.pipe()
+    sent, stop = [0], threading.Event()
+
+    def feed() -> None:
+        with os.fdopen(write_fd, "wb", buffering=0) as sink:
+            for start in range(0, len(data), 512):
+                if stop.is_set():
+                    return
+                sink.write(data[start : start + 512])
+                sent[0] = start + 512
+                stop.wait(0.002)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    with _as_stdin(read_fd):
+        os.close(read_fd)
+        thread.start()
+        reader = open_video("-", 32, 32, chunk_frames=1)
+        first = next(iter(reader))
+        at_first_frame = sent[0]
+        stop.set()
+        reader.close()
+    thread.join()
+    assert first.shape == (3, 1, 32, 32) and reader.name == "stdin"
+    assert at_first_frame < 24 * 1024
+
+
+def test_closed_stdin_is_one_error() -> None:
+    with _as_stdin(None), pytest.raises(VideoReadError, match="stdin: is closed"):
+        open_video("-", 32, 32)
+
+
+def test_an_output_that_appears_meanwhile_is_not_replaced(tmp_path: Path) -> None:
+    output = tmp_path / "edited.mp4"
+    chunk = transform_frames(clip_frames(8, 32, 64), 32, 64)
+    writer = VideoWriter(output, 16, 64, 32)
+    writer.write(chunk)
+    output.write_bytes(b"another run's video")
+    with pytest.raises(VideoWriteError, match=r"edited\.mp4 appeared while writing"):
+        writer.close()
+    assert output.read_bytes() == b"another run's video"
+    assert [p.name for p in tmp_path.iterdir()] == ["edited.mp4"]  # no temporary file left
+
+
+def test_publish_without_hard_links_still_refuses_to_replace(tmp_path: Path, monkeypatch) -> None:
+    """On a file system without hard links (FAT), the name is claimed exclusively, then renamed over."""
+    from sana_streaming.files import make_temp_beside, publish
+
+    def no_links(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    temp = make_temp_beside(tmp_path / "a.bin")
+    temp.write_bytes(b"new")
+    publish(temp, tmp_path / "a.bin", overwrite=False)
+    assert (tmp_path / "a.bin").read_bytes() == b"new" and not temp.exists()
+    temp = make_temp_beside(tmp_path / "a.bin")
+    with pytest.raises(FileExistsError):
+        publish(temp, tmp_path / "a.bin", overwrite=False)
+    assert (tmp_path / "a.bin").read_bytes() == b"new"
+
+
+def test_an_aborted_write_removes_the_folders_it_made(tmp_path: Path) -> None:
+    chunk = transform_frames(clip_frames(8, 32, 64), 32, 64)
+    with pytest.raises(RuntimeError), VideoWriter(tmp_path / "a" / "b" / "out.mp4", 16, 64, 32) as writer:
+        writer.write(chunk)
+        raise RuntimeError("stopped")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError), VideoWriter(tmp_path / "kept" / "new" / "out.mp4", 16, 64, 32):
+        raise RuntimeError("stopped")
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*")] == [Path("kept")]

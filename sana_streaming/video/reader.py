@@ -1,20 +1,34 @@
 """Decode a source video with PyAV and turn it into model input, chunk by chunk.
 
-Frames come out in decode order as float32 `[3, F, H, W]` chunks in [-1, 1], transformed exactly as the
-release's `read_video` (meefs/Sana inference_video_scripts/v2v/inference_sana_streaming.py with
+Frames come out in presentation order as float32 `[3, F, H, W]` chunks in [-1, 1], transformed exactly as
+the release's `read_video` (meefs/Sana inference_video_scripts/v2v/inference_sana_streaming.py with
 diffusion/data/transforms.py; pipeline spec §2): `/255`, cover-scale with bilinear interpolation (no
 antialias, Python `round`), floor-centred crop, `(x - 0.5) / 0.5`, all on the CPU in float32. Every step
 is per frame, so chunking gives the same values as the release's whole-clip transform.
 
-Sources: a local path, an `hf://` URI, a URL that FFmpeg opens (http, rtsp, ...), or a readable binary file
-object such as a pipe. A non-seekable source needs a streamable container (Matroska, MPEG-TS, fragmented
-MP4) and usually has no known frame count.
+Frames are first turned upright by the stream's display rotation (the DISPLAYMATRIX side data that
+phones and `-metadata:s:v:0 rotate=...` leave), as FFmpeg's autorotate does; `VideoInfo` gives the upright
+size. Only quarter turns are applied (an odd angle is rounded to the nearest one); flips are ignored.
+
+Sources: a local path, an `hf://` URI, a URL that FFmpeg opens (http, rtsp, ...), `pipe:N`, `-` for
+standard input (FFmpeg reads fd 0 itself, taking what is available rather than waiting for full blocks),
+or a readable binary file object. A non-seekable source needs a streamable container (Matroska, MPEG-TS,
+fragmented MP4) and usually has no known frame count.
+
+Each source is read once: the first audio track is demuxed together with the video, and the writer
+takes it from `audio_feed()` (a bounded hand-off), so streams that cannot be reopened keep their audio.
+`frame_times()` hands the frames' presentation times to the writer the same way (see writer.py). A frame
+is given out only once the audio up to its end has been demuxed (or `AUDIO_WAIT_FRAMES` later frames
+were decoded), so the writer always has the audio of the frames it writes.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +41,9 @@ import torch.nn.functional as F
 from sana_streaming.hub import HubError, is_hub_uri, resolve_path
 
 VideoSource = str | Path | BinaryIO
+STDIN = "-"
+AUDIO_WAIT_FRAMES = 12  # decoded frames held back at most while their audio has not been demuxed yet
+AUDIO_BUFFER_SECONDS = 120  # audio the feed may hold before its consumer takes it
 
 
 class VideoReadError(RuntimeError):
@@ -35,7 +52,7 @@ class VideoReadError(RuntimeError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the container says about the source before decoding."""
+    """What the container says about the source before decoding (sizes upright)."""
 
     width: int
     height: int
@@ -52,6 +69,60 @@ class ResizeCrop:
     resized_w: int
     top: int
     left: int
+
+
+@dataclass
+class FrameTimes:
+    """Presentation times of the frames given out and not yet written, in `time_base` units from the
+    first frame: the reader appends `(pts, duration)`, the writer pops one per frame it writes, so only
+    the frames in flight are held."""
+
+    time_base: Fraction
+    _times: deque[tuple[int, int]] = field(default_factory=deque)
+
+    def push(self, pts: int, duration: int) -> None:
+        self._times.append((pts, duration))
+
+    def pop(self) -> tuple[int, int]:
+        """The next frame's `(pts, duration)`; IndexError when the reader has given out no more."""
+        return self._times.popleft()
+
+
+class AudioFeed:
+    """The source's first audio track, demuxed by the reader with the video and handed packet by packet
+    to one consumer (the writer's audio copier, which decodes them with `stream`'s decoder).
+
+    `get` never waits: the reader gives a frame out only after the audio up to its end, so a consumer
+    that follows the written video finds its packets here. At most `AUDIO_BUFFER_SECONDS` are held."""
+
+    def __init__(self, stream: av.AudioStream, name: str) -> None:
+        self.stream = stream
+        self.name = name
+        self.video_start = Fraction(0)  # source seconds of the first video frame (set by the reader)
+        self.demuxed_until = Fraction(-1)  # source seconds up to which packets were demuxed
+        self._packets: deque[av.Packet] = deque()
+
+    def put(self, packet: av.Packet) -> None:
+        if packet.pts is not None:
+            end = (packet.pts + (packet.duration or 0)) * packet.time_base
+            self.demuxed_until = max(self.demuxed_until, end)
+            oldest = self._packets[0].pts if self._packets else None
+            if oldest is not None and end - oldest * packet.time_base > AUDIO_BUFFER_SECONDS:
+                raise VideoReadError(
+                    f"{self.name}: the audio runs more than {AUDIO_BUFFER_SECONDS} s ahead of the video "
+                    "being written; edit without the audio"
+                )
+        self._packets.append(packet)
+
+    def get(self) -> av.Packet | None:
+        """The next packet, or None when none is waiting."""
+        return self._packets.popleft() if self._packets else None
+
+    def clear(self) -> None:
+        self._packets.clear()
+
+    def close(self) -> None:
+        """Nothing to free: the reader owns the demuxer."""
 
 
 def resize_crop_geometry(src_h: int, src_w: int, height: int, width: int) -> ResizeCrop:
@@ -80,8 +151,16 @@ def transform_frames(frames: np.ndarray | torch.Tensor, height: int, width: int)
     return clip.permute(1, 0, 2, 3).contiguous()  # (3, F, height, width)
 
 
+def upright_turns(rotation: float) -> int:
+    """Counterclockwise quarter turns (`np.rot90`'s k) that show a frame of display rotation `rotation`
+    (PyAV's `VideoFrame.rotation`: degrees counterclockwise) upright; `rotate=90` metadata is -90 here."""
+    return round(rotation / 90) % 4
+
+
 class VideoReader:
-    """An open source video: `info`, then iterate for `[3, F, height, width]` chunks. Use `open_video`."""
+    """An open source video: `info`, then iterate for `[3, F, height, width]` chunks. Use `open_video`.
+
+    The first frame is decoded on opening (its display rotation sets the upright size)."""
 
     def __init__(
         self,
@@ -104,18 +183,40 @@ class VideoReader:
         self._abandoned = False
         self._local_path = _local_file(source, self.name)
         self._container = _open(source, self._local_path, self.name)
-        if not self._container.streams.video:
+        try:
+            self._setup()
+        except BaseException:
             self._container.close()
+            raise
+
+    def _setup(self) -> None:
+        if not self._container.streams.video:
             raise VideoReadError(f"{self.name}: no video stream")
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"  # decoded frames are identical for any threading
+        audio = self._container.streams.audio
+        self._audio = AudioFeed(audio[0], self.name) if audio else None
+        self._audio_wanted: bool | None = None  # None until iteration starts: keep it for a claim
+        self._times: FrameTimes | None = None
+        self._started = False
         rate = self._stream.average_rate or self._stream.guessed_rate
+        self._fps = Fraction(rate) if rate else None
+        self._timed = self._timed_frames()
+        self._first = self._next_timed()
+        if self._first is None:
+            raise VideoReadError(f"{self.name}: no frames could be decoded")
+        first = self._first[0]
+        self._turns = upright_turns(first.rotation)
+        self._first_pts = first.pts
+        if self._audio is not None:
+            self._audio.video_start = first.pts * self._stream.time_base
+        width, height = (first.height, first.width) if self._turns % 2 else (first.width, first.height)
         self.info = VideoInfo(
-            width=self._stream.width,
-            height=self._stream.height,
-            fps=Fraction(rate) if rate else None,
+            width=width,
+            height=height,
+            fps=self._fps,
             num_frames=self._stream.frames or self._count_frames(),
-            has_audio=bool(self._container.streams.audio),
+            has_audio=self._audio is not None,
         )
 
     def _count_frames(self) -> int | None:
@@ -130,20 +231,102 @@ class VideoReader:
         except av.error.FFmpegError:
             return None
 
+    def audio_feed(self) -> AudioFeed:
+        """The source's first audio track for the writer (`VideoWriter(audio_from=...)`); claim it before
+        iterating, else the audio is skipped."""
+        self._claim("audio_feed")
+        if self._audio is None:
+            raise VideoReadError(f"{self.name}: has no audio track to copy")
+        self._audio_wanted = True
+        return self._audio
+
+    def frame_times(self) -> FrameTimes:
+        """The given-out frames' presentation times for the writer (`VideoWriter(timestamps=...)`);
+        claim them before iterating, else none are kept."""
+        self._claim("frame_times")
+        if self._times is None:
+            self._times = FrameTimes(self._stream.time_base)
+        return self._times
+
+    def _claim(self, what: str) -> None:
+        if self._started:
+            raise RuntimeError(f"{what}() must be called before the frames are read")
+
+    def _demuxed(self) -> Iterator[av.VideoFrame]:
+        """Decoded video frames in presentation order; audio packets go to the feed on the way."""
+        streams = [self._stream] if self._audio is None else [self._stream, self._audio.stream]
+        previous: int | None = None
+        for packet in self._container.demux(*streams):
+            if packet.stream is self._stream:
+                for frame in packet.decode():
+                    if frame.pts is None:  # a stream without timestamps: evenly spaced
+                        frame.pts = 0 if previous is None else previous + self._default_duration()
+                    previous = frame.pts
+                    yield frame
+            elif self._audio_wanted is not False and packet.size:
+                self._audio.put(packet)
+
+    def _timed_frames(self) -> Iterator[tuple[av.VideoFrame, int]]:
+        """`(frame, duration)`, the duration (stream time base) being the gap to the next frame; each is
+        held back until the audio up to its end was demuxed, or `AUDIO_WAIT_FRAMES` followed it."""
+        pending: deque[av.VideoFrame] = deque()
+        for frame in self._demuxed():
+            pending.append(frame)
+            while len(pending) > 1 and (
+                self._audio_covers(pending[1].pts) or len(pending) > AUDIO_WAIT_FRAMES
+            ):
+                done = pending.popleft()
+                yield done, max(pending[0].pts - done.pts, 0)
+        while pending:
+            done = pending.popleft()
+            yield done, max(pending[0].pts - done.pts, 0) if pending else self._last_duration(done)
+
+    def _audio_covers(self, pts: int) -> bool:
+        if self._audio is None or self._audio_wanted is False:
+            return True
+        return self._audio.demuxed_until >= pts * self._stream.time_base
+
+    def _default_duration(self) -> int:
+        """One frame at the average rate, in the stream's time base (at least 1)."""
+        if self._fps is None:
+            return 1
+        return max(1, round(1 / (self._fps * self._stream.time_base)))
+
+    def _last_duration(self, frame: av.VideoFrame) -> int:
+        return frame.duration or self._default_duration()
+
+    def _next_timed(self) -> tuple[av.VideoFrame, int] | None:
+        try:
+            return next(self._timed, None)
+        except av.error.FFmpegError as exc:
+            raise VideoReadError(f"{self.name}: decoding failed ({exc})") from exc
+
     def frames(self) -> Iterator[np.ndarray]:
-        """uint8 RGB frames `[H_src, W_src, 3]` in decode order (PyAV's rgb24 conversion, as imageio's
-        pyav plugin in the release), at most `max_frames`."""
+        """uint8 RGB frames `[H, W, 3]`, upright, in presentation order (PyAV's rgb24 conversion, as
+        imageio's pyav plugin in the release), at most `max_frames`; readable once."""
+        if self._started:
+            raise RuntimeError(f"{self.name}: the frames were already read")
+        self._started = True
+        if not self._audio_wanted and self._audio is not None:
+            self._audio_wanted = False
+            self._audio.clear()
+        timed = itertools.chain([self._first], self._timed)
         count = 0
         try:
-            for frame in self._container.decode(self._stream):
+            for frame, duration in timed:
                 if self.max_frames is not None and count >= self.max_frames:
                     return
-                yield frame.to_ndarray(format="rgb24")
+                if self._times is not None:
+                    self._times.push(frame.pts - self._first_pts, duration)
+                yield self._upright(frame.to_ndarray(format="rgb24"))
                 count += 1
         except av.error.FFmpegError as exc:
             raise VideoReadError(f"{self.name}: decoding failed after {count} frames ({exc})") from exc
-        if count == 0:
-            raise VideoReadError(f"{self.name}: no frames could be decoded")
+
+    def _upright(self, image: np.ndarray) -> np.ndarray:
+        if not self._turns:
+            return image
+        return np.ascontiguousarray(np.rot90(image, self._turns))
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         batch: list[np.ndarray] = []
@@ -183,12 +366,12 @@ def open_video(
 
 def _source_name(source: VideoSource) -> str:
     if isinstance(source, (str, Path)):
-        return str(source)
+        return "stdin" if str(source) == STDIN else str(source)
     return str(getattr(source, "name", "<stream>"))
 
 
 def _local_file(source: VideoSource, name: str) -> Path | None:
-    """The local file behind `source` (hub files are fetched); None for URLs, pipes and streams."""
+    """The local file behind `source` (hub files are fetched); None for stdin, URLs, pipes and streams."""
     if not isinstance(source, (str, Path)):
         return None
     text = str(source)
@@ -197,16 +380,30 @@ def _local_file(source: VideoSource, name: str) -> Path | None:
             return resolve_path(text, kind="file")
         except HubError as exc:
             raise VideoReadError(str(exc)) from exc
-    if "://" in text or text.startswith("pipe:"):
+    if text == STDIN or "://" in text or text.startswith("pipe:"):
         return None
     path = Path(text).expanduser()
+    if path.is_dir():
+        raise VideoReadError(f"{name}: is a folder, not a video file")
     if not path.is_file():
         raise VideoReadError(f"{name}: no such file")
     return path
 
 
 def _open(source: VideoSource, local: Path | None, name: str) -> av.container.InputContainer:
+    if isinstance(source, (str, Path)) and str(source) == STDIN:
+        source = _stdin_url()
     try:
         return av.open(str(local) if local is not None else source, mode="r")
     except av.error.FFmpegError as exc:
         raise VideoReadError(f"{name}: cannot open as a video ({exc.strerror or exc})") from exc
+
+
+def _stdin_url() -> str:
+    """FFmpeg's `pipe:0`: it reads fd 0 itself, returning what each read gives (a buffered Python
+    reader would wait for full 32 KiB blocks of a slow pipe)."""
+    try:
+        os.fstat(0)
+    except OSError:
+        raise VideoReadError("stdin: is closed; pipe a video into it") from None
+    return "pipe:0"

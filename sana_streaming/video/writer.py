@@ -5,10 +5,19 @@ Video settings follow the release's writer (meefs/Sana `save_video`: imageio's f
 `medium`; pipeline spec §7.2). Frames are converted to uint8 exactly as the release does (§7.1). The
 RGB -> YUV 4:2:0 conversion uses bicubic chroma filtering, the scaler flag the ffmpeg command line uses.
 
-The file is written under a hidden temporary name in the output folder and renamed when `close()`
-succeeds, so an interrupted or failed run leaves nothing at the output path. The release writes no audio;
-`audio_from` copies (re-encodes as AAC) the source's first audio track for the edited span; mono stays
-mono, every other layout is encoded as stereo.
+The file is written under a hidden temporary name in the output folder and published when `close()`
+succeeds, so an interrupted or failed run leaves nothing at the output path (nor an output folder it
+made). Without `overwrite`, publishing never replaces a file, even one another run wrote meanwhile.
+
+Frame timing: by default frames are spaced at a constant `fps` (the release's writer). With `timestamps`
+(the reader's `frame_times()`), output frame i gets the presentation time of source frame i, counted from
+the source's first frame: an edit maps source frames one to one to output frames, so a variable-rate
+source keeps its timing, its duration and its sync with the audio.
+
+The release writes no audio; `audio_from` copies (re-encodes as AAC) a source's first audio track for the
+edited span, aligned to the source's first video frame: the reader's `audio_feed()` (the packets its one
+demuxer reads, so pipes and URLs keep their audio) or a file path. Mono stays mono, every other layout
+is encoded as stereo.
 
 A writer may be fed from a worker thread while another thread closes or aborts it: its methods hold one
 lock, and writing after `close`/`abort` raises `VideoWriteError`.
@@ -17,10 +26,8 @@ lock, and writing after `close`/`abort` raises `VideoWriteError`.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import threading
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,7 +35,8 @@ import av
 import numpy as np
 import torch
 
-from sana_streaming.files import make_temp_beside, publish
+from sana_streaming.files import make_folders, make_temp_beside, publish, remove_folders
+from sana_streaming.video.reader import AudioFeed, FrameTimes
 
 # Source: meefs/Sana save_video -> imageio ffmpeg writer, quality 5 -> crf int((1 - 5/10) * 51) = 25.
 X264_OPTIONS = {"crf": "25", "preset": "medium"}
@@ -57,10 +65,12 @@ def frames_to_uint8(chunk: torch.Tensor) -> np.ndarray:
 
 
 class VideoWriter:
-    """`with VideoWriter(path, fps, width, height) as out: out.write(chunk)`; renamed into place on close.
+    """`with VideoWriter(path, fps, width, height) as out: out.write(chunk)`; published on close.
 
-    `audio_from`: a source file whose first audio track is copied; `audio_span`: `(start, end)` seconds of
-    that source, measured from its first video frame (None: from 0 for as long as the written video)."""
+    `audio_from`: a reader's `audio_feed()` or a source file whose first audio track is copied;
+    `audio_span`: `(start, end)` seconds of that source, measured from its first video frame (None: from
+    0 for as long as the written video). `timestamps`: a reader's `frame_times()` to follow the source's
+    frame times instead of the constant `fps`."""
 
     def __init__(
         self,
@@ -70,8 +80,9 @@ class VideoWriter:
         height: int,
         *,
         overwrite: bool = False,
-        audio_from: str | Path | None = None,
+        audio_from: AudioFeed | str | Path | None = None,
         audio_span: tuple[float, float] | None = None,
+        timestamps: FrameTimes | None = None,
         preset: str = X264_OPTIONS["preset"],
     ) -> None:
         self.path = Path(path).expanduser()
@@ -97,18 +108,24 @@ class VideoWriter:
             raise VideoWriteError(f"{self.path} is a folder")
         self.width, self.height = width, height
         self.frames_written = 0
+        self.overwrite = overwrite
         self._lock = threading.RLock()
-        self._temp = _make_temp(self.path)
+        self._timestamps = timestamps
+        self._last_pts = -1
+        self._end = Fraction(0)  # output seconds at which the last written frame ends
+        self._folders, self._temp = _make_temp(self.path)
         self._audio: _AudioCopier | None = None
         try:
             self._container = av.open(str(self._temp), mode="w", format=container_format)
             options = {**X264_OPTIONS, "preset": preset}
             self._stream = self._container.add_stream("libx264", rate=self.fps, options=options)
             self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, PIXEL_FORMAT
+            if timestamps is not None:  # frame pts in the source's time base
+                self._stream.codec_context.time_base = self._stream.time_base = timestamps.time_base
             # x264's own threads; an explicit count is faster than FFmpeg's 0 ("auto") through PyAV
             self._stream.codec_context.thread_count = min(16, os.cpu_count() or 1)
             if audio_from is not None:
-                self._audio = _AudioCopier(Path(audio_from).expanduser(), self._container, audio_span)
+                self._audio = _AudioCopier(_audio_source(audio_from), self._container, audio_span)
         except BaseException:
             self.abort()
             raise
@@ -135,13 +152,28 @@ class VideoWriter:
             for image in images:
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 frame = frame.reformat(format=PIXEL_FORMAT, interpolation="BICUBIC")
-                frame.pts, frame.time_base = self.frames_written, 1 / self.fps
+                self._time(frame)
                 self._container.mux(self._stream.encode(frame))
                 self.frames_written += 1
             if self._audio is not None:
-                self._audio.encode_until(self.frames_written / self.fps, final=False)
+                self._audio.encode_until(self._end, final=False)
         except av.error.FFmpegError as exc:
             raise VideoWriteError(f"{self.path}: encoding failed ({exc})") from exc
+
+    def _time(self, frame: av.VideoFrame) -> None:
+        """Give the next frame its pts: the next source frame's time, or the constant `fps` spacing."""
+        if self._timestamps is None:
+            frame.pts, frame.time_base = self.frames_written, 1 / self.fps
+            self._end = (self.frames_written + 1) / self.fps
+            return
+        try:
+            pts, duration = self._timestamps.pop()
+        except IndexError:
+            raise VideoWriteError(f"{self.path}: more frames written than the source gave") from None
+        pts = max(pts, self._last_pts + 1)  # the encoder needs strictly increasing times
+        frame.pts, frame.duration, frame.time_base = pts, duration, self._timestamps.time_base
+        self._last_pts = pts
+        self._end = (pts + duration) * self._timestamps.time_base
 
     def close(self) -> None:
         """Finish encoding and move the file into place. Nothing is left at the output path on failure."""
@@ -153,10 +185,15 @@ class VideoWriter:
         try:
             self._container.mux(self._stream.encode(None))
             if self._audio is not None:
-                self._audio.encode_until(self.frames_written / self.fps, final=True)
+                self._audio.encode_until(self._end, final=True)
             self._container.close()
-            publish(self._temp, self.path)
+            publish(self._temp, self.path, overwrite=self.overwrite)
             self._temp = None
+        except FileExistsError:
+            self._abort()
+            raise VideoWriteError(
+                f"{self.path} appeared while writing and was kept (pass overwrite=True to replace it)"
+            ) from None
         except av.error.FFmpegError as exc:
             self._abort()
             raise VideoWriteError(f"{self.path}: finishing the file failed ({exc})") from exc
@@ -179,6 +216,7 @@ class VideoWriter:
         if self._temp is not None:
             self._temp.unlink(missing_ok=True)
             self._temp = None
+            remove_folders(self._folders)
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -190,76 +228,117 @@ class VideoWriter:
             self.abort()
 
 
-def _make_temp(path: Path) -> Path:
-    """An empty hidden file beside `path`; its suffix keeps the container recognisable."""
+def _make_temp(path: Path) -> tuple[list[Path], Path]:
+    """The folders made for `path` and an empty hidden file beside it (its suffix keeps the container
+    recognisable)."""
+    folders: list[Path] = []
     try:
-        return make_temp_beside(path, suffix=f".partial{path.suffix}")
+        folders = make_folders(path.parent)
+        return folders, make_temp_beside(path, suffix=f".partial{path.suffix}")
     except OSError as exc:
+        remove_folders(folders)
         raise VideoWriteError(f"cannot write in folder {path.parent}: {exc.strerror or exc}") from exc
 
 
-class _AudioCopier:
-    """Decode the source's first audio track, keep `[start, end)` seconds after its first video frame
-    (padding with silence if the audio starts late), and encode it as AAC into the output container.
+class _FileAudio:
+    """A file's first audio track read by its own demuxer, with `AudioFeed`'s interface."""
 
-    Re-encoded rather than stream-copied so any source codec works and the cut is sample-exact."""
-
-    def __init__(self, source: Path, output: av.container.OutputContainer, span: tuple[float, float] | None):
+    def __init__(self, path: Path) -> None:
         try:
-            self._input = av.open(str(source))
+            self._input = av.open(str(path))
         except (av.error.FFmpegError, OSError) as exc:
-            raise VideoWriteError(f"{source}: cannot open for its audio ({exc})") from exc
+            raise VideoWriteError(f"{path}: cannot open for its audio ({exc})") from exc
         if not self._input.streams.audio:
             self._input.close()
-            raise VideoWriteError(f"{source}: has no audio track to copy")
-        in_stream = self._input.streams.audio[0]
-        self.rate = in_stream.codec_context.sample_rate
-        layout = "mono" if in_stream.codec_context.channels == 1 else "stereo"
-        self._layout = layout
-        try:
-            self._stream = output.add_stream("aac", rate=self.rate, layout=layout)
-        except av.error.FFmpegError as exc:
-            self._input.close()
-            raise VideoWriteError(f"{source}: cannot encode its audio as AAC ({exc})") from exc
-        self._output = output
+            raise VideoWriteError(f"{path}: has no audio track to copy")
+        self.name = str(path)
+        self.stream = self._input.streams.audio[0]
         video = self._input.streams.video
-        video_start = (
-            float(video[0].start_time * video[0].time_base) if video and video[0].start_time else 0.0
-        )
-        start = span[0] if span else 0.0
+        start = video[0].start_time if video else None
+        self.video_start = Fraction(start * video[0].time_base) if start else Fraction(0)
+        self._packets = (p for p in self._input.demux(self.stream) if p.size)
+
+    def get(self) -> av.Packet | None:
+        return next(self._packets, None)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._input.close()
+
+
+def _audio_source(audio_from: AudioFeed | str | Path) -> AudioFeed | _FileAudio:
+    if isinstance(audio_from, AudioFeed):
+        return audio_from
+    return _FileAudio(Path(audio_from).expanduser())
+
+
+class _AudioCopier:
+    """Decode a source's first audio track, keep `[start, end)` seconds after its first video frame
+    (padding with silence if the audio starts late), and encode it as AAC into the output container.
+
+    Re-encoded rather than stream-copied so any source codec works and the cut is sample-exact. Packets
+    are taken as they are waiting (a reader's feed never blocks), so the output follows the video."""
+
+    def __init__(
+        self,
+        source: AudioFeed | _FileAudio,
+        output: av.container.OutputContainer,
+        span: tuple[float, float] | None,
+    ) -> None:
+        self._source = source
+        codec = source.stream.codec_context
+        self.rate = codec.sample_rate
+        self._layout = "mono" if codec.channels == 1 else "stereo"
+        try:
+            self._stream = output.add_stream("aac", rate=self.rate, layout=self._layout)
+        except av.error.FFmpegError as exc:
+            source.close()
+            raise VideoWriteError(f"{source.name}: cannot encode its audio as AAC ({exc})") from exc
+        self._output = output
+        self._decoder = codec
+        self._resampler = av.AudioResampler(format="fltp", layout=self._layout, rate=self.rate)
+        self._start_time = source.video_start + Fraction(span[0] if span else 0)
         self._limit = round((span[1] - span[0]) * self.rate) if span else None
-        self._samples = self._decoded(in_stream, layout, video_start + start)
-        self._pending = np.zeros((1 if layout == "mono" else 2, 0), dtype=np.float32)
+        self._to_drop: int | None = None  # samples before the start, known from the first block
+        self._flushed = False
+        self._pending = np.zeros((1 if self._layout == "mono" else 2, 0), dtype=np.float32)
         self._encoded = 0  # samples handed to the encoder
 
-    def _decoded(self, in_stream: av.AudioStream, layout: str, start_time: float) -> Iterator[np.ndarray]:
-        """Planar float32 `[channels, n]` blocks starting exactly at `start_time` (container seconds)."""
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.rate)
-        to_drop = None
-        for frame in itertools.chain(self._input.decode(in_stream), [None]):
-            for block in resampler.resample(frame):
-                data = block.to_ndarray()
-                if to_drop is None:  # first block: align to start_time
-                    first = float(block.pts * block.time_base) if block.pts is not None else 0.0
-                    offset = round((first - start_time) * self.rate)
-                    if offset > 0:
-                        yield np.zeros((data.shape[0], offset), dtype=np.float32)
-                    to_drop = max(0, -offset)
-                drop = min(to_drop, data.shape[1])
-                to_drop -= drop
-                if drop < data.shape[1]:
-                    yield data[:, drop:]
+    def _pull(self, final: bool) -> bool:
+        """Decode the next waiting packet into `_pending` (at the end, flush the decoder); False when
+        nothing more is available now."""
+        packet = self._source.get()
+        if packet is None and (not final or self._flushed):
+            return False
+        self._flushed = packet is None
+        frames = self._decoder.decode(packet)
+        blocks = [block for frame in frames for block in self._resampler.resample(frame)]
+        if packet is None:
+            blocks += self._resampler.resample(None)
+        for block in blocks:
+            self._append(block)
+        return True
+
+    def _append(self, block: av.AudioFrame) -> None:
+        """Add a planar float32 block, aligned so that sample 0 is at `_start_time` (source seconds)."""
+        data = block.to_ndarray()
+        if self._to_drop is None:  # first block: align to the start
+            first = block.pts * block.time_base if block.pts is not None else 0
+            offset = round((first - self._start_time) * self.rate)
+            if offset > 0:
+                data = np.concatenate([np.zeros((data.shape[0], offset), dtype=np.float32), data], axis=1)
+            self._to_drop = max(0, -offset)
+        drop = min(self._to_drop, data.shape[1])
+        self._to_drop -= drop
+        self._pending = np.concatenate([self._pending, data[:, drop:]], axis=1)
 
     def encode_until(self, seconds: Fraction, *, final: bool) -> None:
         """Encode audio up to `seconds` of output (only whole AAC frames unless `final`)."""
         target = round(seconds * self.rate)
         if self._limit is not None and (final or target > self._limit):
             target = self._limit
-        while self._pending.shape[1] < target - self._encoded:
-            block = next(self._samples, None)
-            if block is None:
-                break
-            self._pending = np.concatenate([self._pending, block], axis=1)
+        while self._pending.shape[1] < target - self._encoded and self._pull(final):
+            pass
         available = min(self._pending.shape[1], target - self._encoded)
         while available >= AAC_FRAME_SIZE or (final and available > 0):
             size = min(AAC_FRAME_SIZE, available)
@@ -277,5 +356,4 @@ class _AudioCopier:
         self._output.mux(self._stream.encode(frame))
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._input.close()
+        self._source.close()
