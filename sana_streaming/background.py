@@ -14,6 +14,28 @@ T = TypeVar("T")
 _DONE = object()
 
 
+def interruptible(call: Callable[[], T], name: str = "sana-open") -> T:
+    """`call()` on a daemon thread while this thread waits in short joins, so Ctrl-C and SIGTERM reach
+    it even when `call` blocks inside C code that ignores signals (FFmpeg opening a live source that
+    never sends data). On such an interrupt the call is left running; the process ends it on exit."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:  # handed to the caller
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name=name, daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(timeout=0.05)
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
 class _Failure:
     def __init__(self, error: BaseException) -> None:
         self.error = error

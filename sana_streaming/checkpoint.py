@@ -162,7 +162,9 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite
     tmp = make_temp_beside(dst)
     try:
         save_file(state, str(tmp))
-        publish(tmp, dst)
+        publish(tmp, dst, overwrite=overwrite)
+    except FileExistsError:
+        raise CheckpointError(f"{dst} appeared while converting and was kept (use --overwrite)") from None
     finally:
         tmp.unlink(missing_ok=True)
     return len(state)

@@ -54,7 +54,7 @@ def make_temp_beside(path: Path, suffix: str = ".tmp") -> Path:
     return Path(name)
 
 
-def publish(temp: Path, path: Path, *, overwrite: bool = True) -> None:
+def publish(temp: Path, path: Path, *, overwrite: bool) -> None:
     """Give the finished `temp` the permissions `open()` would have and move it to `path`.
 
     With `overwrite`, an existing `path` is replaced; without, FileExistsError is raised if `path`

@@ -25,7 +25,7 @@ def mode(path) -> int:
 
 def test_outputs_are_world_readable(tmp_path, umask_022):
     temp = make_temp_beside(tmp_path / "sub" / "x.bin")
-    publish(temp, tmp_path / "sub" / "x.bin")
+    publish(temp, tmp_path / "sub" / "x.bin", overwrite=False)
     assert mode(tmp_path / "sub" / "x.bin") == 0o644 and not temp.exists()
     with VideoWriter(tmp_path / "out.mp4", 8, 32, 32) as writer:
         writer.write_images(np.full((3, 32, 32, 3), 100, dtype=np.uint8))

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sana_streaming.background import interruptible
 from sana_streaming.hub import HubError, is_hub_uri, resolve_path
 
 VideoSource = str | Path | BinaryIO
@@ -360,8 +361,11 @@ def open_video(
     """Open `source` for reading `[3, F, height, width]` float chunks (F <= `chunk_frames`).
 
     `height`/`width` are the exact output size; the release floors its CLI values to multiples of 32
-    (the VAE stride) before calling its reader."""
-    return VideoReader(source, height, width, chunk_frames=chunk_frames, max_frames=max_frames)
+    (the VAE stride) before calling its reader. Opening runs on a thread so that Ctrl-C reaches a
+    caller waiting on a live source that sends nothing."""
+    return interruptible(
+        lambda: VideoReader(source, height, width, chunk_frames=chunk_frames, max_frames=max_frames)
+    )
 
 
 def _source_name(source: VideoSource) -> str:
