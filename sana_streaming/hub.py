@@ -344,7 +344,9 @@ def _not_cached(hub_path: HubPath, source: Source, partial: Path | None = None) 
     command = download_command(hub_path, source.kind, source.allow_patterns)
     where = "not in the local hub cache"
     if partial is not None and partial.is_dir():
-        where = f"only partly in the local hub cache (no {', '.join(missing_files(partial, source.required))})"
+        where = (
+            f"only partly in the local hub cache (no {', '.join(missing_files(partial, source.required))})"
+        )
     if huggingface_hub.constants.HF_HUB_OFFLINE:
         return HubError(
             f"{hub_path.uri} is {where} and HF_HUB_OFFLINE=1 allows no download; fetch it with: {command} "

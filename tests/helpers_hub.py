@@ -24,7 +24,12 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def fake_hub_cache(
-    cache: Path, repo: str, files: dict[str, bytes], *, commit: str = COMMIT, refs: tuple[str, ...] = ("main",)
+    cache: Path,
+    repo: str,
+    files: dict[str, bytes],
+    *,
+    commit: str = COMMIT,
+    refs: tuple[str, ...] = ("main",),
 ) -> Path:
     """`models--owner--repo/refs/<ref>` → `snapshots/<commit>/` holding `files`; returns the snapshot."""
     folder = cache / f"models--{repo.replace('/', '--')}"
