@@ -175,6 +175,10 @@ def test_quick_start_dry_run_against_a_fake_hub_cache(workdir):
         "dit/sana_streaming_ar.pth": b"tiny stand-in",
         "source/09_style_transfer_source.mp4": (workdir / "demo.mp4").read_bytes(),
     })  # fmt: skip
+    fake_hub_cache(cache, "Lightricks/LTX-2", {"vae/config.json": b"{}", "vae/m.safetensors": b"w"})
+    fake_hub_cache(cache, "Efficient-Large-Model/gemma-2-2b-it", {
+        "config.json": b"{}", "tokenizer_config.json": b"{}", "model.safetensors": b"w",
+    })  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
     done = subprocess.run([sys.executable, "-m", "sana_streaming.cli", "--dry_run"], env=env, cwd=workdir,
                           capture_output=True, text=True, check=False)  # fmt: skip
