@@ -413,14 +413,21 @@ def _edit(args: argparse.Namespace) -> int:
     plan = resolve_edit_plan(args)
     from sana_streaming.hub import is_hub_uri, resolve_path
 
-    if args.dry_run:
-        for key in ("model_path", "input_latent_path", "input_text_embed_path"):
-            value = getattr(plan, key)
-            if value is not None:
-                setattr(plan, key, str(resolve_path(value)))
-        if not plan.input_latent_path and is_hub_uri(plan.video_path):
-            plan.video_path = str(resolve_path(plan.video_path))
-        print("\n".join(plan.describe()))
+    if args.dry_run:  # the whole plan, then one `hf download` line per missing item and exit 1
+        from sana_streaming.config import load_config
+        from sana_streaming.downloads import check_needs, edit_needs, report_missing
+
+        needs = edit_needs(
+            load_config(plan.config), model_path=plan.model_path, video_path=plan.video_path,
+            input_latent_path=plan.input_latent_path, input_text_embed_path=plan.input_text_embed_path,
+        )  # fmt: skip
+        statuses = check_needs(needs)  # the local cache only, nothing downloaded
+        extra = [f"{s.need.key}: {s.shown}" for s in statuses if not hasattr(plan, s.need.key)]
+        for status in statuses:
+            if hasattr(plan, status.need.key):
+                setattr(plan, status.need.key, status.shown)
+        print("\n".join([*plan.describe(), *extra]), flush=True)
+        report_missing(statuses)
         return 0
     import torch
     from tqdm import tqdm

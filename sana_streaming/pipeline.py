@@ -25,8 +25,8 @@ from torch import Tensor
 from sana_streaming.background import BackgroundSink, Prefetch
 from sana_streaming.checkpoint import load_dit_checkpoint
 from sana_streaming.config import MODE_SAMPLERS, SamplerConfig, SanaStreamingConfig, load_config
+from sana_streaming.downloads import model_needs, resolve_needs
 from sana_streaming.files import make_temp_beside, publish
-from sana_streaming.hub import resolve_path
 from sana_streaming.models.dit import StreamingState, build_dit, randomize_dit_
 from sana_streaming.models.text_encoder import TextEncoder, positive_prompt_text
 from sana_streaming.models.vae import LTX2VAE, load_vae
@@ -238,6 +238,7 @@ class SanaStreamingPipeline:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # bf16 is slow on CPUs
         text = None
+        vae_config = config.vae
         if random_weights:
             dit = randomize_dit_(build_dit(config, device=device, dtype=dtype), seed=0)
             if load_text_encoder:
@@ -245,13 +246,19 @@ class SanaStreamingPipeline:
         else:
             if model_path is None:
                 raise ValueError("model_path is required unless random_weights is set")
+            # every file and folder first (fetched, or one error naming all that are missing), before the
+            # fp32 DiT is built
+            local = resolve_needs(model_needs(config, model_path, text_encoder=load_text_encoder))
+            vae_config = replace(config.vae, vae_pretrained=str(local["vae"]))
             dit = build_dit(config, device="cpu", dtype=torch.float32)
-            load_dit_checkpoint(dit, resolve_path(model_path), strict)
+            load_dit_checkpoint(dit, local["model_path"], strict)
             dit = dit.to(device=device, dtype=dtype)  # the release loads in fp32, then casts to bf16
             if load_text_encoder:
-                text = TextEncoder.from_pretrained(config.text_encoder, device=device, dtype=dtype)
+                text = TextEncoder.from_pretrained(
+                    config.text_encoder, local["text_encoder"], device=device, dtype=dtype
+                )
         vae_dtype = dtype if random_weights or device.type == "cpu" else None
-        vae = load_vae(config.vae, device=device, dtype=vae_dtype, random_weights=random_weights)
+        vae = load_vae(vae_config, device=device, dtype=vae_dtype, random_weights=random_weights)
         return cls(mode, config, dit, vae, text, device, dtype)
 
     @classmethod

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers_hub import use_cache
 from helpers_video import make_clip, probe
 
 from sana_streaming.cli import main
@@ -174,6 +175,14 @@ def fake_hub_cache(root: Path, repo: str, files: dict[str, bytes]) -> None:
         path.write_bytes(data)
 
 
+def stub_model_folders(cache: Path) -> None:
+    """Stand-ins for the VAE and Gemma folders: enough files to count as cached, not loadable."""
+    fake_hub_cache(cache, "Lightricks/LTX-2", {"vae/config.json": b"{}", "vae/m.safetensors": b"w"})
+    fake_hub_cache(cache, "Efficient-Large-Model/gemma-2-2b-it", {
+        "config.json": b"{}", "tokenizer_config.json": b"{}", "model.safetensors": b"w",
+    })  # fmt: skip
+
+
 def test_quick_start_dry_run_against_a_fake_hub_cache(workdir):
     """README's quick start (`sana-streaming`, no arguments) resolves every default offline."""
     cache = workdir / "hub"
@@ -182,6 +191,7 @@ def test_quick_start_dry_run_against_a_fake_hub_cache(workdir):
         "dit/sana_streaming_ar.pth": b"tiny stand-in",
         "source/09_style_transfer_source.mp4": (workdir / "demo.mp4").read_bytes(),
     })  # fmt: skip
+    stub_model_folders(cache)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
     done = subprocess.run([sys.executable, "-m", "sana_streaming.cli", "--dry_run"], env=env, cwd=workdir,
                           capture_output=True, text=True, check=False)  # fmt: skip
@@ -203,7 +213,9 @@ def test_quick_start_dry_run_against_a_fake_hub_cache(workdir):
     assert "hf download Efficient-Large-Model/SANA-Streaming dit/sana_streaming_ar.pth" in done.stderr
 
 
-def test_bad_checkpoint_exits_1(workdir, capsys):
+def test_bad_checkpoint_exits_1(workdir, capsys, monkeypatch):
+    stub_model_folders(workdir / "hub")  # resolved (not loaded) before the checkpoint is read
+    use_cache(monkeypatch, workdir / "hub", offline=True)
     src = workdir / "clip.mp4"
     make_clip(src, num_frames=30, fps=16)
     (workdir / "dit.pth").write_bytes(b"\x80\x02 truncated")

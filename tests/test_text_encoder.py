@@ -11,12 +11,13 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-import huggingface_hub
 import pytest
 import torch
+from helpers_hub import fake_hub_cache, use_cache
 from transformers import AutoModel, Gemma2Config, Gemma2ForCausalLM, GemmaTokenizer
 
 from sana_streaming.config import TextEncoderConfig, load_config
+from sana_streaming.hub import HubError
 from sana_streaming.models.text_encoder import (
     CHI_PROMPT_LINES,
     TextEncoder,
@@ -226,17 +227,23 @@ def test_hidden_size_must_match_caption_channels(te_config: TextEncoderConfig) -
         TextEncoder.from_config(dataclasses.replace(te_config, caption_channels=32))
 
 
-@pytest.mark.parametrize("source", ["hf://owner/gemma", "owner/gemma"])
+@pytest.mark.parametrize("source", ["hf://owner/gemma", "owner/gemma", "hf://owner/gemma@v1"])
 def test_hub_source(
-    source: str, model_dir: Path, te_config: TextEncoderConfig, monkeypatch: pytest.MonkeyPatch
+    source: str,
+    model_dir: Path,
+    te_config: TextEncoderConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls = []
-
-    def fake_snapshot_download(*, repo_id: str, allow_patterns: list[str] | None) -> str:
-        calls.append((repo_id, allow_patterns))
-        return str(model_dir)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    """The folder comes out of a fake hub cache (HF_HUB_OFFLINE=1), at the default branch or a tag."""
+    files = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    fake_hub_cache(tmp_path / "hub", "owner/gemma", files, refs=("main", "v1"))
+    use_cache(monkeypatch, tmp_path / "hub", offline=True)
     encoder = TextEncoder.from_pretrained(te_config, source, dtype=torch.float32)
     assert encoder.model.config.hidden_size == 64
-    assert calls == [("owner/gemma", ["*.json", "*.safetensors", "tokenizer.model"])]
+    with pytest.raises(HubError) as err:
+        TextEncoder.from_pretrained(te_config, "hf://owner/gemma@v2", dtype=torch.float32)
+    assert "hf download owner/gemma --include '*.json'" in str(err.value) and "--revision v2" in str(
+        err.value
+    )
+    assert "HF_HUB_OFFLINE=1" in str(err.value)

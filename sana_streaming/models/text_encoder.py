@@ -24,8 +24,9 @@ from transformers import AttentionInterface, AutoModel, AutoTokenizer, Gemma2Con
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from sana_streaming.config import TEXT_ENCODER_TABLE, ConfigError, TextEncoderConfig
-from sana_streaming.hub import is_hub_uri, resolve_path
+from sana_streaming.config import ConfigError, TextEncoderConfig
+from sana_streaming.downloads import text_encoder_source
+from sana_streaming.hub import resolve
 
 # The complex-human-instruction prefix, byte for byte.
 # Source: meefs/Sana @ 5498e5b, configs/sana_streaming/sana_streaming_2b_720p.yaml and
@@ -49,9 +50,6 @@ NO_SOFTCAP_ATTENTION = "sana_no_softcap"
 
 # The small Gemma-style tokenizer shipped for tests and random-weight runs (see assets/README.md).
 PACKAGED_TOKENIZER = "assets/gemma2_tokenizer"
-
-# What to fetch of a hub text-encoder repo (config, tokenizer, weights).
-HUB_PATTERNS = ("*.json", "*.safetensors", "tokenizer.model")
 
 
 class TextEncoderError(RuntimeError):
@@ -160,7 +158,7 @@ class TextEncoder:
         `source=None` uses the repo of `config.text_encoder_name` (`Efficient-Large-Model/gemma-2-2b-it`).
         The release's dtype is bf16. A causal-LM checkpoint loads into the bare `Gemma2Model` (the release
         calls `.get_decoder()`; `lm_head` is tied and unused)."""
-        folder = _resolve_source(config, source)
+        folder = resolve(text_encoder_source(config, source))
         tokenizer = load_tokenizer(folder)
         model = AutoModel.from_pretrained(str(folder), dtype=dtype, attn_implementation=NO_SOFTCAP_ATTENTION)
         return cls(tokenizer, model.to(device), config)
@@ -253,21 +251,6 @@ class TextEncoder:
         self._model = None
         gc.collect()
         _empty_cuda_cache()
-
-
-def _resolve_source(config: TextEncoderConfig, source: str | Path | None) -> Path:
-    if source is None:
-        entry = TEXT_ENCODER_TABLE.get(config.text_encoder_name)
-        if entry is None:
-            raise ConfigError(
-                f"unknown text encoder {config.text_encoder_name!r}; pass a folder or hf:// URI"
-            )
-        source = entry["repo"]
-    text = str(source)
-    local = Path(text).expanduser()
-    if not is_hub_uri(text) and not local.exists() and text.count("/") == 1:
-        text = f"hf://{text}"  # a plain repo id, as the release passes to `from_pretrained`
-    return resolve_path(text, kind="folder", allow_patterns=HUB_PATTERNS if is_hub_uri(text) else None)
 
 
 def _empty_cuda_cache() -> None:

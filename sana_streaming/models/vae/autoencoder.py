@@ -12,23 +12,23 @@ The release treats the VAE differently per mode (spec §4.5):
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from diffusers import AutoencoderKLLTX2Video
+from diffusers.utils import is_accelerate_available
 from torch import Tensor
 
 from sana_streaming.config import VAEConfig
-from sana_streaming.hub import is_hub_uri, resolve_path
+from sana_streaming.downloads import vae_source
+from sana_streaming.hub import resolve
 from sana_streaming.models.vae.decoder import DecodeMode, IncrementalDecoder
 from sana_streaming.models.vae.encoder import ChunkedEncoder
 from sana_streaming.models.vae.normalise import LatentStatistics
 
 VAEMode = Literal["streaming", "bidirectional"]
-_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")  # a bare hub repo id, "owner/repo"
 
 # Constructor config of the public LTX-2 VAE (`Lightricks/LTX-2`, subfolder `vae`), used to build a
 # random-weight VAE of the released size. Source: pipeline spec §4.2 (diffusers'
@@ -211,14 +211,9 @@ class LTX2VAE:
 
 
 def _local_vae_folder(path: str) -> Path:
-    """A local folder holding `config.json` of the VAE, for `vae_pretrained` given as a local folder,
-    an `hf://owner/repo[/sub]` URI, or a bare `owner/repo` (the release's form, subfolder `vae`)."""
-    local = Path(path).expanduser()
-    if is_hub_uri(path) or (not local.exists() and _REPO_ID.fullmatch(path)):
-        uri = path.rstrip("/") if is_hub_uri(path) else f"hf://{path}"
-        if uri.count("/") == 3:  # hf://owner/repo: the VAE lives in subfolder `vae`
-            uri = f"{uri}/vae"
-        local = resolve_path(uri, kind="folder", allow_patterns=["config.json", "*.safetensors"])
+    """A local folder holding `config.json` of the VAE, for `vae_pretrained` given as a local folder, an
+    `hf://owner/repo[@revision][/sub]` URI, or a bare `owner/repo` (the release's form, subfolder `vae`)."""
+    local = resolve(vae_source(path))
     if (local / "vae" / "config.json").is_file():
         local = local / "vae"
     if not (local / "config.json").is_file():
@@ -253,7 +248,11 @@ def load_vae(
             model = model.to(dtype=dtype)
     else:
         folder = _local_vae_folder(config.vae_pretrained)
-        model = AutoencoderKLLTX2Video.from_pretrained(folder, torch_dtype=dtype).to(device)
+        # low_cpu_mem_usage needs accelerate (not a dependency): asking for it only where it is installed
+        # keeps diffusers from warning that it is missing on every load
+        model = AutoencoderKLLTX2Video.from_pretrained(
+            folder, torch_dtype=dtype, low_cpu_mem_usage=is_accelerate_available()
+        ).to(device)
     if model.config.latent_channels != config.vae_latent_dim:
         raise VAELoadError(
             f"VAE has {model.config.latent_channels} latent channels, "
