@@ -20,6 +20,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sana_streaming.downloads import Need
+    from sana_streaming.pipeline import EditOptions, ProgressFn
 
 # Source: NVlabs/Sana, docs/sana_streaming.md (the release's demo edits).
 DEMO_SOURCE = "hf://Efficient-Large-Model/SANA-Streaming/source"
@@ -410,55 +415,74 @@ def _output_paths(args: argparse.Namespace, video_path: str) -> tuple[Path, Path
 
 
 def _edit(args: argparse.Namespace) -> int:
+    from sana_streaming.config import load_config
+    from sana_streaming.downloads import edit_needs
+
     plan = resolve_edit_plan(args)
-    from sana_streaming.hub import is_hub_uri, resolve_path
-
-    if args.dry_run:  # the whole plan, then one `hf download` line per missing item and exit 1
-        from sana_streaming.config import load_config
-        from sana_streaming.downloads import check_needs, edit_needs, report_missing
-
-        needs = edit_needs(
-            load_config(plan.config), model_path=plan.model_path, video_path=plan.video_path,
-            input_latent_path=plan.input_latent_path, input_text_embed_path=plan.input_text_embed_path,
-        )  # fmt: skip
-        statuses = check_needs(needs)  # the local cache only, nothing downloaded
-        extra = [f"{s.need.key}: {s.shown}" for s in statuses if not hasattr(plan, s.need.key)]
-        for status in statuses:
-            if hasattr(plan, status.need.key):
-                setattr(plan, status.need.key, status.shown)
-        print("\n".join([*plan.describe(), *extra]), flush=True)
-        report_missing(statuses)
-        return 0
+    needs = edit_needs(
+        load_config(plan.config), model_path=plan.model_path, video_path=plan.video_path,
+        input_latent_path=plan.input_latent_path, input_text_embed_path=plan.input_text_embed_path,
+    )  # fmt: skip
+    if args.dry_run:
+        return _dry_run(plan, needs)
     import torch
-    from tqdm import tqdm
 
-    from sana_streaming.pipeline import (
-        EditOptions,
-        SanaStreamingPipeline,
-        load_latent_file,
-        load_text_embed_file,
-    )
+    from sana_streaming.downloads import resolve_needs
+    from sana_streaming.pipeline import SanaStreamingPipeline, load_latent_file, load_text_embed_file
 
+    local = resolve_needs(needs)  # every download first: one error names all that are missing
     if plan.input_latent_path:  # the release then reads no video
-        source = load_latent_file(resolve_path(plan.input_latent_path))
-    elif plan.video_path == "-":
-        source = "-"  # the reader reads fd 0 itself: length unknown, chunked as it arrives
-    else:  # local files, URLs and `pipe:` go to the reader as they are; hf:// is fetched first
-        source = resolve_path(plan.video_path) if is_hub_uri(plan.video_path) else plan.video_path
+        source = load_latent_file(local.get("input_latent_path", plan.input_latent_path))
+    else:  # local files, URLs, `pipe:` and `-` (stdin) go to the reader as they are
+        source = local.get("video_path", plan.video_path)
     prompts = None
     if plan.input_text_embed_path:
-        prompts = load_text_embed_file(resolve_path(plan.input_text_embed_path))
+        prompts = load_text_embed_file(local.get("input_text_embed_path", plan.input_text_embed_path))
     pipe = SanaStreamingPipeline.from_config(
         plan.config, plan.mode, model_path=plan.model_path, random_weights=plan.model_path is None,
         device=args.device, decode=plan.decode, strict=args.strict, load_text_encoder=prompts is None,
     )  # fmt: skip
-    options = EditOptions(
+    with _progress_bar(plan.mode) as progress, torch.inference_mode():
+        result = pipe.edit(
+            source, plan.output, _edit_options(plan, args), fps=args.fps, audio=not args.no_audio,
+            overwrite=args.overwrite, preset=args.x264_preset, prompts=prompts,
+            latent_path=plan.latent_output, progress=progress,
+        )  # fmt: skip
+    print(f"Saved video to {result.path}")
+    return 0
+
+
+def _dry_run(plan: EditPlan, needs: list[Need]) -> int:
+    """Print the whole plan, then one `hf download` line per missing item (and exit 1 if any)."""
+    from sana_streaming.downloads import check_needs, report_missing
+
+    statuses = check_needs(needs)  # the local cache only, nothing downloaded
+    extra = [f"{s.need.key}: {s.shown}" for s in statuses if not hasattr(plan, s.need.key)]
+    for status in statuses:
+        if hasattr(plan, status.need.key):
+            setattr(plan, status.need.key, status.shown)
+    print("\n".join([*plan.describe(), *extra]), flush=True)
+    report_missing(statuses)
+    return 0
+
+
+def _edit_options(plan: EditPlan, args: argparse.Namespace) -> EditOptions:
+    from sana_streaming.pipeline import EditOptions
+
+    return EditOptions(
         prompt=plan.prompt, negative_prompt=args.negative_prompt, num_frames=plan.num_frames,
         height=plan.height, width=plan.width, steps=plan.steps, cfg_scale=plan.cfg_scale,
         flow_shift=args.flow_shift, seed=plan.seed, motion_score=args.motion_score,
         num_cached_blocks=args.num_cached_blocks, sink_token=plan.sink_token,
     )  # fmt: skip
-    bar = tqdm(desc=plan.mode, unit="chunk", file=sys.stderr, disable=None)
+
+
+@contextmanager
+def _progress_bar(mode: str) -> Iterator[ProgressFn]:
+    """A tqdm bar on stderr (off when it is not a terminal) and the progress callback that drives it."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=mode, unit="chunk", file=sys.stderr, disable=None)
 
     def progress(stage: str, done: int, total: int | None) -> None:
         bar.total = total
@@ -467,15 +491,9 @@ def _edit(args: argparse.Namespace) -> int:
         bar.refresh()
 
     try:
-        with torch.inference_mode():
-            result = pipe.edit(
-                source, plan.output, options, fps=args.fps, audio=not args.no_audio, overwrite=args.overwrite,
-                preset=args.x264_preset, prompts=prompts, latent_path=plan.latent_output, progress=progress,
-            )  # fmt: skip
+        yield progress
     finally:
         bar.close()
-    print(f"Saved video to {result.path}")
-    return 0
 
 
 def _show_notices() -> None:

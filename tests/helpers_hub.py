@@ -88,3 +88,11 @@ def refuse(status: int, error_code: str | None) -> Callable[[httpx.Request], htt
     """A hub answering every request with `status` and the hub's `X-Error-Code` header."""
     headers = {"X-Error-Code": error_code} if error_code else {}
     return lambda request: httpx.Response(status, headers=headers, request=request)
+
+
+def stub_model_folders(cache: Path) -> None:
+    """Stand-ins for the VAE and Gemma folders: enough files to count as cached, not loadable."""
+    fake_hub_cache(cache, "Lightricks/LTX-2", {"vae/config.json": b"{}", "vae/m.safetensors": b"w"})
+    fake_hub_cache(cache, "Efficient-Large-Model/gemma-2-2b-it", {
+        "config.json": b"{}", "tokenizer_config.json": b"{}", "model.safetensors": b"w",
+    })  # fmt: skip

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_hub import use_cache
+from helpers_hub import fake_hub_cache, stub_model_folders, use_cache
 from helpers_video import make_clip, probe
 
 from sana_streaming.cli import main
@@ -161,26 +161,6 @@ def test_bad_debug_file_exits_1(workdir, capsys):
     make_clip(src, num_frames=30, fps=16)
     assert main(tiny_args(src, "--input_text_embed_path", str(workdir / "text.pt"))) == 1
     assert "prompt_mask" in capsys.readouterr().err
-
-
-def fake_hub_cache(root: Path, repo: str, files: dict[str, bytes]) -> None:
-    """The hub cache layout huggingface_hub reads offline: refs/main → snapshot folder with the files."""
-    folder = root / f"models--{repo.replace('/', '--')}"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text(commit)
-    for name, data in files.items():
-        path = folder / "snapshots" / commit / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-
-def stub_model_folders(cache: Path) -> None:
-    """Stand-ins for the VAE and Gemma folders: enough files to count as cached, not loadable."""
-    fake_hub_cache(cache, "Lightricks/LTX-2", {"vae/config.json": b"{}", "vae/m.safetensors": b"w"})
-    fake_hub_cache(cache, "Efficient-Large-Model/gemma-2-2b-it", {
-        "config.json": b"{}", "tokenizer_config.json": b"{}", "model.safetensors": b"w",
-    })  # fmt: skip
 
 
 def test_quick_start_dry_run_against_a_fake_hub_cache(workdir):

@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from helpers_hub import stub_model_folders, use_cache
 from helpers_video import make_clip
 
 from sana_streaming.cli import main
@@ -113,7 +114,9 @@ def test_same_seed_twice_gives_identical_frames_and_another_seed_does_not(workdi
 
 
 @pytest.mark.parametrize("kind", ["text", "pickle_payload", "truncated_safetensors", "folder"])
-def test_bad_model_files_exit_1_with_one_line(workdir, capsys, kind):
+def test_bad_model_files_exit_1_with_one_line(workdir, capsys, monkeypatch, kind):
+    stub_model_folders(workdir / "hub")  # resolved (not loaded) before the checkpoint is read
+    use_cache(monkeypatch, workdir / "hub", offline=True)
     src = workdir / "clip.mp4"
     make_clip(src, num_frames=30, fps=16)
     model = workdir / {"text": "notes.txt", "pickle_payload": "evil.pth",
