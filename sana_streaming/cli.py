@@ -148,6 +148,12 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
         help="frames to edit, floored to 8k+1, or 'all' (default: 969 / 81 by mode)",
     )
     add(
+        "--max_frames",
+        type=int,
+        help="stop after this many source frames (a live source's end); no error if the source ends sooner",
+    )
+    add("--duration", type=float, help="stop after this many seconds of the source, at its average rate")
+    add(
         "--height",
         type=int,
         default=704,
@@ -391,8 +397,13 @@ def _cfg_scale(args: argparse.Namespace) -> float:
 def _check_sampling_flags(args: argparse.Namespace) -> None:
     if args.step is not None and args.step <= 0:
         raise UsageError(f"--step must be positive, got {args.step}")
-    if args.fps is not None and args.fps <= 0:
-        raise UsageError(f"--fps must be positive, got {args.fps}")
+    for flag, value in (
+        ("--fps", args.fps),
+        ("--max_frames", args.max_frames),
+        ("--duration", args.duration),
+    ):
+        if value is not None and value <= 0:
+            raise UsageError(f"{flag} must be positive, got {value}")
     _check_x264_preset(args.x264_preset)
 
 
@@ -446,7 +457,7 @@ def _edit(args: argparse.Namespace) -> int:
         result = pipe.edit(
             source, plan.output, _edit_options(plan, args), fps=args.fps, audio=not args.no_audio,
             overwrite=args.overwrite, preset=args.x264_preset, prompts=prompts,
-            latent_path=plan.latent_output, progress=progress,
+            latent_path=plan.latent_output, progress=progress, metadata=_provenance(plan),
         )  # fmt: skip
     print(f"Saved video to {result.path}")
     return 0
@@ -474,7 +485,14 @@ def _edit_options(plan: EditPlan, args: argparse.Namespace) -> EditOptions:
         height=plan.height, width=plan.width, steps=plan.steps, cfg_scale=plan.cfg_scale,
         flow_shift=args.flow_shift, seed=plan.seed, motion_score=args.motion_score,
         num_cached_blocks=args.num_cached_blocks, sink_token=plan.sink_token,
+        max_frames=args.max_frames, max_seconds=args.duration,
     )  # fmt: skip
+
+
+def _provenance(plan: EditPlan) -> dict[str, object]:
+    """What the output's metadata records beside the edit options: where the weights and source came from."""
+    return {"model_path": plan.model_path or "random weights", "config": plan.config,
+            "source": plan.input_latent_path or plan.video_path}  # fmt: skip
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,7 @@ from sana_streaming.files import make_temp_beside, publish
 from sana_streaming.models.dit import StreamingState, build_dit, randomize_dit_
 from sana_streaming.models.text_encoder import TextEncoder, positive_prompt_text
 from sana_streaming.models.vae import LTX2VAE, load_vae
+from sana_streaming.provenance import edit_settings
 from sana_streaming.sampling.dpm_solver import sample_flow_dpm_solver
 from sana_streaming.sampling.streaming import (
     StreamingConditions,
@@ -116,6 +118,8 @@ class EditOptions:
     motion_score: int | None = None
     num_cached_blocks: int = 2
     sink_token: bool = True
+    max_frames: int | None = None  # read at most this many source frames (a live source's end)
+    max_seconds: float | None = None  # read at most this long, at the source's average frame rate
 
 
 @dataclass
@@ -554,56 +558,121 @@ class SanaStreamingPipeline:
         latent_path: str | Path | None = None,
         progress: ProgressFn | None = None,
         timer: StageTimer | None = None,
+        metadata: dict[str, object] | None = None,
     ) -> EditResult:
         """Edit `source` into the MP4 `output` (written atomically). Without `fps`, output frame i keeps
         source frame i's presentation time (a variable-rate source keeps its timing; 16 fps for
         latents); an explicit `fps` spaces the frames evenly. The source audio of the edited span is
         copied (from the reader's own demuxer) unless `audio` is off or `fps` differs from the source's.
         `preset` is x264's (the release's: medium). `latent_path` also saves the release's debug
-        latents."""
-        width, height = options.width // 32 * 32, options.height // 32 * 32
+        latents. The edit's settings (and `metadata`) are written into the file's `comment` tag.
+
+        A file source that fails leaves nothing; a live source (unknown length) that is interrupted
+        (Ctrl-C, SIGTERM) keeps what was edited so far in a finished file, then the interrupt is
+        re-raised."""
+        settings = edit_settings(self.mode, options, self.sampler_settings(options), metadata)
         if isinstance(source, SourceLatents):
-            width, height = 32 * source.source.shape[4], 32 * source.source.shape[3]
             opened: contextlib.AbstractContextManager = contextlib.nullcontext(source)
         else:
-            opened = open_video(source, height, width, chunk_frames=24, max_frames=options.num_frames)
+            opened = open_source(source, options)
+            if options.max_frames is not None or options.max_seconds is not None:
+                options = replace(options, num_frames=None)  # at most: the reader's limit bounds it
         with opened as reader:
-            source_fps, has_audio = RELEASE_FPS, False
-            if isinstance(reader, VideoReader):
-                source_fps, has_audio = reader.info.fps or RELEASE_FPS, reader.info.has_audio
-            out_fps = Fraction(fps).limit_denominator(100_000) if fps else source_fps
-            keep_audio = audio and has_audio
-            if keep_audio and out_fps != source_fps:
-                logger.warning(
-                    "dropping the audio: --fps %s differs from the source rate %s", out_fps, source_fps
-                )
-                keep_audio = False
             record = LatentRecord() if latent_path is not None else None
-            follow = fps is None and isinstance(reader, VideoReader)  # the source's frame times
-            writer = VideoWriter(
-                output, out_fps, width, height, overwrite=overwrite, preset=preset,
-                audio_from=reader.audio_feed() if keep_audio else None,
-                timestamps=reader.frame_times() if follow else None,
-            )  # fmt: skip
+            writer = self._writer_for(reader, output, options, fps, audio, overwrite, preset, settings)
+            live = isinstance(reader, VideoReader) and reader.is_live
             with writer:
-                sink = BackgroundSink(writer.write_images, depth=2)  # x264 runs beside the GPU work
                 stream = self.stream(reader, options, prompts=prompts, record=record, progress=progress,
                                      timer=timer)  # fmt: skip
-                try:
-                    for frames in stream:
-                        with _stage(timer, "write"):  # the uint8 conversion and any wait for the writer
-                            sink.put(frames_to_uint8(frames))
-                    with _stage(timer, "write"):
-                        sink.close()
-                except BaseException:
-                    try:
-                        stream.close()  # end the stream's threads while its reader is still open
-                    finally:
-                        sink.cancel()  # and the writer's thread before the writer aborts
-                    raise
+                cut = _write_frames(stream, writer, live, timer)
+        if cut is not None:
+            logger.warning("interrupted: %s keeps the %d frames edited so far", output, writer.frames_written)
+            raise cut
         if record is not None:  # after the video: a failed edit leaves neither file
             _save_atomically(record.stacked(), Path(latent_path), overwrite)  # type: ignore[arg-type]
-        return EditResult(path=Path(output), frames=writer.frames_written, fps=out_fps, audio=keep_audio)
+        return EditResult(
+            path=Path(output), frames=writer.frames_written, fps=writer.fps, audio=writer.has_audio
+        )
+
+    def _writer_for(
+        self,
+        reader: VideoReader | SourceLatents,
+        output: str | Path,
+        options: EditOptions,
+        fps: float | None,
+        audio: bool,
+        overwrite: bool,
+        preset: str,
+        settings: dict[str, str],
+    ) -> VideoWriter:
+        """The output writer: the source's frame times and audio when it has them, else `fps`."""
+        width, height = options.width // 32 * 32, options.height // 32 * 32
+        source_fps, has_audio = RELEASE_FPS, False
+        if isinstance(reader, SourceLatents):
+            width, height = 32 * reader.source.shape[4], 32 * reader.source.shape[3]
+        else:
+            source_fps, has_audio = reader.info.fps or RELEASE_FPS, reader.info.has_audio
+        out_fps = Fraction(fps).limit_denominator(100_000) if fps else source_fps
+        keep_audio = audio and has_audio
+        if keep_audio and out_fps != source_fps:
+            logger.warning(
+                "dropping the audio: --fps %s differs from the source rate %s", out_fps, source_fps
+            )
+            keep_audio = False
+        follow = fps is None and isinstance(reader, VideoReader)  # the source's frame times
+        return VideoWriter(
+            output, out_fps, width, height, overwrite=overwrite, preset=preset,
+            audio_from=reader.audio_feed() if keep_audio else None,  # type: ignore[union-attr]
+            timestamps=reader.frame_times() if follow else None,  # type: ignore[union-attr]
+            metadata=settings,
+        )  # fmt: skip
+
+
+def open_source(source: VideoSource, options: EditOptions) -> VideoReader:
+    """Open a source video at the edit's size. With `options.max_frames` / `max_seconds` it reads at
+    most that many frames and `num_frames` too becomes an upper bound."""
+    width, height = options.width // 32 * 32, options.height // 32 * 32
+    reader = open_video(source, height, width, chunk_frames=24, max_frames=options.num_frames)
+    try:
+        limits = [] if options.max_frames is None else [options.max_frames]
+        if options.max_seconds is not None:
+            fps = reader.info.fps or RELEASE_FPS
+            limits.append(max(1, math.ceil(options.max_seconds * fps)))
+        if limits:
+            reader.limit(min(limits))
+    except BaseException:
+        reader.close()
+        raise
+    return reader
+
+
+def _write_frames(
+    stream: Iterator[Tensor], writer: VideoWriter, live: bool, timer: StageTimer | None
+) -> KeyboardInterrupt | None:
+    """Feed the stream's frames to `writer` on a background thread (x264 runs beside the GPU work).
+    A live source's interrupt is returned after the frames already edited were written, so the
+    caller can publish them; anything else aborts and propagates."""
+    sink = BackgroundSink(writer.write_images, depth=2)
+    try:
+        for frames in stream:
+            with _stage(timer, "write"):  # the uint8 conversion and any wait for the writer
+                sink.put(frames_to_uint8(frames))
+        with _stage(timer, "write"):
+            sink.close()
+    except KeyboardInterrupt as exc:
+        stream.close()  # type: ignore[attr-defined]
+        if not live:
+            sink.cancel()
+            raise
+        sink.close()  # what was edited goes into the file
+        return exc
+    except BaseException:
+        try:
+            stream.close()  # type: ignore[attr-defined]  # end the stream's threads while its reader is open
+        finally:
+            sink.cancel()  # and the writer's thread before the writer aborts
+        raise
+    return None
 
 
 @dataclass

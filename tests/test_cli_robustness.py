@@ -253,3 +253,64 @@ def test_ctrl_c_during_start_up_is_one_line(workdir):
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "Traceback" not in err and "sana-streaming: interrupted" in err
+
+
+def test_interrupted_live_edit_keeps_what_was_edited(workdir):
+    """Ctrl-C on a source of unknown length (stdin) publishes the frames edited so far."""
+    src = workdir / "live.mkv"
+    make_clip(src, num_frames=400, fps=24, width=100, height=70, container="matroska")
+    data = src.read_bytes()
+    command = [sys.executable, "-m", "sana_streaming.cli",
+               *tiny_args("-", "--x264_preset", "ultrafast", "--output_name", "live.mp4")]  # fmt: skip
+    process = subprocess.Popen(command, env=ENV, cwd=workdir, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(data[: len(data) // 2])  # the rest never comes: a live source still running
+    process.stdin.flush()
+    outputs = workdir / "outputs"
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size > 4096 for p in outputs.glob(".live*")):  # frames in the temp file
+        assert process.poll() is None and time.monotonic() < deadline, "no frames were written"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    err = process.stderr.read().decode()
+    process.wait(timeout=60)
+    process.stdin.close()
+    assert process.returncode == 130, err
+    assert "keeps the" in err and "sana-streaming: interrupted" in err and "Traceback" not in err
+    assert leftovers(outputs) == ["live.mp4"]
+    frames = decoded_frames(outputs / "live.mp4")
+    assert 0 < len(frames) < 200 and frames.shape[1:] == (64, 96, 3)
+
+
+def test_limits_bound_the_edit_without_an_error(workdir):
+    """--max_frames and --duration are upper bounds: a shorter source is edited whole, no error."""
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=60, fps=24, width=100, height=70)
+    cases = {
+        "a.mp4": ["--max_frames", "40"],
+        "b.mp4": ["--duration", "1.4"],
+        "c.mp4": ["--max_frames", "500"],
+    }
+    for name, extra in cases.items():
+        args = tiny_args(src, *extra, "--output_name", name)
+        args.remove("--num_frames"), args.remove("all")  # the mode's default 969 becomes a bound too
+        assert main(args) == 0
+    counts = [len(decoded_frames(workdir / "outputs" / n)) for n in cases]
+    assert counts == [33, 33, 57]  # 40 and ceil(1.4 * 24) = 34 floored to 8k+1; the whole clip
+
+
+def test_output_metadata_records_the_edit(workdir):
+    import json
+
+    from sana_streaming import __version__
+
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    assert main(tiny_args(src, "--seed", "7", "--step", "2")) == 0
+    with av.open(str(workdir / "outputs" / "clip_long_streaming.mp4")) as container:
+        settings = json.loads(container.metadata["comment"])
+    assert settings["tool"] == f"sana-streaming {__version__}"
+    assert (settings["mode"], settings["prompt"], settings["seed"], settings["steps"]) == (
+        "long_streaming", "make it blue", 7, 2,
+    )  # fmt: skip
+    assert settings["model_path"] == "random weights" and settings["source"] == str(src)
+    assert settings["config"].endswith("tiny_random.yaml") and settings["sink_token"] is True

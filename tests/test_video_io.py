@@ -231,6 +231,39 @@ def test_max_frames_stops_early(tmp_path: Path) -> None:
         assert [c.shape[1] for c in reader] == [4, 4, 1]
 
 
+def test_limit_caps_the_known_count(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    make_clip(path, num_frames=20, fps=16)
+    with open_video(path, 48, 64, chunk_frames=8) as reader:
+        reader.limit(11)
+        assert reader.info.num_frames == 11 and not reader.is_live
+        assert [c.shape[1] for c in reader] == [8, 3]
+
+
+def _failing_after(frames: Iterator, count: int) -> Iterator:
+    """The reader's demuxed frames, then the I/O error of a network source whose sender stopped."""
+    for index, item in enumerate(frames):
+        if index == count:
+            raise av.error.FFmpegError(5, "Input/output error")
+        yield item
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_a_read_error_ends_a_live_source_but_fails_a_file(tmp_path: Path, live: bool, caplog) -> None:
+    path = tmp_path / "clip.mkv"
+    make_clip(path, num_frames=20, fps=24, container="matroska")
+    source = _NonSeekable(path.read_bytes()) if live else path
+    with open_video(source, 32, 32, chunk_frames=4) as reader:
+        reader._timed = _failing_after(reader._timed, 9)  # the first frame was decoded on opening
+        if live:
+            with caplog.at_level("WARNING"):
+                assert sum(c.shape[1] for c in reader) == 10
+            assert "stopped after 10 frames" in caplog.text
+        else:
+            with pytest.raises(VideoReadError, match="decoding failed after 10 frames"):
+                list(reader)
+
+
 def test_read_errors(tmp_path: Path) -> None:
     with pytest.raises(VideoReadError, match="no such file"):
         open_video(tmp_path / "missing.mp4", 32, 32)

@@ -24,7 +24,9 @@ were decoded), so the writer always has the audio of the frames it writes.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import logging
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -40,6 +42,8 @@ import torch.nn.functional as F
 
 from sana_streaming.background import interruptible
 from sana_streaming.hub import HubError, is_hub_uri, resolve_path
+
+logger = logging.getLogger(__name__)
 
 VideoSource = str | Path | BinaryIO
 STDIN = "-"
@@ -216,7 +220,7 @@ class VideoReader:
             width=width,
             height=height,
             fps=self._fps,
-            num_frames=self._stream.frames or self._count_frames(),
+            num_frames=_at_most(self._stream.frames or self._count_frames(), self.max_frames),
             has_audio=self._audio is not None,
         )
 
@@ -302,6 +306,21 @@ class VideoReader:
         except av.error.FFmpegError as exc:
             raise VideoReadError(f"{self.name}: decoding failed ({exc})") from exc
 
+    def limit(self, max_frames: int) -> None:
+        """Read at most `max_frames` frames (before iteration starts); `info.num_frames` follows."""
+        if self._started:
+            raise RuntimeError(f"{self.name}: limit() after the frames were read")
+        if max_frames <= 0:
+            raise ValueError(f"max_frames must be positive, got {max_frames}")
+        self.max_frames = max_frames if self.max_frames is None else min(self.max_frames, max_frames)
+        self.info = dataclasses.replace(self.info, num_frames=_at_most(self.info.num_frames, max_frames))
+
+    @property
+    def is_live(self) -> bool:
+        """A source of unknown length (a pipe, a network stream): its end or a read error mid-way is
+        where the edit ends, not a failure."""
+        return self.info.num_frames is None
+
     def frames(self) -> Iterator[np.ndarray]:
         """uint8 RGB frames `[H, W, 3]`, upright, in presentation order (PyAV's rgb24 conversion, as
         imageio's pyav plugin in the release), at most `max_frames`; readable once."""
@@ -322,7 +341,9 @@ class VideoReader:
                 yield self._upright(frame.to_ndarray(format="rgb24"))
                 count += 1
         except av.error.FFmpegError as exc:
-            raise VideoReadError(f"{self.name}: decoding failed after {count} frames ({exc})") from exc
+            if not self.is_live:
+                raise VideoReadError(f"{self.name}: decoding failed after {count} frames ({exc})") from exc
+            logger.warning("%s stopped after %d frames (%s); editing what arrived", self.name, count, exc)
 
     def _upright(self, image: np.ndarray) -> np.ndarray:
         if not self._turns:
@@ -366,6 +387,11 @@ def open_video(
     return interruptible(
         lambda: VideoReader(source, height, width, chunk_frames=chunk_frames, max_frames=max_frames)
     )
+
+
+def _at_most(count: int | None, limit: int | None) -> int | None:
+    """`count` capped by `limit`; None (unknown) stays None."""
+    return count if count is None or limit is None else min(count, limit)
 
 
 def _source_name(source: VideoSource) -> str:

@@ -70,7 +70,8 @@ class VideoWriter:
     `audio_from`: a reader's `audio_feed()` or a source file whose first audio track is copied;
     `audio_span`: `(start, end)` seconds of that source, measured from its first video frame (None: from
     0 for as long as the written video). `timestamps`: a reader's `frame_times()` to follow the source's
-    frame times instead of the constant `fps`."""
+    frame times instead of the constant `fps`. `metadata`: container tags (e.g. `comment`) written into
+    the file's header."""
 
     def __init__(
         self,
@@ -84,6 +85,7 @@ class VideoWriter:
         audio_span: tuple[float, float] | None = None,
         timestamps: FrameTimes | None = None,
         preset: str = X264_OPTIONS["preset"],
+        metadata: dict[str, str] | None = None,
     ) -> None:
         self.path = Path(path).expanduser()
         if preset not in X264_PRESETS:
@@ -109,6 +111,7 @@ class VideoWriter:
         self.width, self.height = width, height
         self.frames_written = 0
         self.overwrite = overwrite
+        self.has_audio = audio_from is not None
         self._lock = threading.RLock()
         self._timestamps = timestamps
         self._last_pts = -1
@@ -117,6 +120,7 @@ class VideoWriter:
         self._audio: _AudioCopier | None = None
         try:
             self._container = av.open(str(self._temp), mode="w", format=container_format)
+            self._container.metadata.update(metadata or {})
             options = {**X264_OPTIONS, "preset": preset}
             self._stream = self._container.add_stream("libx264", rate=self.fps, options=options)
             self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, PIXEL_FORMAT
