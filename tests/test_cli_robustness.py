@@ -314,3 +314,20 @@ def test_output_metadata_records_the_edit(workdir):
     )  # fmt: skip
     assert settings["model_path"] == "random weights" and settings["source"] == str(src)
     assert settings["config"].endswith("tiny_random.yaml") and settings["sink_token"] is True
+
+
+def test_two_runs_writing_one_path_never_replace_each_other(workdir):
+    """Started together without --overwrite: one publishes, the other fails cleanly; the file is whole."""
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=33, fps=24, width=100, height=70)
+    command = [sys.executable, "-m", "sana_streaming.cli", *tiny_args(src, "--no_audio")]
+    runs = [subprocess.Popen([*command, "--seed", str(seed)], env=ENV, cwd=workdir, stderr=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, text=True) for seed in (1, 2)]  # fmt: skip
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    codes = sorted(code for code, _ in results)
+    assert codes[0] == 0 and codes[1] in (1, 2), results
+    loser = next(err for code, err in results if code)
+    assert "Traceback" not in loser and ("was kept" in loser or "exists" in loser)
+    outputs = workdir / "outputs"
+    assert leftovers(outputs) == ["clip_long_streaming.mp4"]
+    assert decoded_frames(outputs / "clip_long_streaming.mp4").shape == (33, 64, 96, 3)
