@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from sana_streaming.models.dit.layers import RMSNorm, TapLinear
 from sana_streaming.models.dit.rope import RopeTables
+from sana_streaming.numerics import compute_dtype
 from sana_streaming.ops import Backend, GDNInputs, GDNState, gdn_core
-from sana_streaming.ops.gdn_reference import compute_dtype
 
 
 class GDNAttention(nn.Module):

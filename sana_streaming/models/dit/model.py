@@ -22,7 +22,7 @@ from sana_streaming.models.dit.layers import (
     TimestepEmbedder,
 )
 from sana_streaming.models.dit.rope import rope_tables
-from sana_streaming.ops.gdn_reference import compute_dtype
+from sana_streaming.numerics import compute_dtype
 
 
 class SanaStreamingDiT(nn.Module):
