@@ -22,19 +22,14 @@ def no_tf32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
-def set_backend(model, backend):
-    for block in model.blocks:
-        if not block.softmax:
-            block.attn.backend = backend
-
-
 @requires_cuda
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_golden_bidirectional_on_cuda(backend):
     g = {k: v.cuda() for k, v in golden("dit_bidirectional").items() if k.startswith(("input", "output"))}
-    model = build_dit(golden_dit_config("bidirectional"), device="cuda", dtype=torch.float32)
+    model = build_dit(
+        golden_dit_config("bidirectional"), device="cuda", dtype=torch.float32, gdn_backend=backend
+    )
     model.load_state_dict(golden_state_dict("bidirectional"))
-    set_backend(model, backend)
     out = model(g["input.x"], g["input.timestep"], g["input.y"], g["input.mask"], g["input.source"])
     # the Triton path rounds its tensor-core operands to bf16: the README's right-hand column
     assert rel_err(out, g["output.velocity"]) <= (1e-4 if backend == "torch" else 1e-3)
@@ -47,11 +42,9 @@ def test_bf16_full_width_block_close_to_float64(backend):
     frames at 22×40: bf16 vs float64, both on CUDA."""
     base = load_config("sana_streaming_2b_720p").dit
     config = type(base)(**{**base.__dict__, "depth": 4, "softmax_layer_indices": (3,)})
-    ref = randomize_dit_(build_dit(config, device="cuda", dtype=torch.float64), seed=0)
-    set_backend(ref, "torch")
-    model = build_dit(config, device="cuda", dtype=torch.bfloat16)
+    ref = randomize_dit_(build_dit(config, device="cuda", dtype=torch.float64, gdn_backend="torch"), seed=0)
+    model = build_dit(config, device="cuda", dtype=torch.bfloat16, gdn_backend=backend)
     model.load_state_dict(ref.state_dict())
-    set_backend(model, backend)
     gen = torch.Generator("cuda").manual_seed(0)
     x, source = (
         torch.randn(1, 128, 3, 22, 40, generator=gen, device="cuda", dtype=torch.float64) for _ in "ab"

@@ -106,3 +106,37 @@ def test_tiny_model_builds_and_runs_in_bf16():
     x = torch.randn(1, 16, 2, 2, 3, generator=gen)
     out = model(x, torch.tensor([500.0]), torch.randn(1, 1, 16, 64, generator=gen), torch.ones(1, 16), x)
     assert out.dtype == torch.bfloat16 and out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_gdn_backend_is_a_build_argument_reaching_every_gdn_block():
+    config = load_config("sana_streaming_2b_720p")
+    gdn_blocks = [b for b in build_dit(config, device="meta").blocks if not b.softmax]
+    assert len(gdn_blocks) == 15 and {b.attn.backend for b in gdn_blocks} == {"auto"}
+    gdn_blocks = [b for b in build_dit(config, device="meta", gdn_backend="torch").blocks if not b.softmax]
+    assert {b.attn.backend for b in gdn_blocks} == {"torch"}
+
+
+def test_triton_gdn_backend_from_build_dit_is_used_by_the_forward():
+    """`gdn_backend="triton"` never falls back: on CPU the forward raises, so the argument reached
+    `gdn_core`; "torch" and the default "auto" give the same bits on CPU."""
+    from sana_streaming.models.dit import randomize_dit_
+    from sana_streaming.ops import KernelUnavailableError
+
+    config = load_config("tiny_random")
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 16, 2, 2, 3, generator=gen)
+    args = (x, torch.tensor([500.0]), torch.randn(1, 1, 16, 64, generator=gen), torch.ones(1, 16), x)
+    outs = {}
+    for backend in ("auto", "torch", "triton"):
+        model = randomize_dit_(build_dit(config, dtype=torch.float32, gdn_backend=backend), seed=3)
+        if backend == "triton":
+            with pytest.raises(KernelUnavailableError):
+                model(*args)
+        else:
+            outs[backend] = model(*args)
+    assert torch.equal(outs["auto"], outs["torch"])
+
+
+def test_unknown_gdn_backend_fails_at_build_time():
+    with pytest.raises(ValueError, match=r"unknown GDN backend 'cuda'; expected one of auto, triton, torch"):
+        build_dit(load_config("tiny_random"), device="meta", gdn_backend="cuda")

@@ -12,7 +12,6 @@ from sana_streaming.ops.gdn_reference import (
     gdn_features,
     gdn_scan,
     gdn_scan_oracle,
-    rotate_pairs,
 )
 
 
@@ -107,15 +106,6 @@ def test_two_chunks_with_carried_state_equal_one_forward_scan():
     second = gdn_scan(part(3, 6), first.final_state)
     torch.testing.assert_close(second.final_state.kv, whole.final_state.kv)
     torch.testing.assert_close(second.final_state.z, whole.final_state.z)
-
-
-def test_rotate_pairs_interleaved_convention():
-    x = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]], dtype=torch.float64)  # (N=1, H=1, D=4)
-    theta = torch.tensor([[0.3, 1.1]], dtype=torch.float64)
-    out = rotate_pairs(x, theta.cos(), theta.sin())[0, 0]
-    c0, s0, c1, s1 = math.cos(0.3), math.sin(0.3), math.cos(1.1), math.sin(1.1)
-    expected = torch.tensor([1 * c0 - 2 * s0, 1 * s0 + 2 * c0, 3 * c1 - 4 * s1, 3 * s1 + 4 * c1])
-    torch.testing.assert_close(out, expected.double())
 
 
 def test_core_torch_features_and_gate():

@@ -3,12 +3,13 @@
 `gdn_core` is the one entry point of the GDN layers. `backend="auto"` takes the fused Triton kernel
 when it is installed and the tensors live on a CUDA device, and the PyTorch path otherwise;
 `"triton"` raises instead of falling back (so tests prove the kernel ran); `"torch"` forces the
-reference path, which `"auto"` also takes for float64 tensors.
+reference path, which `"auto"` also takes for float64 tensors. The DiT fixes it at build time:
+`build_dit(config, gdn_backend=...)`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -17,11 +18,27 @@ from sana_streaming.ops.gdn_reference import GDNInputs, GDNState, gdn_core_torch
 
 Backend = Literal["auto", "triton", "torch"]
 
-__all__ = ["Backend", "GDNInputs", "GDNState", "KernelUnavailableError", "gdn_core", "triton_gdn_available"]
+__all__ = [
+    "Backend",
+    "GDNInputs",
+    "GDNState",
+    "KernelUnavailableError",
+    "check_backend",
+    "gdn_core",
+    "triton_gdn_available",
+]
 
 
 class KernelUnavailableError(RuntimeError):
     """A Triton kernel was requested but cannot run here."""
+
+
+def check_backend(backend: str) -> Backend:
+    """`backend` itself if it names a GDN backend; ValueError otherwise (so a model built with a typo
+    fails at build time, not at its first forward)."""
+    if backend not in get_args(Backend):
+        raise ValueError(f"unknown GDN backend {backend!r}; expected one of {', '.join(get_args(Backend))}")
+    return backend  # type: ignore[return-value]
 
 
 def triton_gdn_available() -> bool:
@@ -44,8 +61,7 @@ def gdn_core(
 
     `state`: the forward scan's initial state (zeros if None), overwritten in place with the final
     state when `update_state`. Returns (B, N, C) in the dtype of `v`. See kernels.md §1.3 and §7.1."""
-    if backend not in ("auto", "triton", "torch"):
-        raise ValueError(f"unknown GDN backend {backend!r}")
+    check_backend(backend)
     on_cuda, dtype = inputs.q.is_cuda, inputs.v.dtype
     if backend == "torch" or (backend == "auto" and (not on_cuda or dtype == torch.float64)):
         # float64 (reference runs) stays on the exact path

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sana_streaming.numerics import compute_dtype, rms_normalise, rotate_pairs
+
 
 @dataclass
 class GDNState:
@@ -171,27 +173,6 @@ def gdn_scan(features: GDNFeatures, initial_state: GDNState | None = None) -> GD
     num = torch.einsum("btshd,bthde->btshe", f.q_rot, kv_all)
     den = torch.einsum("btshd,bthd->btsh", f.q, z_all)
     return GDNScanOutput(num=num, den=den, final_state=final_state)
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The scan's arithmetic dtype: float32 for bf16/fp16/fp32 activations, float64 for float64."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def rms_normalise(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    """RMSNorm over the full last dimension in at least float32 (no cast back)."""
-    x = x.to(compute_dtype(x.dtype))
-    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * weight.to(x.dtype)
-
-
-def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate interleaved pairs (x_2j, x_2j+1) by the angle whose cos/sin are given per pair.
-
-    x: (..., N, H, D); cos, sin: (N, D/2)."""
-    pairs = x.unflatten(-1, (-1, 2))  # (..., N, H, D/2, 2)
-    even, odd = pairs[..., 0], pairs[..., 1]
-    c, s = cos[:, None, :], sin[:, None, :]  # (N, 1, D/2)
-    return torch.stack((even * c - odd * s, even * s + odd * c), dim=-1).flatten(-2)
 
 
 def gdn_features(inputs: GDNInputs) -> GDNFeatures:

@@ -16,6 +16,7 @@ from sana_streaming.models.dit.gdn import GDNAttention
 from sana_streaming.models.dit.layers import modulate
 from sana_streaming.models.dit.rope import RopeTables
 from sana_streaming.models.dit.softmax_attention import SoftmaxAttention
+from sana_streaming.ops import Backend
 
 
 @dataclass
@@ -33,7 +34,7 @@ class BlockContext:
 
 
 class SanaBlock(nn.Module):
-    def __init__(self, config: DiTConfig, softmax: bool) -> None:
+    def __init__(self, config: DiTConfig, softmax: bool, gdn_backend: Backend = "auto") -> None:
         super().__init__()
         C = config.hidden_size
         self.softmax = softmax
@@ -44,7 +45,7 @@ class SanaBlock(nn.Module):
             taps = 3 if config.variant == "streaming" else 1
             self.attn: nn.Module = SoftmaxAttention(C, config.linear_head_dim, qk_taps=taps)
         else:
-            self.attn = GDNAttention(C, config.linear_head_dim)
+            self.attn = GDNAttention(C, config.linear_head_dim, backend=gdn_backend)
         # 2. Cross-attention.
         self.cross_attn = CrossAttention(C, config.num_heads)
         # 3. Feed-forward.

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from sana_streaming.config import DiTConfig
+from sana_streaming.numerics import compute_dtype
 from sana_streaming.ops import GDNState
-from sana_streaming.ops.gdn_reference import compute_dtype
 
 
 @dataclass

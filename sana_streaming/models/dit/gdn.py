@@ -9,14 +9,16 @@ from torch import Tensor, nn
 
 from sana_streaming.models.dit.layers import RMSNorm, TapLinear
 from sana_streaming.models.dit.rope import RopeTables
-from sana_streaming.ops import Backend, GDNInputs, GDNState, gdn_core
-from sana_streaming.ops.gdn_reference import compute_dtype
+from sana_streaming.numerics import compute_dtype
+from sana_streaming.ops import Backend, GDNInputs, GDNState, check_backend, gdn_core
 
 
 class GDNAttention(nn.Module):
-    """Bidirectional within the call, causal across calls through the carried forward state."""
+    """Bidirectional within the call, causal across calls through the carried forward state.
 
-    def __init__(self, hidden_size: int, head_dim: int) -> None:
+    `backend` picks the `gdn_core` implementation (see `sana_streaming.ops`), fixed at construction."""
+
+    def __init__(self, hidden_size: int, head_dim: int, backend: Backend = "auto") -> None:
         super().__init__()
         self.heads = hidden_size // head_dim
         self.head_dim = head_dim
@@ -34,7 +36,7 @@ class GDNAttention(nn.Module):
         # 3. Output gate and projection.
         self.output_gate = nn.Linear(hidden_size, hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
-        self.backend: Backend = "auto"
+        self.backend = check_backend(backend)
 
     def gates(self, u: Tensor, frames: int) -> tuple[Tensor, Tensor]:
         """β (B, N, H) in the activation dtype; decay g (B, T, H) computed in fp32, rounded to the

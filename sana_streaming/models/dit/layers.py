@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sana_streaming.ops.gdn_reference import compute_dtype
+from sana_streaming.numerics import rms_normalise
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm over the full last dimension, reduced in float32 (float64 inputs stay float64) and cast
+    """`rms_normalise` with a learned weight: reduced in float32 (float64 inputs stay float64) and cast
     back to the input dtype."""
 
     def __init__(self, dim: int, eps: float) -> None:
@@ -21,9 +21,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.to(compute_dtype(x.dtype))
-        normed = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return (self.weight.to(xf.dtype) * normed).to(x.dtype)
+        return rms_normalise(x, self.weight, self.eps).to(x.dtype)
 
 
 class TapLinear(nn.Module):

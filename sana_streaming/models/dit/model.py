@@ -22,11 +22,12 @@ from sana_streaming.models.dit.layers import (
     TimestepEmbedder,
 )
 from sana_streaming.models.dit.rope import rope_tables
-from sana_streaming.ops.gdn_reference import compute_dtype
+from sana_streaming.numerics import compute_dtype
+from sana_streaming.ops import Backend
 
 
 class SanaStreamingDiT(nn.Module):
-    def __init__(self, config: DiTConfig) -> None:
+    def __init__(self, config: DiTConfig, gdn_backend: Backend = "auto") -> None:
         super().__init__()
         self.config = config
         C = config.hidden_size
@@ -36,7 +37,8 @@ class SanaStreamingDiT(nn.Module):
         self.y_embedder = CaptionEmbedder(config.caption_channels, C, config.model_max_length)
         self.attention_y_norm = RMSNorm(C, eps=1e-5)
         self.blocks = nn.ModuleList(
-            SanaBlock(config, softmax=i in config.softmax_layer_indices) for i in range(config.depth)
+            SanaBlock(config, softmax=i in config.softmax_layer_indices, gdn_backend=gdn_backend)
+            for i in range(config.depth)
         )
         self.final_layer = FinalLayer(C, config.out_channels)
         # Zero, unused; kept so checkpoints that carry it load strictly (dit.md §2.2).
@@ -85,12 +87,18 @@ class SanaStreamingDiT(nn.Module):
         return out.transpose(1, 2).reshape(B, -1, T, H, W)
 
 
-def build_dit(config, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+def build_dit(
+    config,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    gdn_backend: Backend = "auto",
+) -> SanaStreamingDiT:
     """Build the DiT for a `SanaStreamingConfig` or `DiTConfig` (weights uninitialised; load a
-    checkpoint or call `randomize_dit_`). `device="meta"` builds without memory."""
+    checkpoint or call `randomize_dit_`). `device="meta"` builds without memory. `gdn_backend` is the
+    GDN blocks' `gdn_core` backend: "auto" (Triton on CUDA when installed), "triton" or "torch"."""
     dit_config = config if isinstance(config, DiTConfig) else config.dit
     with torch.device(device or "cpu"):
-        model = SanaStreamingDiT(dit_config)
+        model = SanaStreamingDiT(dit_config, gdn_backend=gdn_backend)
     if dtype is not None:
         model = model.to(dtype)
     return model.eval().requires_grad_(False)

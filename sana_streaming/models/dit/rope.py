@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sana_streaming.ops.gdn_reference import compute_dtype, rotate_pairs
+from sana_streaming.numerics import compute_dtype, rotate_pairs
 
 ROPE_THETA = 10000.0
 

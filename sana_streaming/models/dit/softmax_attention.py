@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from sana_streaming.models.dit.cache import KVWindow
 from sana_streaming.models.dit.layers import RMSNorm, TapLinear
 from sana_streaming.models.dit.rope import RopeTables, apply_rope
-from sana_streaming.ops.gdn_reference import compute_dtype
+from sana_streaming.numerics import compute_dtype
 
 
 class SoftmaxAttention(nn.Module):
