@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -23,26 +23,21 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sana_streaming.background import BackgroundSink, Prefetch
+from sana_streaming.background import BackgroundSink
 from sana_streaming.checkpoint import load_dit_checkpoint
 from sana_streaming.config import MODE_SAMPLERS, SamplerConfig, SanaStreamingConfig, load_config
 from sana_streaming.debug_files import PromptEmbeddings, SourceLatents
 from sana_streaming.debug_files import load_latent_file as load_latent_file  # the CLI's debug flags
 from sana_streaming.debug_files import load_text_embed_file as load_text_embed_file
 from sana_streaming.downloads import model_needs, resolve_needs
-from sana_streaming.errors import EditError, SourceTooShortError
+from sana_streaming.errors import EditError
 from sana_streaming.files import make_temp_beside, publish
 from sana_streaming.models.dit import build_dit, randomize_dit_
 from sana_streaming.models.text_encoder import TextEncoder, positive_prompt_text
-from sana_streaming.models.vae import LTX2VAE, ChunkedEncoder, IncrementalDecoder, load_vae
+from sana_streaming.models.vae import LTX2VAE, IncrementalDecoder, load_vae
 from sana_streaming.sampling.dpm_solver import sample_flow_dpm_solver
-from sana_streaming.sampling.streaming import (
-    ChunkStreamer,
-    DenoisedChunk,
-    LatentRecord,
-    SourceChunk,
-    StreamingConditions,
-)
+from sana_streaming.sampling.streaming import ChunkStreamer, DenoisedChunk, LatentRecord, StreamingConditions
+from sana_streaming.stages import LatentFeed, ProgressFn, SourceEncoder, StreamRun
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.reader import VideoReader, VideoSource, open_video
 from sana_streaming.video.writer import X264_OPTIONS, VideoWriter, frames_to_uint8
@@ -91,9 +86,6 @@ def check_frame_size(height: int, width: int, stride: int = 32) -> None:
             raise EditError(f"{name} must be at least {smallest} (the VAE's smallest frame), got {value}")
 
 
-ProgressFn = Callable[[str, int, int | None], None]  # (stage, done, total or None)
-
-
 @dataclass(frozen=True)
 class EditOptions:
     """Per-edit settings; None means the mode's default (see `MODE_DEFAULTS`, `MODE_SAMPLERS`)."""
@@ -120,67 +112,6 @@ class EditResult:
     frames: int
     fps: Fraction
     audio: bool
-
-
-class StreamRun:
-    """One stream of edited frames `[3, F, H, W]` from `SanaStreamingPipeline.stream`: iterate it (it
-    starts on the first `next`), `close()` ends it early. It holds its stages and so everything the run
-    keeps between chunks; the pipeline keeps nothing of it."""
-
-    def __init__(
-        self,
-        body: Callable[[StreamRun], Generator[Tensor, None, None]],
-        *,
-        record: LatentRecord | None = None,
-        progress: ProgressFn | None = None,
-        timer: StageTimer | None = None,
-    ) -> None:
-        self.record = record  # every chunk's latents, for `--save_latent`
-        self.progress = progress
-        self.timer = timer
-        self.encoder: ChunkedEncoder | None = None  # the stages, while the run holds them
-        self.streamer: ChunkStreamer | None = None
-        self.decoder: IncrementalDecoder | None = None
-        self.noise_bytes = 0  # the whole-latent starting noise (0 when drawn per chunk)
-        self._frames = body(self)
-
-    def __iter__(self) -> StreamRun:
-        return self
-
-    def __next__(self) -> Tensor:
-        return next(self._frames)
-
-    def close(self) -> None:
-        """End the run (its reader thread too) and free what it holds."""
-        self._frames.close()
-
-    def live_bytes(self) -> int:
-        """Bytes of every tensor the run holds between chunks (VAE stream states, the streamer's pending
-        latents, DiT state and deferred clean pass), not counting the whole-latent noise (`noise_bytes`)
-        or the `record`; 0 once it ended."""
-        vae = sum(stage.state_bytes() for stage in (self.encoder, self.decoder) if stage is not None)
-        return vae + (0 if self.streamer is None else self.streamer.nbytes())
-
-    def release(self) -> None:
-        """Drop the stages (the run ended)."""
-        self.encoder = self.streamer = self.decoder = None
-
-    def stage(self, name: str) -> contextlib.AbstractContextManager:
-        return _stage(self.timer, name)
-
-    def report(self, stage: str, done: int, total: int | None) -> None:
-        if self.progress is not None:
-            self.progress(stage, done, total)
-
-
-@dataclass
-class _LatentFeed:
-    """A source as latents, as they arrive, with what is known of it beforehand."""
-
-    chunks: Iterator[SourceChunk]
-    latent_frames: int | None  # None: a source of unknown length
-    latent_hw: tuple[int, int]
-    noise: Tensor | None = None  # given with `SourceLatents`
 
 
 class SanaStreamingPipeline:
@@ -355,74 +286,18 @@ class SanaStreamingPipeline:
     def _on_device(self, conditions: StreamingConditions) -> StreamingConditions:
         return StreamingConditions(conditions.caption.to(self.device), conditions.mask.to(self.device))
 
-    @contextlib.contextmanager
     def _latents(
         self, source: VideoSource | VideoReader | SourceLatents, options: EditOptions, run: StreamRun
-    ) -> Iterator[_LatentFeed]:
-        """The source as latents: given ones, or a video decoded ahead on a thread and encoded."""
+    ) -> contextlib.AbstractContextManager[LatentFeed]:
+        """The source as latents: given ones, or reader → encoder at the edit's frame size."""
         if isinstance(source, SourceLatents):
-            latents = source.source.to(self.device)  # (1, C, T, h, w), one frame at a time below
-            chunks = (SourceChunk(z, t) for t, z in enumerate(latents.split(1, dim=2)))
-            _, _, frames, h, w = latents.shape
-            yield _LatentFeed(chunks, frames, (h, w), noise=source.noise.to(self.device))
-            return
+            return contextlib.nullcontext(LatentFeed.given(source, self.device))
         stride = self.config.vae.vae_downsample_rate
         check_frame_size(options.height, options.width, stride)
-        h, w = options.height // stride, options.width // stride
-        if isinstance(source, VideoReader):
-            opened = contextlib.nullcontext(source)
-        else:
-            opened = open_video(source, 32 * h, 32 * w, chunk_frames=24, max_frames=options.num_frames)
-        with opened as reader:
-            decoded = Prefetch(iter(reader), depth=2)  # decode ahead on a thread
-            try:
-                yield self._encoded(reader, decoded, options, (h, w), run)
-            finally:
-                if not decoded.close():  # stuck in a read of a stalled live source
-                    reader.abandon()
-
-    def _encoded(
-        self,
-        reader: VideoReader,
-        decoded: Iterator[Tensor],
-        options: EditOptions,
-        latent_hw: tuple[int, int],
-        run: StreamRun,
-    ) -> _LatentFeed:
-        """The pixel chunks `[3, F, H, W]`, cut to 8k+1 frames when the length is known, as latents."""
-        total = reader.info.num_frames if options.num_frames is None else options.num_frames
-        pixels = decoded
-        if total is not None:
-            total = _floor_8k1(total)
-            pixels = _limit_frames(pixels, total, asked=options.num_frames is not None)
-        if self.mode == "bidirectional_short":  # the release encodes the whole clip at once
-            chunks = self._encode_clip(pixels, run)
-        else:
-            chunks = self._encode_chunks(pixels, total is not None, run)
-        frames = None if total is None else (total - 1) // 8 + 1
-        return _LatentFeed(chunks, frames, latent_hw)
-
-    def _encode_clip(self, pixels: Iterator[Tensor], run: StreamRun) -> Iterator[SourceChunk]:
-        clip = torch.cat(list(pixels), dim=1)
-        clip = clip[:, : _floor_8k1(clip.shape[1])]  # [3, 8k+1, H, W]
-        with run.stage("encode"):
-            latents = self.vae.encode(clip[None].to(self.device))
-        yield SourceChunk(latents, 0)
-
-    def _encode_chunks(
-        self, pixels: Iterator[Tensor], known_length: bool, run: StreamRun
-    ) -> Iterator[SourceChunk]:
-        """Normalised source latents as soon as the chunked causal encoder makes them final."""
-        run.encoder = encoder = self.vae.chunked_encoder()
-        start = 0
-        for chunk in pixels:
-            with run.stage("encode"):
-                z = encoder.push(chunk[None].to(self.device))
-            if z.shape[2]:
-                yield SourceChunk(z, start)
-                start += z.shape[2]
-        if known_length:  # checks the 8k+1 length; a causal encoder has nothing left to emit
-            yield SourceChunk(encoder.flush(), start)
+        encoder = SourceEncoder(self.vae, self.device, whole_clip=self.mode == "bidirectional_short")
+        return encoder.open(
+            source, (options.height // stride, options.width // stride), options.num_frames, run
+        )
 
     def _whole_noise(
         self, latent_frames: int, latent_hw: tuple[int, int], generator: torch.Generator
@@ -433,7 +308,7 @@ class SanaStreamingPipeline:
 
     def _streaming(
         self,
-        feed: _LatentFeed,
+        feed: LatentFeed,
         settings: SamplerConfig,
         conditions: StreamingConditions,
         generator: torch.Generator,
@@ -471,7 +346,7 @@ class SanaStreamingPipeline:
 
     def _bidirectional(
         self,
-        feed: _LatentFeed,
+        feed: LatentFeed,
         settings: SamplerConfig,
         prompts: PromptEmbeddings,
         generator: torch.Generator,
@@ -574,29 +449,6 @@ class SanaStreamingPipeline:
 def _stage(timer: StageTimer | None, name: str) -> contextlib.AbstractContextManager:
     """Time a stage when a timer was given (benchmarks), else do nothing."""
     return timer(name) if timer is not None else contextlib.nullcontext()
-
-
-def _floor_8k1(frames: int) -> int:
-    """Largest 8k+1 frame count not above `frames` (the VAE's temporal stride)."""
-    return (frames - 1) // 8 * 8 + 1
-
-
-def _limit_frames(chunks: Iterator[Tensor], frames: int, asked: bool) -> Iterator[Tensor]:
-    """Pass pixel chunks `[3, F, H, W]` through until `frames` frames were given; `asked`: the count
-    came from the user (not from the container)."""
-    given = 0
-    for chunk in chunks:
-        take = min(chunk.shape[1], frames - given)
-        if take > 0:
-            yield chunk[:, :take]
-            given += take
-        if given >= frames:
-            return
-    if asked:
-        raise SourceTooShortError(
-            f"the source has {given} frames, fewer than the {frames} asked for (use --num_frames all)"
-        )
-    raise SourceTooShortError(f"the source ended after {given} of the {frames} frames its container lists")
 
 
 def _save_atomically(tensor: Tensor, path: Path, overwrite: bool) -> None:
