@@ -1,7 +1,9 @@
-"""The pipeline's stages on the tiny config: outputs pinned across the stage refactor."""
+"""The pipeline's stages on the tiny config: outputs pinned across the stage refactor, two streams on
+one pipeline, the stages driven by hand."""
 
 import hashlib
 import io
+from dataclasses import replace
 from fractions import Fraction
 
 import av
@@ -10,7 +12,10 @@ import pytest
 import torch
 from helpers_video import clip_frames
 
-from sana_streaming.pipeline import EditOptions, LatentRecord, SanaStreamingPipeline
+from sana_streaming.pipeline import EditOptions, SanaStreamingPipeline
+from sana_streaming.sampling import ChunkStreamer, LatentRecord, SourceChunk
+from sana_streaming.stages import StreamRun
+from sana_streaming.video.reader import open_video
 
 OPTIONS = EditOptions(prompt="make it blue", height=64, width=96)
 
@@ -51,8 +56,9 @@ def digest(tensor: torch.Tensor) -> str:
 def edit(pipe, source, options=OPTIONS):
     """(frames, record) of one `stream` of `source`."""
     record = LatentRecord()
-    frames = torch.cat(list(pipe.stream(source, options, record=record)), dim=1)
-    return frames, record
+    run = pipe.stream(source, options, record=record)
+    assert isinstance(run, StreamRun)
+    return torch.cat(list(run), dim=1), record
 
 
 # Digests of the decoded frames and of the `--save_latent` tensor, computed on commit b7b7ec7 (before
@@ -87,3 +93,68 @@ def test_bidirectional_is_unchanged(tmp_path, bidirectional):
     frames, record = edit(bidirectional, path, options)
     assert frames.shape == (3, 17, 64, 96)
     assert (digest(frames), digest(record.stacked())) == PINNED["bidirectional"]
+
+
+def test_two_interleaved_streams_on_one_pipeline_equal_solo_runs(tmp_path, pipe):
+    """A file of known length and a pipe of unknown length, different seeds, one chunk of frames from
+    each in turn: each equals its run alone, bit for bit, and the pipeline holds nothing of either."""
+    path = tmp_path / "a.mkv"
+    path.write_bytes(lossless_mkv(clip_frames(81, 70, 100, seed=1)))
+    piped = lossless_mkv(clip_frames(60, 70, 100, seed=2))
+    options_a, options_b = replace(OPTIONS, seed=11), replace(OPTIONS, seed=12)
+    before = dict(vars(pipe))
+    runs = [pipe.stream(path, options_a), pipe.stream(io.BytesIO(piped), options_b)]
+    frames: list[list[torch.Tensor]] = [[], []]
+    both_live = False
+    while runs[0] is not None or runs[1] is not None:
+        for i, run in enumerate(runs):
+            if run is not None:
+                chunk = next(run, None)
+                if chunk is None:
+                    runs[i] = None
+                else:
+                    frames[i].append(chunk)
+        both_live |= all(run is not None and run.live_bytes() > 0 for run in runs)
+        assert vars(pipe) == before  # nothing run-specific on the pipeline
+    assert both_live  # the two runs really held their state at the same time
+    alone_a, _ = edit(pipe, path, options_a)
+    alone_b, _ = edit(pipe, io.BytesIO(piped), options_b)
+    assert torch.equal(torch.cat(frames[0], dim=1), alone_a)
+    assert torch.equal(torch.cat(frames[1], dim=1), alone_b)
+    assert not torch.equal(alone_a[:, :57], alone_b)  # different clips and seeds: different outputs
+
+
+def test_stages_driven_by_hand_equal_stream(pipe):
+    """The example of docs/streaming.md ("Driving the stages yourself"): a camera of unknown length
+    gives 24 frames at a time; encoder → ChunkStreamer → decoder by hand equals `stream()` bit for bit."""
+    data = lossless_mkv(clip_frames(60, 70, 100, seed=6))
+    options = replace(OPTIONS, seed=5)
+    expected = torch.cat(list(pipe.stream(io.BytesIO(data), options)), dim=1)
+
+    out = []
+    with torch.no_grad(), open_video(io.BytesIO(data), 64, 96, chunk_frames=24) as camera:
+        prompts = pipe.encode_prompts(options)
+        encoder = pipe.vae.chunked_encoder()
+        streamer = ChunkStreamer.open(
+            pipe.dit, prompts.positive, pipe.sampler_settings(options), latent_hw=(2, 3), latent_frames=None,
+            device=pipe.device, dtype=pipe.dtype, generator=torch.Generator().manual_seed(options.seed),
+        )  # fmt: skip
+        decoder = pipe.vae.incremental_decoder()
+        for pixels in camera:  # [3, 24, 64, 96]
+            latents = encoder.push(pixels[None])
+            for chunk in streamer.push(SourceChunk(latents, streamer.received_frames)):
+                out.append(decoder.push(chunk.latents.to(pipe.dtype))[0])
+        for chunk in streamer.flush():
+            out.append(decoder.push(chunk.latents.to(pipe.dtype))[0])
+        out.append(decoder.flush()[0])
+    assert streamer.chunks == 3 and streamer.received_frames == 8  # 3 + 3 + a last 2
+    assert torch.equal(torch.cat(out, dim=1), expected)
+
+
+def test_stages_are_exported():
+    import sana_streaming
+    import sana_streaming.sampling as sampling
+
+    for name in ("ChunkStreamer", "SourceChunk", "DenoisedChunk", "StreamingSampler", "LatentRecord"):
+        assert getattr(sana_streaming, name) is getattr(sampling, name)
+    assert sana_streaming.StreamRun is StreamRun
