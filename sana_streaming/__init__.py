@@ -18,8 +18,16 @@ _EXPORTS = {
     "build_dit": "sana_streaming.models.dit",
     "EditOptions": "sana_streaming.pipeline",
     "EditResult": "sana_streaming.pipeline",
-    "EditError": "sana_streaming.pipeline",
+    "EditError": "sana_streaming.errors",
     "SanaStreamingPipeline": "sana_streaming.pipeline",
+    "StreamRun": "sana_streaming.stages",
+    "SourceEncoder": "sana_streaming.stages",
+    # the stages, to drive by hand (docs/streaming.md)
+    "ChunkStreamer": "sana_streaming.sampling",
+    "DenoisedChunk": "sana_streaming.sampling",
+    "LatentRecord": "sana_streaming.sampling",
+    "SourceChunk": "sana_streaming.sampling",
+    "StreamingSampler": "sana_streaming.sampling",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,11 +1,13 @@
 """SanaStreamingPipeline: source frames → VAE encode → DiT sampler → VAE decode → frames, a chunk at a time.
 
-`long_streaming` moves one DiT chunk (3 latent frames = 24 video frames) per step of the stream;
-`bidirectional_short` is the same stream with one chunk holding the whole clip (the release's
-whole-clip VAE and DPM-Solver, for parity). Memory in streaming mode is flat in video length except the
-starting noise of a source of known length, which the release draws in one call for the whole latent
-(`noise_bytes`); a source of unknown length (a pipe, a live stream) gets its noise per chunk from the
-same seeded generator instead, and is cut into chunks of 3 latent frames as it arrives.
+`long_streaming` moves one DiT chunk (3 latent frames = 24 video frames) per step of the stream, through
+the stages `ChunkedEncoder` → `ChunkStreamer` → `IncrementalDecoder`; `bidirectional_short` is the same
+stream with one chunk holding the whole clip (the release's whole-clip VAE and DPM-Solver, for parity).
+Each `stream` call returns a `StreamRun` that holds everything of its own, so one pipeline serves several
+streams at once. Memory in streaming mode is flat in video length except the starting noise of a source
+of known length, which the release draws in one call for the whole latent (`StreamRun.noise_bytes`); a
+source of unknown length (a pipe, a live stream) gets its noise per chunk from the same seeded generator
+instead, and is cut into chunks of 3 latent frames as it arrives.
 """
 
 from __future__ import annotations
@@ -14,31 +16,30 @@ import contextlib
 import itertools
 import logging
 import math
-import pickle
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from sana_streaming.background import BackgroundSink, Prefetch
+from sana_streaming.background import BackgroundSink
 from sana_streaming.checkpoint import load_dit_checkpoint
 from sana_streaming.config import MODE_SAMPLERS, SamplerConfig, SanaStreamingConfig, load_config
+from sana_streaming.debug_files import PromptEmbeddings, SourceLatents
+from sana_streaming.debug_files import load_latent_file as load_latent_file  # the CLI's debug flags
+from sana_streaming.debug_files import load_text_embed_file as load_text_embed_file
 from sana_streaming.downloads import model_needs, resolve_needs
+from sana_streaming.errors import EditError
 from sana_streaming.files import make_temp_beside, publish
-from sana_streaming.models.dit import StreamingState, build_dit, randomize_dit_
+from sana_streaming.models.dit import build_dit, randomize_dit_
 from sana_streaming.models.text_encoder import TextEncoder, positive_prompt_text
-from sana_streaming.models.vae import LTX2VAE, load_vae
+from sana_streaming.models.vae import LTX2VAE, IncrementalDecoder, load_vae
 from sana_streaming.provenance import edit_settings
 from sana_streaming.sampling.dpm_solver import sample_flow_dpm_solver
-from sana_streaming.sampling.streaming import (
-    StreamingConditions,
-    StreamingSampler,
-    WindowPolicy,
-    chunk_boundaries,
-)
+from sana_streaming.sampling.streaming import ChunkStreamer, DenoisedChunk, LatentRecord, StreamingConditions
+from sana_streaming.stages import LatentFeed, ProgressFn, SourceEncoder, StreamRun
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.reader import VideoReader, VideoSource, open_video
 from sana_streaming.video.writer import X264_OPTIONS, VideoWriter, frames_to_uint8
@@ -73,18 +74,6 @@ RELEASE_FPS = Fraction(16)  # the release writes every output at 16 fps
 MIN_LATENT_SIDE = 2
 
 
-class EditError(ValueError):
-    """An edit cannot run with these inputs or settings (the CLI prints it on one line, exit 1)."""
-
-
-class SourceTooShortError(EditError):
-    """The source has fewer frames than the edit asks for."""
-
-
-class DebugFileError(EditError):
-    """A `--input_latent_path` / `--input_text_embed_path` file has the wrong content."""
-
-
 def smallest_frame_side(stride: int = 32) -> int:
     """The smallest height or width in pixels the VAE decodes at spatial `stride`."""
     return MIN_LATENT_SIDE * stride
@@ -97,9 +86,6 @@ def check_frame_size(height: int, width: int, stride: int = 32) -> None:
     for name, value in (("height", height), ("width", width)):
         if value < smallest:
             raise EditError(f"{name} must be at least {smallest} (the VAE's smallest frame), got {value}")
-
-
-ProgressFn = Callable[[str, int, int | None], None]  # (stage, done, total or None)
 
 
 @dataclass(frozen=True)
@@ -123,36 +109,6 @@ class EditOptions:
 
 
 @dataclass
-class SourceLatents:
-    """Latents given instead of a video (the release's `--input_latent_path`): (1, C, T, h, w) each."""
-
-    noise: Tensor
-    source: Tensor
-
-
-@dataclass
-class PromptEmbeddings:
-    """Encoded prompts given instead of text (the release's `--input_text_embed_path`)."""
-
-    positive: StreamingConditions
-    negative: StreamingConditions
-
-
-@dataclass
-class LatentRecord:
-    """Noise, source and result latents of one edit, for `--save_latent` (grows with the video)."""
-
-    noise: list[Tensor] = field(default_factory=list)
-    source: list[Tensor] = field(default_factory=list)
-    result: list[Tensor] = field(default_factory=list)
-
-    def stacked(self) -> Tensor:
-        """The release's debug layout: stack([noise, source, result], dim=1)[0] → (3, C, T, h, w) float32."""
-        parts = [torch.cat(p, dim=2).float().cpu() for p in (self.noise, self.source, self.result)]
-        return torch.stack(parts, dim=1)[0]
-
-
-@dataclass
 class EditResult:
     """What `edit` wrote."""
 
@@ -162,39 +118,9 @@ class EditResult:
     audio: bool
 
 
-def load_latent_file(path: str | Path) -> SourceLatents:
-    """Read a `--save_latent` file (3, C, T, h, w): entry 0 the noise, 1 the source (2 is ignored)."""
-    stacked = _load_debug_file(path)
-    if not isinstance(stacked, Tensor) or stacked.ndim != 5 or stacked.shape[0] < 2:
-        raise DebugFileError(f"{path}: expected a tensor (3, C, T, h, w) of [noise, source, result] latents")
-    return SourceLatents(noise=stacked[0:1].float(), source=stacked[1:2])
-
-
-def load_text_embed_file(path: str | Path) -> PromptEmbeddings:
-    """Read a dict with `prompt_embeds`, `prompt_mask`, `negative_embeds`, `negative_mask`."""
-    data = _load_debug_file(path)
-    keys = ("prompt_embeds", "prompt_mask", "negative_embeds", "negative_mask")
-    if not isinstance(data, dict) or any(k not in data for k in keys):
-        raise DebugFileError(f"{path}: expected a dict with keys {list(keys)}")
-    return PromptEmbeddings(
-        positive=StreamingConditions(data["prompt_embeds"], data["prompt_mask"]),
-        negative=StreamingConditions(data["negative_embeds"], data["negative_mask"]),
-    )
-
-
-def _load_debug_file(path: str | Path) -> object:
-    """`torch.load` with weights only; anything unreadable (text, truncated, a pickle carrying code)
-    becomes one `DebugFileError`."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise DebugFileError(f"{path}: refused, not a plain tensor file (weights-only load)") from exc
-    except Exception as exc:  # the unpickler fails on arbitrary bytes with many error types
-        raise DebugFileError(f"{path}: not a torch tensor file ({type(exc).__name__}: {exc})") from exc
-
-
 class SanaStreamingPipeline:
-    """Wires reader → encoder → sampler → decoder → writer. Build with `from_config`/`from_pretrained`."""
+    """Wires reader → encoder → sampler → decoder → writer. Build with `from_config`/`from_pretrained`.
+    It holds the models only: each `stream` carries its own state (`StreamRun`)."""
 
     def __init__(
         self,
@@ -215,8 +141,6 @@ class SanaStreamingPipeline:
         self.text_encoder = text_encoder
         self.device = device
         self.dtype = dtype
-        self._held: dict[str, object] = {}  # what the running stream holds between chunks (`live_bytes`)
-        self.noise_bytes = 0
 
     # ---- construction -------------------------------------------------------------------------------
 
@@ -320,21 +244,6 @@ class SanaStreamingPipeline:
 
     # ---- streaming ----------------------------------------------------------------------------------
 
-    def live_bytes(self) -> int:
-        """Bytes of every tensor the running stream holds between chunks (DiT state, VAE stream
-        state, pending source latents), not counting the whole-latent noise of file mode
-        (`noise_bytes`) or a `LatentRecord` asked for."""
-        total = 0
-        for held in self._held.values():
-            if isinstance(held, Tensor):
-                total += held.nbytes
-            elif isinstance(held, StreamingState):
-                total += held.nbytes()
-            else:
-                total += held.state_bytes()
-        return total
-
-    @torch.no_grad()
     def stream(
         self,
         source: VideoSource | VideoReader | SourceLatents,
@@ -344,100 +253,121 @@ class SanaStreamingPipeline:
         record: LatentRecord | None = None,
         progress: ProgressFn | None = None,
         timer: StageTimer | None = None,
-    ) -> Iterator[Tensor]:
-        """Yield edited frames `[3, F, H, W]` (VAE dtype, about [-1, 1]) chunk by chunk.
+    ) -> StreamRun:
+        """A run yielding edited frames `[3, F, H, W]` (VAE dtype, about [-1, 1]) chunk by chunk.
 
         `source` is a video (path, URL or binary stream; an open `VideoReader` of the edit's size is
         used as is) or `SourceLatents`; `prompts` replaces text encoding; `record` collects the
         latents (`--save_latent`); `timer` measures the stages (benchmarks)."""
+        return StreamRun(
+            lambda run: self._compose(run, source, options, prompts), record=record, progress=progress,
+            timer=timer,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def _compose(
+        self,
+        run: StreamRun,
+        source: VideoSource | VideoReader | SourceLatents,
+        options: EditOptions,
+        prompts: PromptEmbeddings | None,
+    ) -> Generator[Tensor, None, None]:
+        """The run's body: prompts, then reader → encoder → sampler → decoder (the writer is the caller)."""
         settings = self.sampler_settings(options)
-        with _stage(timer, "text"):
+        with run.stage("text"):
             prompts = prompts or self.encode_prompts(options)
         prompts = PromptEmbeddings(self._on_device(prompts.positive), self._on_device(prompts.negative))
-        run = _Run(settings, prompts, options.seed, record, progress, timer)
-        if isinstance(source, SourceLatents):
-            _, _, T, h, w = source.source.shape
-            noise = source.noise.to(self.device)
-            yield from self._sample(iter([source.source.to(self.device)]), T, (h, w), noise, run)
-            return
-        stride = self.config.vae.vae_downsample_rate
-        check_frame_size(options.height, options.width, stride)
-        h, w = options.height // stride, options.width // stride
-        if isinstance(source, VideoReader):
-            opened = contextlib.nullcontext(source)
-        else:
-            opened = open_video(source, 32 * h, 32 * w, chunk_frames=24, max_frames=options.num_frames)
-        with opened as reader:
-            decoded = Prefetch(iter(reader), depth=2)  # decode ahead on a thread
-            try:
-                yield from self._from_pixels(reader, decoded, options, (h, w), run)
-            finally:
-                if not decoded.close():  # stuck in a read of a stalled live source
-                    reader.abandon()
-
-    def _from_pixels(
-        self,
-        reader: VideoReader,
-        decoded: Iterator[Tensor],
-        options: EditOptions,
-        latent_hw: tuple[int, int],
-        run: _Run,
-    ) -> Iterator[Tensor]:
-        total = reader.info.num_frames if options.num_frames is None else options.num_frames
-        pixels = decoded
-        if total is not None:
-            total = _floor_8k1(total)
-            pixels = _limit_frames(pixels, total, asked=options.num_frames is not None)
-        if self.mode == "bidirectional_short":  # the release encodes the whole clip at once
-            clip = torch.cat(list(pixels), dim=1)
-            clip = clip[:, : _floor_8k1(clip.shape[1])]
-            with run.stage("encode"):
-                latents = self.vae.encode(clip[None].to(self.device))
-            yield from self._sample(iter([latents]), latents.shape[2], latent_hw, None, run)
-        else:
-            frames = None if total is None else (total - 1) // 8 + 1
-            latents = self._encode(pixels, known_length=total is not None, run=run)
-            yield from self._sample(latents, frames, latent_hw, None, run)
+        generator = torch.Generator(self.device).manual_seed(options.seed)
+        try:
+            with self._latents(source, options, run) as feed:
+                if self.mode == "bidirectional_short":
+                    yield self._bidirectional(feed, settings, prompts, generator, run)
+                else:
+                    yield from self._streaming(feed, settings, prompts.positive, generator, run)
+        finally:
+            run.release()
 
     def _on_device(self, conditions: StreamingConditions) -> StreamingConditions:
         return StreamingConditions(conditions.caption.to(self.device), conditions.mask.to(self.device))
 
-    def _encode(self, pixels: Iterator[Tensor], known_length: bool, run: _Run) -> Iterator[Tensor]:
-        """Normalised source latents as soon as the chunked causal encoder makes them final."""
-        encoder = self.vae.chunked_encoder()
-        self._held["encoder"] = encoder
-        for chunk in pixels:
-            with run.stage("encode"):
-                z = encoder.push(chunk[None].to(self.device))
-            if z.shape[2]:
-                yield z
-        if known_length:  # checks the 8k+1 length; a causal encoder has nothing left to emit
-            yield encoder.flush()
+    @contextlib.contextmanager
+    def _latents(
+        self, source: VideoSource | VideoReader | SourceLatents, options: EditOptions, run: StreamRun
+    ) -> Iterator[LatentFeed]:
+        """The source as latents: given ones, or reader → encoder at the edit's frame size."""
+        if isinstance(source, SourceLatents):
+            yield LatentFeed.given(source, self.device)
+            return
+        stride = self.config.vae.vae_downsample_rate
+        check_frame_size(options.height, options.width, stride)
+        with contextlib.ExitStack() as stack:
+            if not isinstance(source, VideoReader):
+                reader, options = open_source(source, options)
+                source = stack.enter_context(reader)
+            encoder = SourceEncoder(self.vae, self.device, whole_clip=self.mode == "bidirectional_short")
+            latent_hw = (options.height // stride, options.width // stride)
+            with encoder.open(source, latent_hw, options.num_frames, run) as feed:
+                yield feed
 
-    def _sample(
+    def _whole_noise(
+        self, latent_frames: int, latent_hw: tuple[int, int], generator: torch.Generator
+    ) -> Tensor:
+        """The starting noise of the whole latent, in one call as the release draws it."""
+        shape = (1, self.vae.latent_channels, latent_frames, *latent_hw)
+        return torch.randn(shape, generator=generator, device=self.device)
+
+    def _streaming(
         self,
-        latents: Iterator[Tensor],
-        latent_frames: int | None,
-        latent_hw: tuple[int, int],
-        noise: Tensor | None,
-        run: _Run,
+        feed: LatentFeed,
+        settings: SamplerConfig,
+        conditions: StreamingConditions,
+        generator: torch.Generator,
+        run: StreamRun,
     ) -> Iterator[Tensor]:
-        gen = torch.Generator(self.device).manual_seed(run.seed)
-        if noise is None and latent_frames is not None:
-            shape = (1, self.vae.latent_channels, latent_frames, *latent_hw)
-            noise = torch.randn(shape, generator=gen, device=self.device)  # one call, as the release draws it
-        self.noise_bytes = 0 if noise is None else noise.nbytes
-        try:
-            if self.mode == "bidirectional_short":
-                yield from self._bidirectional(torch.cat(list(latents), dim=2), noise, run)
-            else:
-                yield from self._streaming(latents, latent_frames, latent_hw, noise, gen, run)
-        finally:
-            self._held = {}
+        """Source latents → `ChunkStreamer` → incremental decoder, a chunk at a time."""
+        noise = feed.noise
+        if noise is None and feed.latent_frames is not None:
+            noise = self._whole_noise(feed.latent_frames, feed.latent_hw, generator)
+        run.streamer = streamer = ChunkStreamer.open(
+            self.dit, conditions, settings, latent_hw=feed.latent_hw, latent_frames=feed.latent_frames,
+            device=self.device, dtype=self.dtype, noise=noise, generator=generator, record=run.record,
+        )  # fmt: skip
+        run.noise_bytes = streamer.noise_bytes
+        run.decoder = decoder = self.vae.incremental_decoder()
+        for source in itertools.chain(feed.chunks, [None]):  # None: the source ended
+            with run.stage("dit"):
+                denoised = streamer.flush() if source is None else streamer.push(source)
+            yield from self._decode(denoised, streamer.total_chunks, decoder, run)
+        with run.stage("decode"):
+            tail = decoder.flush()
+        if tail.shape[2]:
+            yield tail[0]
 
-    def _bidirectional(self, source: Tensor, noise: Tensor, run: _Run) -> Iterator[Tensor]:
-        settings, prompts = run.settings, run.prompts
-        source = source.to(self.dtype)
+    def _decode(
+        self, chunks: list[DenoisedChunk], total: int | None, decoder: IncrementalDecoder, run: StreamRun
+    ) -> Iterator[Tensor]:
+        """The frames `chunks` make final, one `[3, F, H, W]` per chunk that makes any."""
+        for chunk in chunks:
+            run.report("chunk", chunk.index + 1, total)
+            with run.stage("decode"):
+                frames = decoder.push(chunk.latents.to(self.dtype))
+            if frames.shape[2]:
+                yield frames[0]
+
+    def _bidirectional(
+        self,
+        feed: LatentFeed,
+        settings: SamplerConfig,
+        prompts: PromptEmbeddings,
+        generator: torch.Generator,
+        run: StreamRun,
+    ) -> Tensor:
+        """The whole clip as one chunk: DPM-Solver with CFG, then a whole-clip decode `[3, F, H, W]`."""
+        source = torch.cat([chunk.latents for chunk in feed.chunks], dim=2).to(self.dtype)
+        noise = feed.noise
+        if noise is None:
+            noise = self._whole_noise(source.shape[2], feed.latent_hw, generator)
+        run.noise_bytes = noise.nbytes
         guided = settings.cfg_scale > 1.0
         caption, mask, source_in = prompts.positive.caption, prompts.positive.mask, source
         if guided:  # batch order [uncond, cond]
@@ -453,94 +383,10 @@ class SanaStreamingPipeline:
                 velocity, noise, steps=settings.steps, shift=settings.flow_shift,
                 cfg_scale=settings.cfg_scale, on_step=lambda done, total: run.report("denoise", done, total),
             )  # fmt: skip
-        run.keep(noise, source, latents)
+        if run.record is not None:
+            run.record.keep(noise, source, latents)
         with run.stage("decode"):
-            frames = self.vae.decode(latents.to(self.dtype))[0]
-        yield frames
-
-    def _streaming(
-        self,
-        latents: Iterator[Tensor],
-        latent_frames: int | None,
-        latent_hw: tuple[int, int],
-        noise: Tensor | None,
-        gen: torch.Generator,
-        run: _Run,
-    ) -> Iterator[Tensor]:
-        settings = run.settings
-        if settings.cfg_scale != 1.0:
-            raise EditError(
-                "classifier-free guidance is not supported in long_streaming (the release crashes)"
-            )
-        base = settings.base_chunk_frames
-        policy = WindowPolicy(settings.num_cached_blocks, settings.sink_token)
-        if latent_frames is not None:
-            try:
-                boundaries = chunk_boundaries(latent_frames, base)
-            except ValueError as exc:
-                raise SourceTooShortError(str(exc)) from exc
-            sizes = [b - a for a, b in itertools.pairwise(boundaries)]
-            window, segments = policy.window_frames(boundaries), policy.window_chunks(boundaries)
-        elif settings.num_cached_blocks > 0:  # chunks of `base` as they arrive
-            sizes, segments = [], settings.num_cached_blocks + 1
-            window = base * segments
-        else:
-            raise EditError("num_cached_blocks <= 0 (full history) needs a source of known length")
-        state = StreamingState.allocate(
-            self.dit.config, batch=1, height=latent_hw[0], width=latent_hw[1], window_frames=window,
-            window_chunks=segments, device=self.device, dtype=self.dtype,
-        )  # fmt: skip
-        sampler = StreamingSampler(self.dit, run.prompts.positive, state, steps=settings.steps,
-                                   shift=settings.flow_shift, policy=policy)  # fmt: skip
-        decoder = self.vae.incremental_decoder()
-        pending = torch.empty(
-            1, self.vae.latent_channels, 0, *latent_hw, device=self.device, dtype=self.vae.dtype
-        )
-        self._held.update(state=state, decoder=decoder, pending=pending)
-        start = chunk = 0
-
-        def size_of(c: int) -> int:
-            return sizes[c] if latent_frames is not None else base
-
-        def denoise(n: int) -> Tensor:
-            nonlocal pending, start, chunk
-            source = pending[:, :, :n].to(self.dtype)
-            pending = pending[:, :, n:].clone()  # drop the consumed frames' storage
-            self._held["pending"] = pending
-            if noise is not None:
-                chunk_noise = noise[:, :, start : start + n]
-            else:  # unknown length: per-chunk noise from the seeded generator
-                shape = (1, self.vae.latent_channels, n, *latent_hw)
-                chunk_noise = torch.randn(shape, generator=gen, device=self.device)
-            with run.stage("dit"):
-                x = sampler.denoise_chunk(chunk_noise, source, start)
-            run.keep(chunk_noise, source, x)
-            start, chunk = start + n, chunk + 1
-            run.report("chunk", chunk, len(sizes) or None)
-            with run.stage("decode"):
-                return decoder.push(x.to(self.dtype))
-
-        for z in latents:
-            pending = torch.cat([pending, z], dim=2)
-            self._held["pending"] = pending
-            while (latent_frames is None or chunk < len(sizes)) and pending.shape[2] >= size_of(chunk):
-                frames = denoise(size_of(chunk))
-                if frames.shape[2]:
-                    yield frames[0]
-        if latent_frames is None and pending.shape[2]:  # the stream ended inside a chunk
-            if chunk == 0:
-                raise SourceTooShortError(
-                    f"the source is too short to stream ({pending.shape[2]} latent frames)"
-                )
-            frames = denoise(pending.shape[2])
-            if frames.shape[2]:
-                yield frames[0]
-        if latent_frames is not None and start != latent_frames:
-            raise SourceTooShortError(f"the source gave {start} of {latent_frames} latent frames")
-        with run.stage("decode"):
-            tail = decoder.flush()
-        if tail.shape[2]:
-            yield tail[0]
+            return self.vae.decode(latents.to(self.dtype))[0]
 
     # ---- files --------------------------------------------------------------------------------------
 
@@ -574,9 +420,7 @@ class SanaStreamingPipeline:
         if isinstance(source, SourceLatents):
             opened: contextlib.AbstractContextManager = contextlib.nullcontext(source)
         else:
-            opened = open_source(source, options)
-            if options.max_frames is not None or options.max_seconds is not None:
-                options = replace(options, num_frames=None)  # at most: the reader's limit bounds it
+            opened, options = open_source(source, options)
         with opened as reader:
             record = LatentRecord() if latent_path is not None else None
             writer = self._writer_for(reader, output, options, fps, audio, overwrite, preset, settings)
@@ -628,22 +472,23 @@ class SanaStreamingPipeline:
         )  # fmt: skip
 
 
-def open_source(source: VideoSource, options: EditOptions) -> VideoReader:
-    """Open a source video at the edit's size. With `options.max_frames` / `max_seconds` it reads at
-    most that many frames and `num_frames` too becomes an upper bound."""
+def open_source(source: VideoSource, options: EditOptions) -> tuple[VideoReader, EditOptions]:
+    """Open a source video at the edit's size; returns it with the options the edit runs with. With
+    `options.max_frames` / `max_seconds` the reader stops there and `num_frames` becomes an upper
+    bound too (the edit ends with the source or the limit, whichever comes first, without an error)."""
     width, height = options.width // 32 * 32, options.height // 32 * 32
     reader = open_video(source, height, width, chunk_frames=24, max_frames=options.num_frames)
+    limits = [] if options.max_frames is None else [options.max_frames]
+    if options.max_seconds is not None:
+        limits.append(max(1, math.ceil(options.max_seconds * (reader.info.fps or RELEASE_FPS))))
+    if not limits:
+        return reader, options
     try:
-        limits = [] if options.max_frames is None else [options.max_frames]
-        if options.max_seconds is not None:
-            fps = reader.info.fps or RELEASE_FPS
-            limits.append(max(1, math.ceil(options.max_seconds * fps)))
-        if limits:
-            reader.limit(min(limits))
+        reader.limit(min(limits))
     except BaseException:
         reader.close()
         raise
-    return reader
+    return reader, replace(options, num_frames=None)
 
 
 def _write_frames(
@@ -675,57 +520,9 @@ def _write_frames(
     return None
 
 
-@dataclass
-class _Run:
-    """What one `stream` call carries through its stages."""
-
-    settings: SamplerConfig
-    prompts: PromptEmbeddings
-    seed: int
-    record: LatentRecord | None
-    progress: ProgressFn | None
-    timer: StageTimer | None = None
-
-    def stage(self, name: str) -> contextlib.AbstractContextManager:
-        return _stage(self.timer, name)
-
-    def report(self, stage: str, done: int, total: int | None) -> None:
-        if self.progress is not None:
-            self.progress(stage, done, total)
-
-    def keep(self, noise: Tensor, source: Tensor, result: Tensor) -> None:
-        if self.record is not None:
-            self.record.noise.append(noise.cpu())
-            self.record.source.append(source.cpu())
-            self.record.result.append(result.cpu())
-
-
 def _stage(timer: StageTimer | None, name: str) -> contextlib.AbstractContextManager:
     """Time a stage when a timer was given (benchmarks), else do nothing."""
     return timer(name) if timer is not None else contextlib.nullcontext()
-
-
-def _floor_8k1(frames: int) -> int:
-    """Largest 8k+1 frame count not above `frames` (the VAE's temporal stride)."""
-    return (frames - 1) // 8 * 8 + 1
-
-
-def _limit_frames(chunks: Iterator[Tensor], frames: int, asked: bool) -> Iterator[Tensor]:
-    """Pass pixel chunks `[3, F, H, W]` through until `frames` frames were given; `asked`: the count
-    came from the user (not from the container)."""
-    given = 0
-    for chunk in chunks:
-        take = min(chunk.shape[1], frames - given)
-        if take > 0:
-            yield chunk[:, :take]
-            given += take
-        if given >= frames:
-            return
-    if asked:
-        raise SourceTooShortError(
-            f"the source has {given} frames, fewer than the {frames} asked for (use --num_frames all)"
-        )
-    raise SourceTooShortError(f"the source ended after {given} of the {frames} frames its container lists")
 
 
 def _save_atomically(tensor: Tensor, path: Path, overwrite: bool) -> None:

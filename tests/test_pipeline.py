@@ -11,12 +11,9 @@ import pytest
 import torch
 from helpers_video import clip_frames
 
-from sana_streaming.pipeline import (
-    EditOptions,
-    LatentRecord,
-    SanaStreamingPipeline,
-    load_latent_file,
-)
+from sana_streaming.debug_files import load_latent_file
+from sana_streaming.pipeline import EditOptions, SanaStreamingPipeline
+from sana_streaming.sampling import LatentRecord
 
 OPTIONS = EditOptions(prompt="make it blue", height=64, width=96)
 
@@ -61,32 +58,38 @@ def test_latents_are_causal_in_the_source(tmp_path, pipe):
     assert not torch.allclose(a.result[2], b.result[2])
 
 
+def watch_memory(pipe, source):
+    """(frames, record, run, the run's `live_bytes` at each chunk) of one stream."""
+    seen: list[int] = []
+    record = LatentRecord()
+    stream = pipe.stream(source, OPTIONS, record=record, progress=lambda *_: seen.append(stream.live_bytes()))
+    return torch.cat(list(stream), dim=1), record, stream, seen
+
+
 def test_live_bytes_do_not_grow_with_length(tmp_path, pipe):
     peaks = []
-    for count in (105, 441):  # 14 and 56 latent frames: both start with a 5-frame chunk
+    for count, latents in ((105, 14), (441, 56)):  # both start with a 5-frame chunk
         write_lossless(tmp_path / f"{count}.mkv", clip_frames(count, 70, 100))
-        seen: list[int] = []
-
-        def progress(*_, seen=seen):
-            seen.append(pipe.live_bytes())
-
-        video, record = run(pipe, tmp_path / f"{count}.mkv", progress=progress)
+        video, record, stream, seen = watch_memory(pipe, tmp_path / f"{count}.mkv")
         assert video.shape[1] == count and len(seen) == len(record.result)
         peaks.append(max(seen))
+        assert stream.live_bytes() == 0  # nothing held once the stream ended
+        assert stream.noise_bytes == 4 * 16 * latents * 2 * 3  # float32 (1, 16, T, 2, 3), one draw
     assert peaks[1] <= peaks[0], peaks
-    assert pipe.live_bytes() == 0  # nothing held once the stream ended
 
 
 def test_unknown_length_source_from_a_pipe(tmp_path, pipe):
     write_lossless(tmp_path / "clip.mkv", clip_frames(60, 70, 100))
     cat = subprocess.Popen(["cat", str(tmp_path / "clip.mkv")], stdout=subprocess.PIPE)
+    record = LatentRecord()
     try:
-        video, record = run(pipe, cat.stdout)
+        stream = pipe.stream(cat.stdout, OPTIONS, record=record)
+        video = torch.cat(list(stream), dim=1)
     finally:
         cat.wait()
     # 60 frames -> latents from frames 0, 8, ..., 56 (8 of them): chunks of 3 as they arrive, then 2.
     assert [r.shape[2] for r in record.result] == [3, 3, 2]
-    assert video.shape[1] == 57 and pipe.noise_bytes == 0
+    assert video.shape[1] == 57 and stream.noise_bytes == 0  # noise drawn per chunk
 
 
 def test_a_stream_ending_on_a_chunk_boundary_runs_no_final_clean_pass(tmp_path, pipe, monkeypatch):
@@ -154,6 +157,27 @@ def test_settings_the_stream_cannot_run_raise_edit_errors(tmp_path, pipe):
         EditOptions(prompt="x", height=64, width=96, steps=0),
         EditOptions(prompt="x", height=64, width=96, num_frames=17),  # 3 latent frames: too short
     ):
+        stream = pipe.stream(tmp_path / "clip.mkv", options)
         with pytest.raises(EditError):
-            list(pipe.stream(tmp_path / "clip.mkv", options))
-    assert pipe.live_bytes() == 0
+            list(stream)
+        assert stream.live_bytes() == 0
+
+
+def test_stream_limits_are_upper_bounds_and_match_a_cut_source(tmp_path, pipe):
+    """`max_frames` / `max_seconds` end the stream there (no error when the source is shorter), with the
+    same frames as a source that ends there; too small a frame is an EditError."""
+    from dataclasses import replace
+
+    from sana_streaming.pipeline import EditError
+
+    frames = clip_frames(60, 70, 100)
+    write_lossless(tmp_path / "clip.mkv", frames)
+    write_lossless(tmp_path / "cut.mkv", frames[:40])
+    bounded, _ = run(pipe, tmp_path / "clip.mkv", replace(OPTIONS, max_frames=40))
+    timed, _ = run(pipe, tmp_path / "clip.mkv", replace(OPTIONS, max_seconds=40 / 24))
+    cut, _ = run(pipe, tmp_path / "cut.mkv")
+    assert bounded.shape[1] == 33 and torch.equal(bounded, cut) and torch.equal(timed, cut)
+    whole, _ = run(pipe, tmp_path / "clip.mkv", replace(OPTIONS, max_frames=500))
+    assert whole.shape[1] == 57
+    with pytest.raises(EditError, match="at least 64"):
+        run(pipe, tmp_path / "clip.mkv", replace(OPTIONS, height=32))

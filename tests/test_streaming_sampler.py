@@ -1,14 +1,19 @@
 """The streaming sampler against the release's run (golden `dit_streaming`) and pipeline.md §6."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from golden import GOLDEN, golden, golden_dit_config, golden_state_dict, rel_err
 
 from sana_streaming import build_dit
+from sana_streaming.errors import SourceTooShortError
 from sana_streaming.models.dit import StreamingState
-from sana_streaming.sampling.streaming import (
+from sana_streaming.sampling import (
+    ChunkStreamer,
+    LatentRecord,
+    SourceChunk,
     StreamingConditions,
     StreamingSampler,
     WindowPolicy,
@@ -195,3 +200,107 @@ def test_ffn_left_context_per_block_kind(cached, sink, softmax_sources):
             assert torch.count_nonzero(context) == 0, (c, b)
         else:
             torch.testing.assert_close(context, last_frames[source, b], rtol=0, atol=0, msg=f"{c}, {b}")
+
+
+class EchoSampler:
+    """Stands in for `StreamingSampler` in `ChunkStreamer`: records each call, returns noise + 2·source."""
+
+    def __init__(self):
+        self.calls = []
+
+    def denoise_chunk(self, noise, source, start):
+        self.calls.append((noise, source, start))
+        return noise.float() + 2 * source.float()
+
+    def nbytes(self):
+        return 1000
+
+
+def latents(frames, seed):
+    return torch.randn(1, 16, frames, 2, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def push_in_pieces(streamer, source, pieces):
+    """Push `source` (1, C, T, h, w) in pieces of the given frame counts; [(frames pushed, chunks out)]."""
+    out, start = [], 0
+    for n in pieces:
+        done = streamer.push(SourceChunk(source[:, :, start : start + n], start))
+        start += n
+        out.append((start, [(c.start, c.latents.shape[2], c.index) for c in done]))
+    return out
+
+
+def test_chunk_streamer_cuts_a_known_length_at_the_boundaries_and_slices_the_noise():
+    """11 latent frames pushed 2 at a time: chunks [0, 5), [5, 8), [8, 11) as soon as each is complete,
+    each denoised from its slice of the whole-latent noise and of the source."""
+    source, noise = latents(11, 1), latents(11, 2)
+    sampler, record = EchoSampler(), LatentRecord()
+    streamer = ChunkStreamer(sampler, latent_frames=11, dtype=torch.bfloat16, noise=noise, record=record)
+    assert streamer.total_chunks == 3 and streamer.noise_bytes == noise.nbytes
+    out = push_in_pieces(streamer, source, [2, 2, 2, 2, 2, 1])
+    assert out == [(2, []), (4, []), (6, [(0, 5, 0)]), (8, [(5, 3, 1)]), (10, []), (11, [(8, 3, 2)])]
+    assert streamer.flush() == [] and streamer.pending.shape[2] == 0
+    for (n, s, start), (a, b) in zip(sampler.calls, [(0, 5), (5, 8), (8, 11)], strict=True):
+        assert start == a and torch.equal(n, noise[:, :, a:b])
+        assert s.dtype == torch.bfloat16 and torch.equal(s, source[:, :, a:b].bfloat16())
+    expected = noise.float() + 2 * source.bfloat16().float()
+    assert torch.equal(record.stacked()[2:3], expected)
+    assert torch.equal(record.stacked()[0:1], noise)
+
+
+def test_chunk_streamer_of_unknown_length_draws_noise_per_chunk_and_ends_at_flush():
+    """8 latent frames in pieces of 1, 4, 3: chunks of 3 as they arrive, the last 2 at `flush`; each
+    chunk's noise is the next draw of the seeded generator."""
+    source = latents(8, 3)
+    sampler = EchoSampler()
+    streamer = ChunkStreamer(sampler, latent_frames=None, dtype=torch.float32,
+                             generator=torch.Generator().manual_seed(7))  # fmt: skip
+    assert streamer.total_chunks is None and streamer.noise_bytes == 0
+    out = push_in_pieces(streamer, source, [1, 4, 3])
+    assert out == [(1, []), (5, [(0, 3, 0)]), (8, [(3, 3, 1)])]
+    assert streamer.nbytes() == 1000 + source[:, :, 6:].nbytes  # the sampler's, and 2 pending frames
+    last = streamer.flush()
+    assert [(c.start, c.latents.shape[2], c.index) for c in last] == [(6, 2, 2)]
+    assert streamer.nbytes() == 1000
+    gen = torch.Generator().manual_seed(7)
+    for (noise, _, _), size in zip(sampler.calls, (3, 3, 2), strict=True):
+        assert torch.equal(noise, torch.randn(1, 16, size, 2, 3, generator=gen))
+
+
+def test_chunk_streamer_errors():
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(SourceTooShortError, match="more than 3 latent frames"):
+        ChunkStreamer(EchoSampler(), latent_frames=3, dtype=torch.float32, generator=gen)
+    with pytest.raises(ValueError, match="generator"):
+        ChunkStreamer(EchoSampler(), latent_frames=None, dtype=torch.float32)
+    streamer = ChunkStreamer(EchoSampler(), latent_frames=None, dtype=torch.float32, generator=gen)
+    with pytest.raises(ValueError, match="from frame 0, got 2"):
+        streamer.push(SourceChunk(latents(2, 0), 2))
+    streamer.push(SourceChunk(latents(2, 0), 0))
+    with pytest.raises(SourceTooShortError, match="too short to stream \\(2 latent frames\\)"):
+        streamer.flush()
+    known = ChunkStreamer(EchoSampler(), latent_frames=11, dtype=torch.float32, generator=gen)
+    assert len(known.push(SourceChunk(latents(9, 0), 0))) == 2
+    with pytest.raises(SourceTooShortError, match="gave 8 of 11 latent frames"):
+        known.flush()
+    with pytest.raises(ValueError, match="12 latent frames pushed into a stream of 11"):
+        known.push(SourceChunk(latents(3, 0), 9))
+
+
+def test_golden_streaming_sample_through_the_chunk_streamer():
+    """The release's run (golden `dit_streaming`, 13 latent frames) with the source pushed one latent
+    frame at a time through `ChunkStreamer.open`: the same latents as the release."""
+    from sana_streaming.config import MODE_SAMPLERS
+
+    g = golden("dit_streaming")
+    model = build_dit(golden_dit_config("streaming"), dtype=torch.float32)
+    model.load_state_dict(golden_state_dict("streaming"))
+    settings = replace(MODE_SAMPLERS["long_streaming"], flow_shift=8.0)
+    conditions = StreamingConditions(g["input.y"], g["input.mask"])
+    streamer = ChunkStreamer.open(
+        model, conditions, settings, latent_hw=(4, 6), latent_frames=13, device=torch.device("cpu"),
+        dtype=torch.float32, noise=g["input.noise"],
+    )  # fmt: skip
+    chunks = [c for t in range(13) for c in streamer.push(SourceChunk(g["input.source"][:, :, t : t + 1], t))]
+    assert [c.start for c in chunks] == [0, 4, 7, 10] and streamer.flush() == []
+    assert rel_err(torch.cat([c.latents for c in chunks], dim=2), g["output.latents"]) <= 1e-3

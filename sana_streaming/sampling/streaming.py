@@ -2,18 +2,21 @@
 each, a clean cache pass at t = 0, and the softmax window policy (sink chunk + recent chunks).
 
 The DiT only consumes the `StreamingState` and the absolute frame offset it is given; this module
-decides what stays in the window.
+decides what stays in the window. `ChunkStreamer` is the chunk loop as a stage: source latents in as
+they arrive (`SourceChunk`), denoised chunks out (`DenoisedChunk`).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from sana_streaming.config import SamplerConfig
+from sana_streaming.errors import EditError, SourceTooShortError
 from sana_streaming.models.dit import StreamingState
 from sana_streaming.models.dit.model import SanaStreamingDiT
 
@@ -155,6 +158,12 @@ class StreamingSampler:
         self._uncommitted = _CleanPass(x.to(noise.dtype, copy=True), source, start)  # x is the caller's
         return x
 
+    def nbytes(self) -> int:
+        """Bytes held between chunks: the `StreamingState` and the deferred clean pass's latents."""
+        held = self._uncommitted
+        deferred = 0 if held is None else held.latents.nbytes + held.source.nbytes
+        return self.state.nbytes() + deferred
+
     def _run_clean_pass(self) -> None:
         """The previous chunk's deferred clean pass, then its commit and the window policy (which also
         picks the softmax blocks' FFN left context: the newest kept chunk's last frame)."""
@@ -165,3 +174,211 @@ class StreamingSampler:
         self.state.commit_chunk(self.chunk, done.latents.shape[2])
         self.state.retain(self.policy.visible(self.chunk + 1))
         self.chunk += 1
+
+
+@dataclass(frozen=True)
+class SourceChunk:
+    """Source latents entering a `ChunkStreamer`, any number of frames at a time, in order."""
+
+    latents: Tensor  # (1, C, T, h, w), normalised (the DiT's space)
+    start: int  # absolute first latent frame
+
+
+@dataclass(frozen=True)
+class DenoisedChunk:
+    """One chunk out of a `ChunkStreamer`."""
+
+    latents: Tensor  # (1, C, T, h, w) float32, rounded to the model dtype after every step
+    start: int  # absolute first latent frame
+    index: int  # the chunk's number in the stream: 0, 1, …
+
+
+@dataclass
+class LatentRecord:
+    """Noise, source and result latents of one edit, for `--save_latent` (grows with the video)."""
+
+    noise: list[Tensor] = field(default_factory=list)
+    source: list[Tensor] = field(default_factory=list)
+    result: list[Tensor] = field(default_factory=list)
+
+    def keep(self, noise: Tensor, source: Tensor, result: Tensor) -> None:
+        """Add one chunk's (or the whole clip's) latents, copied to the CPU."""
+        self.noise.append(noise.cpu())
+        self.source.append(source.cpu())
+        self.result.append(result.cpu())
+
+    def stacked(self) -> Tensor:
+        """The release's debug layout: stack([noise, source, result], dim=1)[0] → (3, C, T, h, w) float32."""
+        parts = [torch.cat(p, dim=2).float().cpu() for p in (self.noise, self.source, self.result)]
+        return torch.stack(parts, dim=1)[0]
+
+
+class ChunkStreamer:
+    """The chunk loop of `long_streaming`: cuts the source latents pushed into the stream's chunks and
+    denoises each with `sampler` as soon as it is complete.
+
+    A known length (`latent_frames`) is cut at `chunk_boundaries` (the remainder in the first chunk); an
+    unknown one into chunks of `base_chunk_frames` as they arrive, the last partial chunk at `flush`.
+    Each chunk's noise is its slice of `noise` (the whole latent's, as the release draws it for a file)
+    or, without it, drawn from `generator` per chunk. `record` (optional) keeps every chunk's latents.
+    """
+
+    def __init__(
+        self,
+        sampler: StreamingSampler,
+        *,
+        latent_frames: int | None,
+        dtype: torch.dtype,
+        base_chunk_frames: int = 3,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        record: LatentRecord | None = None,
+    ) -> None:
+        if noise is None and generator is None:
+            raise ValueError("give the whole-latent noise or a generator for per-chunk noise")
+        if noise is not None and (latent_frames is None or noise.shape[2] != latent_frames):
+            raise ValueError(f"whole-latent noise of {noise.shape[2]} frames for a stream of {latent_frames}")
+        self.sampler = sampler
+        self.latent_frames = latent_frames
+        self.sizes = None if latent_frames is None else chunk_sizes(latent_frames, base_chunk_frames)
+        self.base_chunk_frames = base_chunk_frames
+        self.dtype = dtype  # the model's: source latents are cast to it
+        self.noise = noise
+        self.generator = generator
+        self.record = record
+        self.pending: Tensor | None = None  # (1, C, P, h, w): source latents not yet in a chunk
+        self.denoised_frames = 0  # latent frames denoised so far, the next chunk's start
+        self.chunks = 0  # chunks denoised so far
+
+    @classmethod
+    def open(
+        cls,
+        model: SanaStreamingDiT,
+        conditions: StreamingConditions,
+        settings: SamplerConfig,
+        *,
+        latent_hw: tuple[int, int],
+        latent_frames: int | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        record: LatentRecord | None = None,
+    ) -> ChunkStreamer:
+        """A streamer for `settings` (steps, resolved flow shift, window) with its `StreamingSampler`
+        and a `StreamingState` preallocated for the largest window the stream will hold."""
+        if settings.cfg_scale != 1.0:
+            raise EditError(
+                "classifier-free guidance is not supported in long_streaming (the release crashes)"
+            )
+        policy = WindowPolicy(settings.num_cached_blocks, settings.sink_token)
+        base = settings.base_chunk_frames
+        sizes = None if latent_frames is None else chunk_sizes(latent_frames, base)
+        window, segments = window_size(policy, sizes, base)
+        state = StreamingState.allocate(
+            model.config, batch=1, height=latent_hw[0], width=latent_hw[1], window_frames=window,
+            window_chunks=segments, device=device, dtype=dtype,
+        )  # fmt: skip
+        sampler = StreamingSampler(model, conditions, state, steps=settings.steps, shift=settings.flow_shift,
+                                   policy=policy)  # fmt: skip
+        return cls(sampler, latent_frames=latent_frames, dtype=dtype, base_chunk_frames=base, noise=noise,
+                   generator=generator, record=record)  # fmt: skip
+
+    @property
+    def received_frames(self) -> int:
+        """Latent frames pushed so far: the `start` the next `SourceChunk` must have."""
+        return self.denoised_frames + (0 if self.pending is None else self.pending.shape[2])
+
+    @property
+    def total_chunks(self) -> int | None:
+        """Chunks of a stream of known length; None when the length is unknown."""
+        return None if self.sizes is None else len(self.sizes)
+
+    @property
+    def noise_bytes(self) -> int:
+        """Bytes of the whole-latent noise held (0 when noise is drawn per chunk)."""
+        return 0 if self.noise is None else self.noise.nbytes
+
+    def nbytes(self) -> int:
+        """Bytes held between chunks, flat in the video's length: pending source latents, the sampler's
+        state and deferred clean pass (not the whole-latent noise, `noise_bytes`, nor the `record`)."""
+        pending = 0 if self.pending is None else self.pending.nbytes
+        return pending + self.sampler.nbytes()
+
+    def push(self, source: SourceChunk) -> list[DenoisedChunk]:
+        """Take the next source latents; return the chunks they completed, denoised (often none)."""
+        if source.start != self.received_frames:
+            raise ValueError(f"expected source latents from frame {self.received_frames}, got {source.start}")
+        frames = self.received_frames + source.latents.shape[2]
+        if self.latent_frames is not None and frames > self.latent_frames:
+            raise ValueError(f"{frames} latent frames pushed into a stream of {self.latent_frames}")
+        pending = self.pending
+        self.pending = source.latents if pending is None else torch.cat([pending, source.latents], dim=2)
+        done = []
+        while (size := self._next_size()) and self.pending.shape[2] >= size:
+            done.append(self._denoise(size))
+        return done
+
+    def flush(self) -> list[DenoisedChunk]:
+        """The source ended: denoise an unknown-length stream's last partial chunk. Raises
+        `SourceTooShortError` if a known length did not arrive whole or an unknown one is too short."""
+        left = 0 if self.pending is None else self.pending.shape[2]
+        done = []
+        if self.sizes is None and left:
+            if self.chunks == 0:
+                raise SourceTooShortError(f"the source is too short to stream ({left} latent frames)")
+            done.append(self._denoise(left))
+        if self.latent_frames is not None and self.denoised_frames != self.latent_frames:
+            raise SourceTooShortError(
+                f"the source gave {self.denoised_frames} of {self.latent_frames} latent frames"
+            )
+        return done
+
+    def _next_size(self) -> int:
+        """Latent frames of the next chunk; 0 once a known length is done."""
+        if self.sizes is None:
+            return self.base_chunk_frames
+        return self.sizes[self.chunks] if self.chunks < len(self.sizes) else 0
+
+    def _denoise(self, size: int) -> DenoisedChunk:
+        """Denoise the first `size` pending frames as the next chunk."""
+        assert self.pending is not None
+        source = self.pending[:, :, :size].to(self.dtype)
+        self.pending = self.pending[:, :, size:].clone()  # drop the consumed frames' storage
+        start = self.denoised_frames
+        noise = self._chunk_noise(source, start)
+        latents = self.sampler.denoise_chunk(noise, source, start)
+        if self.record is not None:
+            self.record.keep(noise, source, latents)
+        chunk = DenoisedChunk(latents, start, self.chunks)
+        self.denoised_frames, self.chunks = start + size, self.chunks + 1
+        return chunk
+
+    def _chunk_noise(self, source: Tensor, start: int) -> Tensor:
+        """The chunk's slice of the whole-latent noise, or a fresh draw of the source's shape."""
+        size = source.shape[2]
+        if self.noise is not None:
+            return self.noise[:, :, start : start + size]
+        return torch.randn(source.shape, generator=self.generator, device=source.device)
+
+
+def chunk_sizes(latent_frames: int, base_chunk_frames: int = 3) -> list[int]:
+    """Latent frames per chunk of a stream of known length (`chunk_boundaries`); raises
+    `SourceTooShortError` for a stream too short to cut."""
+    try:
+        boundaries = chunk_boundaries(latent_frames, base_chunk_frames)
+    except ValueError as exc:
+        raise SourceTooShortError(str(exc)) from exc
+    return [b - a for a, b in itertools.pairwise(boundaries)]
+
+
+def window_size(policy: WindowPolicy, sizes: list[int] | None, base_chunk_frames: int) -> tuple[int, int]:
+    """(window_frames, window_chunks) to preallocate: exact for known chunk `sizes`, for chunks of
+    `base_chunk_frames` otherwise (which needs a bounded window)."""
+    if sizes is not None:
+        boundaries = [0, *itertools.accumulate(sizes)]
+        return policy.window_frames(boundaries), policy.window_chunks(boundaries)
+    if policy.num_cached_blocks <= 0:
+        raise EditError("num_cached_blocks <= 0 (full history) needs a source of known length")
+    segments = policy.num_cached_blocks + 1
+    return base_chunk_frames * segments, segments

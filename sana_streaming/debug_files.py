@@ -1,0 +1,65 @@
+"""The release's debug files: `--input_latent_path` (noise and source latents given instead of a
+video) and `--input_text_embed_path` (encoded prompts given instead of text)."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from sana_streaming.errors import EditError
+from sana_streaming.sampling.streaming import StreamingConditions
+
+
+class DebugFileError(EditError):
+    """A `--input_latent_path` / `--input_text_embed_path` file has the wrong content."""
+
+
+@dataclass
+class SourceLatents:
+    """Latents given instead of a video (the release's `--input_latent_path`): (1, C, T, h, w) each."""
+
+    noise: Tensor
+    source: Tensor
+
+
+@dataclass
+class PromptEmbeddings:
+    """Encoded prompts given instead of text (the release's `--input_text_embed_path`)."""
+
+    positive: StreamingConditions
+    negative: StreamingConditions
+
+
+def load_latent_file(path: str | Path) -> SourceLatents:
+    """Read a `--save_latent` file (3, C, T, h, w): entry 0 the noise, 1 the source (2 is ignored)."""
+    stacked = _load_debug_file(path)
+    if not isinstance(stacked, Tensor) or stacked.ndim != 5 or stacked.shape[0] < 2:
+        raise DebugFileError(f"{path}: expected a tensor (3, C, T, h, w) of [noise, source, result] latents")
+    return SourceLatents(noise=stacked[0:1].float(), source=stacked[1:2])
+
+
+def load_text_embed_file(path: str | Path) -> PromptEmbeddings:
+    """Read a dict with `prompt_embeds`, `prompt_mask`, `negative_embeds`, `negative_mask`."""
+    data = _load_debug_file(path)
+    keys = ("prompt_embeds", "prompt_mask", "negative_embeds", "negative_mask")
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        raise DebugFileError(f"{path}: expected a dict with keys {list(keys)}")
+    return PromptEmbeddings(
+        positive=StreamingConditions(data["prompt_embeds"], data["prompt_mask"]),
+        negative=StreamingConditions(data["negative_embeds"], data["negative_mask"]),
+    )
+
+
+def _load_debug_file(path: str | Path) -> object:
+    """`torch.load` with weights only; anything unreadable (text, truncated, a pickle carrying code)
+    becomes one `DebugFileError`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DebugFileError(f"{path}: refused, not a plain tensor file (weights-only load)") from exc
+    except Exception as exc:  # the unpickler fails on arbitrary bytes with many error types
+        raise DebugFileError(f"{path}: not a torch tensor file ({type(exc).__name__}: {exc})") from exc

@@ -1,0 +1,190 @@
+"""The stages around the sampler and the run that holds them.
+
+`SourceEncoder` is reader → VAE encoder: a video, decoded ahead on a thread, as `SourceChunk`s of
+latents (chunked and causal in `long_streaming`, the whole clip at once in `bidirectional_short`).
+`StreamRun` is one stream: the iterator of edited frames that also holds its stages, so that one
+pipeline can serve several streams at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sana_streaming.background import Prefetch
+from sana_streaming.debug_files import SourceLatents
+from sana_streaming.errors import SourceTooShortError
+from sana_streaming.models.vae import LTX2VAE, ChunkedEncoder, IncrementalDecoder
+from sana_streaming.sampling.streaming import ChunkStreamer, LatentRecord, SourceChunk
+from sana_streaming.timing import StageTimer
+from sana_streaming.video.reader import VideoReader, VideoSource, open_video
+
+ProgressFn = Callable[[str, int, int | None], None]  # (stage, done, total or None)
+
+
+class StreamRun:
+    """One stream of edited frames `[3, F, H, W]` from `SanaStreamingPipeline.stream`: iterate it (it
+    starts on the first `next`), `close()` ends it early. It holds its stages and so everything the run
+    keeps between chunks; the pipeline keeps nothing of it."""
+
+    def __init__(
+        self,
+        body: Callable[[StreamRun], Generator[Tensor, None, None]],
+        *,
+        record: LatentRecord | None = None,
+        progress: ProgressFn | None = None,
+        timer: StageTimer | None = None,
+    ) -> None:
+        self.record = record  # every chunk's latents, for `--save_latent`
+        self.progress = progress
+        self.timer = timer
+        self.encoder: ChunkedEncoder | None = None  # the stages, while the run holds them
+        self.streamer: ChunkStreamer | None = None
+        self.decoder: IncrementalDecoder | None = None
+        self.noise_bytes = 0  # the whole-latent starting noise (0 when drawn per chunk)
+        self._frames = body(self)
+
+    def __iter__(self) -> StreamRun:
+        return self
+
+    def __next__(self) -> Tensor:
+        return next(self._frames)
+
+    def close(self) -> None:
+        """End the run (its reader thread too) and free what it holds."""
+        self._frames.close()
+
+    def live_bytes(self) -> int:
+        """Bytes of every tensor the run holds between chunks (VAE stream states, the streamer's pending
+        latents, DiT state and deferred clean pass), not counting the whole-latent noise (`noise_bytes`)
+        or the `record`; 0 once it ended."""
+        vae = sum(stage.state_bytes() for stage in (self.encoder, self.decoder) if stage is not None)
+        return vae + (0 if self.streamer is None else self.streamer.nbytes())
+
+    def release(self) -> None:
+        """Drop the stages (the run ended)."""
+        self.encoder = self.streamer = self.decoder = None
+
+    def stage(self, name: str) -> contextlib.AbstractContextManager:
+        """Time a stage when the run has a timer (benchmarks), else do nothing."""
+        return self.timer(name) if self.timer is not None else contextlib.nullcontext()
+
+    def report(self, stage: str, done: int, total: int | None) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+
+@dataclass
+class LatentFeed:
+    """A source as latents, as they arrive, with what is known of it beforehand."""
+
+    chunks: Iterator[SourceChunk]
+    latent_frames: int | None  # None: a source of unknown length
+    latent_hw: tuple[int, int]
+    noise: Tensor | None = None  # given with `SourceLatents`
+
+    @classmethod
+    def given(cls, latents: SourceLatents, device: torch.device) -> LatentFeed:
+        """`--input_latent_path` latents, fed one latent frame at a time as an encoder would."""
+        source = latents.source.to(device)  # (1, C, T, h, w)
+        chunks = (SourceChunk(z, t) for t, z in enumerate(source.split(1, dim=2)))
+        _, _, frames, h, w = source.shape
+        return cls(chunks, frames, (h, w), noise=latents.noise.to(device))
+
+
+@dataclass(frozen=True)
+class SourceEncoder:
+    """reader → VAE encoder. `whole_clip`: encode the whole clip at once (the bidirectional release)."""
+
+    vae: LTX2VAE
+    device: torch.device
+    whole_clip: bool = False
+
+    @contextlib.contextmanager
+    def open(
+        self,
+        source: VideoSource | VideoReader,
+        latent_hw: tuple[int, int],
+        num_frames: int | None,
+        run: StreamRun,
+    ) -> Iterator[LatentFeed]:
+        """The video `source` (an open `VideoReader` of the latents' size is used as is), at most
+        `num_frames` frames of it (None: all), as latents; the reader is open while the feed is."""
+        h, w = latent_hw
+        if isinstance(source, VideoReader):
+            opened = contextlib.nullcontext(source)
+        else:
+            opened = open_video(source, 32 * h, 32 * w, chunk_frames=24, max_frames=num_frames)
+        with opened as reader:
+            decoded = Prefetch(iter(reader), depth=2)  # decode ahead on a thread
+            try:
+                yield self._feed(reader, decoded, num_frames, latent_hw, run)
+            finally:
+                if not decoded.close():  # stuck in a read of a stalled live source
+                    reader.abandon()
+
+    def _feed(
+        self,
+        reader: VideoReader,
+        decoded: Iterator[Tensor],
+        num_frames: int | None,
+        latent_hw: tuple[int, int],
+        run: StreamRun,
+    ) -> LatentFeed:
+        """The pixel chunks `[3, F, H, W]`, cut to 8k+1 frames when the length is known, as latents."""
+        total = reader.info.num_frames if num_frames is None else num_frames
+        pixels = decoded
+        if total is not None:
+            total = floor_8k1(total)
+            pixels = limit_frames(pixels, total, asked=num_frames is not None)
+        chunks = self._clip(pixels, run) if self.whole_clip else self._chunks(pixels, total is not None, run)
+        frames = None if total is None else (total - 1) // 8 + 1
+        return LatentFeed(chunks, frames, latent_hw)
+
+    def _clip(self, pixels: Iterator[Tensor], run: StreamRun) -> Iterator[SourceChunk]:
+        """The whole clip's latents in one chunk."""
+        clip = torch.cat(list(pixels), dim=1)
+        clip = clip[:, : floor_8k1(clip.shape[1])]  # [3, 8k+1, H, W]
+        with run.stage("encode"):
+            latents = self.vae.encode(clip[None].to(self.device))
+        yield SourceChunk(latents, 0)
+
+    def _chunks(self, pixels: Iterator[Tensor], known_length: bool, run: StreamRun) -> Iterator[SourceChunk]:
+        """Normalised source latents as soon as the chunked causal encoder makes them final."""
+        run.encoder = encoder = self.vae.chunked_encoder()
+        start = 0
+        for chunk in pixels:
+            with run.stage("encode"):
+                z = encoder.push(chunk[None].to(self.device))
+            if z.shape[2]:
+                yield SourceChunk(z, start)
+                start += z.shape[2]
+        if known_length:  # checks the 8k+1 length; a causal encoder has nothing left to emit
+            yield SourceChunk(encoder.flush(), start)
+
+
+def floor_8k1(frames: int) -> int:
+    """Largest 8k+1 frame count not above `frames` (the VAE's temporal stride)."""
+    return (frames - 1) // 8 * 8 + 1
+
+
+def limit_frames(chunks: Iterator[Tensor], frames: int, asked: bool) -> Iterator[Tensor]:
+    """Pass pixel chunks `[3, F, H, W]` through until `frames` frames were given; `asked`: the count
+    came from the user (not from the container)."""
+    given = 0
+    for chunk in chunks:
+        take = min(chunk.shape[1], frames - given)
+        if take > 0:
+            yield chunk[:, :take]
+            given += take
+        if given >= frames:
+            return
+    if asked:
+        raise SourceTooShortError(
+            f"the source has {given} frames, fewer than the {frames} asked for (use --num_frames all)"
+        )
+    raise SourceTooShortError(f"the source ended after {given} of the {frames} frames its container lists")

@@ -1,0 +1,160 @@
+"""The pipeline's stages on the tiny config: outputs pinned across the stage refactor, two streams on
+one pipeline, the stages driven by hand."""
+
+import hashlib
+import io
+from dataclasses import replace
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+from helpers_video import clip_frames
+
+from sana_streaming.pipeline import EditOptions, SanaStreamingPipeline
+from sana_streaming.sampling import ChunkStreamer, LatentRecord, SourceChunk
+from sana_streaming.stages import StreamRun
+from sana_streaming.video.reader import open_video
+
+OPTIONS = EditOptions(prompt="make it blue", height=64, width=96)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return SanaStreamingPipeline.from_config(
+        "tiny_random", "long_streaming", random_weights=True, device="cpu"
+    )
+
+
+@pytest.fixture(scope="module")
+def bidirectional():
+    return SanaStreamingPipeline.from_config(
+        "tiny_random", "bidirectional_short", random_weights=True, device="cpu"
+    )
+
+
+def lossless_mkv(frames: np.ndarray, fps: int = 24) -> bytes:
+    """FFV1 in Matroska, in memory: decoded pixels equal `frames`, and the container stores no frame
+    count, so a stream of these bytes has an unknown length."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="matroska") as out:
+        stream = out.add_stream("ffv1", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "bgr0"
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def edit(pipe, source, options=OPTIONS):
+    """(frames, record) of one `stream` of `source`."""
+    record = LatentRecord()
+    run = pipe.stream(source, options, record=record)
+    assert isinstance(run, StreamRun)
+    return torch.cat(list(run), dim=1), record
+
+
+# Digests of the decoded frames and of the `--save_latent` tensor, computed on commit b7b7ec7 (before
+# the chunk loop moved into `sampling.streaming`) with this venv's torch on CPU: the refactor must not
+# change a bit.
+PINNED = {
+    "file": ("ab3adeb4b6bb5ae6", "5deb467c27d9662b"),
+    "pipe": ("365f061abe9680c1", "35e536f208c75cc2"),
+    "bidirectional": ("bbf0f5277237e15a", "476d8dbc57007f11"),
+}
+
+
+def test_streaming_file_is_unchanged(tmp_path, pipe):
+    path = tmp_path / "clip.mkv"
+    path.write_bytes(lossless_mkv(clip_frames(81, 70, 100, seed=5)))
+    frames, record = edit(pipe, path)  # 11 latent frames: chunks of 5, 3, 3 and one noise draw
+    assert frames.shape == (3, 81, 64, 96)
+    assert (digest(frames), digest(record.stacked())) == PINNED["file"]
+
+
+def test_streaming_pipe_of_unknown_length_is_unchanged(pipe):
+    source = io.BytesIO(lossless_mkv(clip_frames(60, 70, 100, seed=6)))
+    frames, record = edit(pipe, source)  # 8 latent frames: 3, 3, then 2 at the end; noise per chunk
+    assert frames.shape == (3, 57, 64, 96)
+    assert (digest(frames), digest(record.stacked())) == PINNED["pipe"]
+
+
+def test_bidirectional_is_unchanged(tmp_path, bidirectional):
+    path = tmp_path / "clip.mkv"
+    path.write_bytes(lossless_mkv(clip_frames(20, 70, 100, seed=7)))
+    options = EditOptions(prompt="make it blue", height=64, width=96, num_frames=17, steps=3)
+    frames, record = edit(bidirectional, path, options)
+    assert frames.shape == (3, 17, 64, 96)
+    assert (digest(frames), digest(record.stacked())) == PINNED["bidirectional"]
+
+
+def test_two_interleaved_streams_on_one_pipeline_equal_solo_runs(tmp_path, pipe):
+    """A file of known length and a pipe of unknown length, different seeds, one chunk of frames from
+    each in turn: each equals its run alone, bit for bit, and the pipeline holds nothing of either."""
+    path = tmp_path / "a.mkv"
+    path.write_bytes(lossless_mkv(clip_frames(81, 70, 100, seed=1)))
+    piped = lossless_mkv(clip_frames(60, 70, 100, seed=2))
+    options_a, options_b = replace(OPTIONS, seed=11), replace(OPTIONS, seed=12)
+    before = dict(vars(pipe))
+    runs = [pipe.stream(path, options_a), pipe.stream(io.BytesIO(piped), options_b)]
+    frames: list[list[torch.Tensor]] = [[], []]
+    both_live = False
+    while runs[0] is not None or runs[1] is not None:
+        for i, run in enumerate(runs):
+            if run is not None:
+                chunk = next(run, None)
+                if chunk is None:
+                    runs[i] = None
+                else:
+                    frames[i].append(chunk)
+        both_live |= all(run is not None and run.live_bytes() > 0 for run in runs)
+        assert vars(pipe) == before  # nothing run-specific on the pipeline
+    assert both_live  # the two runs really held their state at the same time
+    alone_a, _ = edit(pipe, path, options_a)
+    alone_b, _ = edit(pipe, io.BytesIO(piped), options_b)
+    assert torch.equal(torch.cat(frames[0], dim=1), alone_a)
+    assert torch.equal(torch.cat(frames[1], dim=1), alone_b)
+    assert not torch.equal(alone_a[:, :57], alone_b)  # different clips and seeds: different outputs
+
+
+def test_stages_driven_by_hand_equal_stream(pipe):
+    """The example of docs/streaming.md ("Driving the stages yourself"): a camera of unknown length
+    gives 24 frames at a time; encoder → ChunkStreamer → decoder by hand equals `stream()` bit for bit."""
+    data = lossless_mkv(clip_frames(60, 70, 100, seed=6))
+    options = replace(OPTIONS, seed=5)
+    expected = torch.cat(list(pipe.stream(io.BytesIO(data), options)), dim=1)
+
+    out = []
+    with torch.no_grad(), open_video(io.BytesIO(data), 64, 96, chunk_frames=24) as camera:
+        prompts = pipe.encode_prompts(options)
+        encoder = pipe.vae.chunked_encoder()
+        streamer = ChunkStreamer.open(
+            pipe.dit, prompts.positive, pipe.sampler_settings(options), latent_hw=(2, 3), latent_frames=None,
+            device=pipe.device, dtype=pipe.dtype, generator=torch.Generator().manual_seed(options.seed),
+        )  # fmt: skip
+        decoder = pipe.vae.incremental_decoder()
+        for pixels in camera:  # [3, 24, 64, 96]
+            latents = encoder.push(pixels[None])
+            for chunk in streamer.push(SourceChunk(latents, streamer.received_frames)):
+                out.append(decoder.push(chunk.latents.to(pipe.dtype))[0])
+        for chunk in streamer.flush():
+            out.append(decoder.push(chunk.latents.to(pipe.dtype))[0])
+        out.append(decoder.flush()[0])
+    assert streamer.chunks == 3 and streamer.received_frames == 8  # 3 + 3 + a last 2
+    assert torch.equal(torch.cat(out, dim=1), expected)
+
+
+def test_stages_are_exported():
+    import sana_streaming
+    import sana_streaming.sampling as sampling
+
+    for name in ("ChunkStreamer", "SourceChunk", "DenoisedChunk", "StreamingSampler", "LatentRecord"):
+        assert getattr(sana_streaming, name) is getattr(sampling, name)
+    assert sana_streaming.StreamRun is StreamRun
