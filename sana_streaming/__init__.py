@@ -21,6 +21,7 @@ _EXPORTS = {
     "EditError": "sana_streaming.errors",
     "SanaStreamingPipeline": "sana_streaming.pipeline",
     "StreamRun": "sana_streaming.stages",
+    "ProgressEvent": "sana_streaming.stages",
     "SourceEncoder": "sana_streaming.stages",
     # the stages, to drive by hand (docs/streaming.md)
     "ChunkStreamer": "sana_streaming.sampling",

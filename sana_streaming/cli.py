@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sana_streaming.downloads import Need
-    from sana_streaming.pipeline import EditOptions, ProgressFn
+    from sana_streaming.pipeline import EditOptions
+    from sana_streaming.stages import ProgressEvent, ProgressFn
 
 # Source: NVlabs/Sana, docs/sana_streaming.md (the release's demo edits).
 DEMO_SOURCE = "hf://Efficient-Large-Model/SANA-Streaming/source"
@@ -497,16 +498,23 @@ def _provenance(plan: EditPlan) -> dict[str, object]:
 
 @contextmanager
 def _progress_bar(mode: str) -> Iterator[ProgressFn]:
-    """A tqdm bar on stderr (off when it is not a terminal) and the progress callback that drives it."""
+    """One tqdm bar on stderr (off when it is not a terminal): frames handed to the writer, with their
+    rate (the edit's FPS), and the latest step of every other stage beside it."""
     from tqdm import tqdm
 
-    bar = tqdm(desc=mode, unit="chunk", file=sys.stderr, disable=None)
+    bar = tqdm(desc=mode, unit="frame", file=sys.stderr, disable=None, dynamic_ncols=True)
+    latest: dict[str, str] = {}
 
-    def progress(stage: str, done: int, total: int | None) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(stage)
-        bar.refresh()
+    def progress(event: ProgressEvent) -> None:
+        if event.total is not None and bar.total != event.total and event.unit == "frame":
+            bar.total = event.total
+        if event.stage == "write":
+            bar.update(event.done - bar.n)
+        else:
+            of = "" if event.total is None else f"/{event.total}"
+            latest[event.stage] = f"{event.stage} {event.done}{of}"
+            bar.set_postfix_str(", ".join(latest.values()), refresh=False)
+            bar.refresh()
 
     try:
         yield progress

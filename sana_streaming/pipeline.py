@@ -13,6 +13,7 @@ instead, and is cut into chunks of 3 latent frames as it arrives.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -276,6 +277,7 @@ class SanaStreamingPipeline:
         settings = self.sampler_settings(options)
         with run.stage("text"):
             prompts = prompts or self.encode_prompts(options)
+        run.report("text", 1, 1, "prompt")
         prompts = PromptEmbeddings(self._on_device(prompts.positive), self._on_device(prompts.negative))
         generator = torch.Generator(self.device).manual_seed(options.seed)
         try:
@@ -341,6 +343,7 @@ class SanaStreamingPipeline:
         with run.stage("decode"):
             tail = decoder.flush()
         if tail.shape[2]:
+            run.count_frames("decode", tail.shape[2], tail[0])
             yield tail[0]
 
     def _decode(
@@ -348,10 +351,11 @@ class SanaStreamingPipeline:
     ) -> Iterator[Tensor]:
         """The frames `chunks` make final, one `[3, F, H, W]` per chunk that makes any."""
         for chunk in chunks:
-            run.report("chunk", chunk.index + 1, total)
+            run.report("denoise", chunk.index + 1, total, "chunk", tensor=chunk.latents, start=chunk.start)
             with run.stage("decode"):
                 frames = decoder.push(chunk.latents.to(self.dtype))
             if frames.shape[2]:
+                run.count_frames("decode", frames.shape[2], frames[0])
                 yield frames[0]
 
     def _bidirectional(
@@ -381,12 +385,14 @@ class SanaStreamingPipeline:
         with run.stage("dit"):
             latents = sample_flow_dpm_solver(
                 velocity, noise, steps=settings.steps, shift=settings.flow_shift,
-                cfg_scale=settings.cfg_scale, on_step=lambda done, total: run.report("denoise", done, total),
+                cfg_scale=settings.cfg_scale, on_step=functools.partial(_report_step, run),
             )  # fmt: skip
         if run.record is not None:
             run.record.keep(noise, source, latents)
         with run.stage("decode"):
-            return self.vae.decode(latents.to(self.dtype))[0]
+            frames = self.vae.decode(latents.to(self.dtype))[0]
+        run.count_frames("decode", frames.shape[1], frames)
+        return frames
 
     # ---- files --------------------------------------------------------------------------------------
 
@@ -491,8 +497,12 @@ def open_source(source: VideoSource, options: EditOptions) -> tuple[VideoReader,
     return reader, replace(options, num_frames=None)
 
 
+def _report_step(run: StreamRun, done: int, total: int) -> None:
+    run.report("denoise", done, total, "step")
+
+
 def _write_frames(
-    stream: Iterator[Tensor], writer: VideoWriter, live: bool, timer: StageTimer | None
+    stream: StreamRun, writer: VideoWriter, live: bool, timer: StageTimer | None
 ) -> KeyboardInterrupt | None:
     """Feed the stream's frames to `writer` on a background thread (x264 runs beside the GPU work).
     A live source's interrupt is returned after the frames already edited were written, so the
@@ -502,10 +512,11 @@ def _write_frames(
         for frames in stream:
             with _stage(timer, "write"):  # the uint8 conversion and any wait for the writer
                 sink.put(frames_to_uint8(frames))
+            stream.count_frames("write", frames.shape[1])  # handed to the writer's thread
         with _stage(timer, "write"):
             sink.close()
     except KeyboardInterrupt as exc:
-        stream.close()  # type: ignore[attr-defined]
+        stream.close()
         if not live:
             sink.cancel()
             raise
@@ -513,7 +524,7 @@ def _write_frames(
         return exc
     except BaseException:
         try:
-            stream.close()  # type: ignore[attr-defined]  # end the stream's threads while its reader is open
+            stream.close()  # end the stream's threads while its reader is open
         finally:
             sink.cancel()  # and the writer's thread before the writer aborts
         raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -23,7 +24,28 @@ from sana_streaming.sampling.streaming import ChunkStreamer, LatentRecord, Sourc
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.reader import VideoReader, VideoSource, open_video
 
-ProgressFn = Callable[[str, int, int | None], None]  # (stage, done, total or None)
+Stage = Literal["text", "encode", "denoise", "decode", "write"]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of a run, for progress bars and per-chunk callbacks (as diffusers' step callbacks).
+
+    `done` and `total` count the stage's `unit`: frames for encode, decode and write (video frames of
+    the source, in order), chunks for streaming denoise, sampler steps for bidirectional denoise,
+    prompts for text; `total` is None while the source's length is unknown. `tensor` is the chunk's
+    denoised latents `(1, C, T, h, w)` (streaming denoise, `start` its first latent frame) or its
+    decoded frames `[3, F, H, W]` (decode)."""
+
+    stage: Stage
+    done: int
+    total: int | None
+    unit: str
+    tensor: Tensor | None = None
+    start: int | None = None
+
+
+ProgressFn = Callable[[ProgressEvent], None]
 
 
 class StreamRun:
@@ -46,6 +68,8 @@ class StreamRun:
         self.streamer: ChunkStreamer | None = None
         self.decoder: IncrementalDecoder | None = None
         self.noise_bytes = 0  # the whole-latent starting noise (0 when drawn per chunk)
+        self.total_frames: int | None = None  # video frames the run edits, once known
+        self._counts: dict[str, int] = {}
         self._frames = body(self)
 
     def __iter__(self) -> StreamRun:
@@ -73,9 +97,15 @@ class StreamRun:
         """Time a stage when the run has a timer (benchmarks), else do nothing."""
         return self.timer(name) if self.timer is not None else contextlib.nullcontext()
 
-    def report(self, stage: str, done: int, total: int | None) -> None:
+    def report(self, stage: Stage, done: int, total: int | None, unit: str, **extra: object) -> None:
+        """Send one `ProgressEvent` to the run's callback, if any."""
         if self.progress is not None:
-            self.progress(stage, done, total)
+            self.progress(ProgressEvent(stage, done, total, unit, **extra))  # type: ignore[arg-type]
+
+    def count_frames(self, stage: Stage, frames: int, tensor: Tensor | None = None) -> None:
+        """Report `frames` more video frames through `stage` (encode, decode, write)."""
+        done = self._counts[stage] = self._counts.get(stage, 0) + frames
+        self.report(stage, done, self.total_frames, "frame", tensor=tensor)
 
 
 @dataclass
@@ -141,7 +171,11 @@ class SourceEncoder:
         if total is not None:
             total = floor_8k1(total)
             pixels = limit_frames(pixels, total, asked=num_frames is not None)
-        chunks = self._clip(pixels, run) if self.whole_clip else self._chunks(pixels, total is not None, run)
+        run.total_frames = total
+        counted = _counted(pixels, run)
+        chunks = (
+            self._clip(counted, run) if self.whole_clip else self._chunks(counted, total is not None, run)
+        )
         frames = None if total is None else (total - 1) // 8 + 1
         return LatentFeed(chunks, frames, latent_hw)
 
@@ -165,6 +199,13 @@ class SourceEncoder:
                 start += z.shape[2]
         if known_length:  # checks the 8k+1 length; a causal encoder has nothing left to emit
             yield SourceChunk(encoder.flush(), start)
+
+
+def _counted(pixels: Iterator[Tensor], run: StreamRun) -> Iterator[Tensor]:
+    """Pass pixel chunks `[3, F, H, W]` through, reporting them as encoded once the next is asked for."""
+    for chunk in pixels:
+        yield chunk
+        run.count_frames("encode", chunk.shape[1])
 
 
 def floor_8k1(frames: int) -> int:

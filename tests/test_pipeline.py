@@ -181,3 +181,33 @@ def test_stream_limits_are_upper_bounds_and_match_a_cut_source(tmp_path, pipe):
     assert whole.shape[1] == 57
     with pytest.raises(EditError, match="at least 64"):
         run(pipe, tmp_path / "clip.mkv", replace(OPTIONS, height=32))
+
+
+@pytest.mark.parametrize("mode", ["long_streaming", "bidirectional_short"])
+def test_progress_events_cover_every_stage_with_the_chunk_tensors(tmp_path, pipe, mode):
+    from sana_streaming.stages import ProgressEvent
+
+    if mode == "bidirectional_short":
+        pipe = SanaStreamingPipeline.from_config("tiny_random", mode, random_weights=True, device="cpu")
+    write_lossless(tmp_path / "clip.mkv", clip_frames(60, 70, 100))
+    options = EditOptions(prompt="make it blue", height=64, width=96, steps=2)
+    events: list[ProgressEvent] = []
+    frames, record = run(pipe, tmp_path / "clip.mkv", options, progress=events.append)
+    stages = list(dict.fromkeys(e.stage for e in events))
+    assert stages == ["text", "encode", "denoise", "decode"]
+    encode = [e for e in events if e.stage == "encode"]
+    assert [e.done for e in encode] == [24, 48, 57] and {e.total for e in encode} == {57}
+    decoded = [e for e in events if e.stage == "decode"]
+    assert decoded[-1].done == frames.shape[1] == 57
+    assert torch.equal(torch.cat([e.tensor for e in decoded], dim=1), frames)
+    denoise = [e for e in events if e.stage == "denoise"]
+    if mode == "long_streaming":
+        assert [(e.done, e.total, e.unit) for e in denoise] == [(i + 1, 2, "chunk") for i in range(2)]
+        assert [e.start for e in denoise] == [0, 5]
+        assert torch.equal(torch.cat([e.tensor for e in denoise], dim=2), torch.cat(record.result, dim=2))
+    else:
+        assert [(e.done, e.total, e.unit) for e in denoise] == [(1, 2, "step"), (2, 2, "step")]
+    written: list[ProgressEvent] = []
+    result = pipe.edit(tmp_path / "clip.mkv", tmp_path / "out.mp4", options, progress=written.append)
+    writes = [e for e in written if e.stage == "write"]
+    assert writes[-1].done == result.frames == 57 and writes[-1].unit == "frame"
