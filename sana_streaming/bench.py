@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from sana_streaming.pipeline import MODE_DEFAULTS, EditOptions, SanaStreamingPipeline
+from sana_streaming.config import MODE_PRESETS, RELEASE_HEIGHT, RELEASE_WIDTH
+from sana_streaming.pipeline import EditOptions, SanaStreamingPipeline
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.synthetic import write_synthetic_clip
 
@@ -26,12 +27,12 @@ STAGES = ("text", "encode", "dit", "decode", "write")
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--mode", choices=sorted(MODE_DEFAULTS), default="long_streaming", help="the mode to time")
+    add("--mode", choices=sorted(MODE_PRESETS), default="long_streaming", help="the mode to time")
     add("--config", help="YAML config (default: the mode's release config)")
     add("--model_path", help="time released weights instead of random ones")
     add("--num_frames", type=int, help="frames of the synthetic clip (default: 969 / 81 by mode)")
-    add("--height", type=int, default=704, help="frame height in pixels")
-    add("--width", type=int, default=1280, help="frame width in pixels")
+    add("--height", type=int, default=RELEASE_HEIGHT, help="frame height in pixels")
+    add("--width", type=int, default=RELEASE_WIDTH, help="frame width in pixels")
     add("--warmup_frames", type=int, default=49, help="frames of the untimed warm-up edit")
     add("--repeats", type=int, default=1, help="timed edits; the table shows their medians")
     add("--decode", choices=["release_tiles", "exact"], help="streaming VAE decode (default: release_tiles)")
@@ -41,10 +42,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    defaults = MODE_DEFAULTS[args.mode]
-    frames = args.num_frames or int(defaults["num_frames"])  # type: ignore[arg-type]
+    preset = MODE_PRESETS[args.mode]
+    frames = args.num_frames or preset.num_frames
     pipe = SanaStreamingPipeline.from_config(
-        args.config or str(defaults["config"]), args.mode, model_path=args.model_path,
+        args.config or preset.config, args.mode, model_path=args.model_path,
         random_weights=args.model_path is None, device=args.device, decode=args.decode,
     )  # fmt: skip
     device = pipe.device

@@ -12,6 +12,7 @@ handled like Ctrl-C later.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -23,31 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sana_streaming.config import VAEConfig
     from sana_streaming.downloads import Need
     from sana_streaming.pipeline import EditOptions
     from sana_streaming.stages import ProgressEvent, ProgressFn
 
-# Source: NVlabs/Sana, docs/sana_streaming.md (the release's demo edits).
-DEMO_SOURCE = "hf://Efficient-Large-Model/SANA-Streaming/source"
-DEMOS: dict[str, tuple[str, str]] = {
-    "long_streaming": (
-        f"{DEMO_SOURCE}/09_style_transfer_source.mp4",
-        "Transform the entire scene into a breathtaking Sci-Fi Art digital painting. Re-render the "
-        "background as an out-of-focus futuristic cityscape with glowing holographic bokeh and sleek "
-        "technological structures. Re-imagine the subject in a highly detailed, futuristic illustration "
-        "style, giving her skin a flawless, subtly luminescent quality. Keep her exact features, pose, "
-        "and emotional expression intact, while rendering her hair, clothing, and phone with advanced, "
-        "sleek synthetic textures. Bathe the composition in atmospheric neon blues, cool cyans, and deep"
-        " purples to reflect a highly advanced civilization.",
-    ),
-    "bidirectional_short": (
-        f"{DEMO_SOURCE}/00_local_editing_source.mp4",
-        "Remove the thick, textured gold hoop earrings from the woman's ears. Carefully reconstruct the "
-        "exposed earlobes to match her natural skin tone and texture. Ensure the lighting and soft shadows "
-        "on the newly bare ears blend seamlessly with the rest of her face, leaving no trace or reflection "
-        "of the metallic jewelry behind.",
-    ),
-}
 SUBCOMMANDS = ("edit", "convert", "bench")
 
 
@@ -121,12 +102,12 @@ def _num_frames(text: str) -> int | str:
 
 def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     """The release's flags (pipeline.md §1.1) plus ours; mode-dependent defaults are filled later."""
-    from sana_streaming.config import MODE_SAMPLERS
+    from sana_streaming.config import MODE_PRESETS, RELEASE_HEIGHT, RELEASE_WIDTH
 
     add = parser.add_argument
     add(
         "--mode",
-        choices=sorted(MODE_SAMPLERS),
+        choices=sorted(MODE_PRESETS),
         default="long_streaming",
         help="long_streaming: the chunked streaming editor, any length; bidirectional_short: the "
         "81-frame, 50-step editor with guidance",
@@ -157,13 +138,13 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--height",
         type=int,
-        default=704,
+        default=RELEASE_HEIGHT,
         help="output height in pixels, floored to a multiple of 32, at least 64",
     )
     add(
         "--width",
         type=int,
-        default=1280,
+        default=RELEASE_WIDTH,
         help="output width in pixels, floored to a multiple of 32, at least 64",
     )
     add("--fps", type=float, help="output frame rate (default: the source's timing; the release fixes 16)")
@@ -315,97 +296,73 @@ class EditPlan:
 
 def resolve_edit_plan(args: argparse.Namespace) -> EditPlan:
     """Fill the mode's defaults and validate values; raises `UsageError`."""
-    from sana_streaming.config import ConfigError, load_config, resolve_config_path
-    from sana_streaming.pipeline import MODE_DEFAULTS
+    from sana_streaming.config import MODE_PRESETS, ConfigError, load_config, resolve_config_path
 
-    defaults = MODE_DEFAULTS[args.mode]
-    demo_video, demo_prompt = DEMOS[args.mode]
+    preset = MODE_PRESETS[args.mode]
     if args.random_weights and args.model_path:
         raise UsageError("--model_path and --random_weights exclude each other: pick one")
     try:
-        config = resolve_config_path(args.config or str(defaults["config"]))
-        stride = load_config(config).vae.vae_downsample_rate
+        config = resolve_config_path(args.config or preset.config)
+        vae = load_config(config).vae
     except ConfigError as exc:
         raise UsageError(str(exc)) from exc
-    height, width = (_frame_side(args, name, stride) for name in ("height", "width"))
-    _check_sampling_flags(args)
+    stride = vae.vae_downsample_rate
     _check_device(args.device)
-    video_path = args.video_path or demo_video
+    video_path = args.video_path or preset.demo_video
     output, latent_output = _output_paths(args, video_path)
-    return EditPlan(
+    plan = EditPlan(
         mode=args.mode,
         config=str(config),
-        model_path=None if args.random_weights else (args.model_path or str(defaults["model_path"])),
+        model_path=None if args.random_weights else (args.model_path or preset.model_path),
         video_path=video_path,
-        prompt=args.prompt if args.prompt is not None else demo_prompt,
-        height=height,
-        width=width,
-        num_frames=_frame_count(args, defaults["num_frames"]),  # type: ignore[arg-type]
+        prompt=args.prompt if args.prompt is not None else preset.demo_prompt,
+        height=args.height // stride * stride,
+        width=args.width // stride * stride,
+        num_frames=_frame_count(args, preset.num_frames),
         output=output,
         latent_output=latent_output,
         input_latent_path=args.input_latent_path,
         input_text_embed_path=args.input_text_embed_path,
         steps=args.step,
-        cfg_scale=_cfg_scale(args),
+        cfg_scale=preset.cfg_scale if args.cfg_scale is None else args.cfg_scale,
         seed=args.seed,
         decode=args.decode,
         sink_token=_sink_token(args.sink_token),
     )
-
-
-def _frame_side(args: argparse.Namespace, name: str, stride: int) -> int:
-    """`--height`/`--width` floored to the VAE stride, refused below the VAE's smallest frame."""
-    from sana_streaming.pipeline import smallest_frame_side
-
-    value = getattr(args, name)
-    floored = value // stride * stride
-    if floored < smallest_frame_side(stride):
-        raise UsageError(f"--{name} must be at least {smallest_frame_side(stride)} (the VAE's smallest "
-                         f"frame), got {value}")  # fmt: skip
-    if floored != value:
-        print(f"note: --{name} {value} floored to {floored} (a multiple of {stride})", file=sys.stderr)
-    return floored
+    _validate(plan, args, vae)
+    return plan
 
 
 def _frame_count(args: argparse.Namespace, default: int) -> int | None:
-    """`--num_frames` floored to 8k+1 (None: the whole source)."""
+    """`--num_frames` (None: the whole source)."""
     num_frames = default if args.num_frames is None else args.num_frames
-    if num_frames == "all":
-        return None
-    if num_frames <= 0:
-        raise UsageError(f"--num_frames must be positive, got {num_frames}")
-    floored = (num_frames - 1) // 8 * 8 + 1
-    if floored != num_frames:
-        print(f"note: --num_frames {num_frames} floored to {floored} (8k+1)", file=sys.stderr)
-    if args.mode == "long_streaming" and floored < 25:
-        raise UsageError(f"long_streaming needs at least 25 frames, got {floored}")
-    return floored
+    return None if num_frames == "all" else num_frames
 
 
-def _cfg_scale(args: argparse.Namespace) -> float:
-    from sana_streaming.config import MODE_SAMPLERS
-
-    cfg = MODE_SAMPLERS[args.mode].cfg_scale if args.cfg_scale is None else args.cfg_scale
-    if cfg < 1:
-        raise UsageError(f"--cfg_scale must be >= 1, got {cfg}")
-    if args.mode == "long_streaming" and cfg != 1:
-        raise UsageError(
-            "--cfg_scale must be 1 in long_streaming (the release's streaming sampler has no CFG)"
-        )
-    return cfg
+# EditOptions fields whose flag has another name (the release's spelling).
+_FLAGS = {"steps": "--step", "max_seconds": "--duration"}
 
 
-def _check_sampling_flags(args: argparse.Namespace) -> None:
-    if args.step is not None and args.step <= 0:
-        raise UsageError(f"--step must be positive, got {args.step}")
-    for flag, value in (
-        ("--fps", args.fps),
-        ("--max_frames", args.max_frames),
-        ("--duration", args.duration),
-    ):
-        if value is not None and value <= 0:
-            raise UsageError(f"{flag} must be positive, got {value}")
+def _validate(plan: EditPlan, args: argparse.Namespace, vae: VAEConfig) -> None:
+    """The API's own check of the edit's options, as usage errors naming the flags."""
+    from sana_streaming.errors import OptionError
+    from sana_streaming.pipeline import validate_options
+
+    if args.fps is not None and args.fps <= 0:
+        raise UsageError(f"--fps must be positive, got {args.fps}")
     _check_x264_preset(args.x264_preset)
+    asked = dataclasses.replace(_edit_options(plan, args), height=args.height, width=args.width)
+    try:
+        validate_options(asked, plan.mode, vae)
+    except OptionError as exc:
+        raise UsageError(f"{_FLAGS.get(exc.option, '--' + exc.option)} {exc.problem}") from None
+    floored = {"height": plan.height, "width": plan.width, "num_frames": plan.num_frames}
+    if plan.num_frames is not None:
+        floored["num_frames"] = (plan.num_frames - 1) // 8 * 8 + 1
+    for name, value in floored.items():
+        if value != getattr(asked, name):
+            rule = "8k+1" if name == "num_frames" else f"a multiple of {vae.vae_downsample_rate}"
+            print(f"note: --{name} {getattr(asked, name)} floored to {value} ({rule})", file=sys.stderr)
 
 
 def _output_paths(args: argparse.Namespace, video_path: str) -> tuple[Path, Path | None]:

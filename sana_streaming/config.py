@@ -166,7 +166,7 @@ Mode = Literal["bidirectional_short", "long_streaming"]
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Run-time sampling settings of one mode (the release's CLI defaults, `MODE_SAMPLERS`)."""
+    """Run-time sampling settings of one mode (`ModePreset.sampler`, with an edit's overrides)."""
 
     mode: Mode
     steps: int
@@ -177,10 +177,93 @@ class SamplerConfig:
     sink_token: bool = True
 
 
-# Source: NVlabs/Sana, inference_video_scripts/v2v/inference_sana_streaming.py (per-mode defaults).
-MODE_SAMPLERS: dict[str, SamplerConfig] = {
-    "bidirectional_short": SamplerConfig(mode="bidirectional_short", steps=50, cfg_scale=6.0),
-    "long_streaming": SamplerConfig(mode="long_streaming", steps=4, cfg_scale=1.0),
+# Source: NVlabs/Sana, docs/sana_streaming.md (the release's demo edits).
+DEMO_SOURCE = "hf://Efficient-Large-Model/SANA-Streaming/source"
+RELEASE_HEIGHT, RELEASE_WIDTH = 704, 1280  # the release CLI's default frame size (pixels)
+CHUNK_VIDEO_FRAMES = 24  # a streaming chunk: 24 video frames = 24 // vae_stride[0] latent frames
+
+
+@dataclass(frozen=True)
+class ModePreset:
+    """Everything that differs between the two modes, in one place: the release's per-mode CLI
+    defaults (config, weights, frames, steps, guidance, motion score, negative prompt), its demo edit,
+    the frame size and whether the clip is streamed in chunks."""
+
+    mode: Mode
+    config: str
+    model_path: str
+    num_frames: int
+    steps: int
+    cfg_scale: float
+    motion_score: int
+    negative_prompt: str
+    demo_video: str
+    demo_prompt: str
+    chunked: bool  # True: chunks of CHUNK_VIDEO_FRAMES; False: the whole clip is one chunk
+    height: int = RELEASE_HEIGHT
+    width: int = RELEASE_WIDTH
+
+    def sampler(self, vae: VAEConfig | None = None) -> SamplerConfig:
+        """The mode's sampler defaults; the chunk's latent frames from the VAE's temporal stride."""
+        stride = (vae or VAEConfig()).vae_stride[0]
+        return SamplerConfig(
+            self.mode, self.steps, self.cfg_scale, base_chunk_frames=CHUNK_VIDEO_FRAMES // stride
+        )
+
+    def shortest_source(self, vae: VAEConfig | None = None) -> int:
+        """The fewest video frames the mode edits: streaming needs more than one chunk of latents
+        (25 frames at the released strides), bidirectional one latent frame."""
+        stride = (vae or VAEConfig()).vae_stride[0]
+        return (CHUNK_VIDEO_FRAMES // stride) * stride + 1 if self.chunked else 1
+
+
+# Source: NVlabs/Sana, inference_video_scripts/v2v/inference_sana_streaming.py (per-mode defaults) and
+# docs/sana_streaming.md (the demos and their prompts).
+MODE_PRESETS: dict[str, ModePreset] = {
+    "bidirectional_short": ModePreset(
+        mode="bidirectional_short",
+        config="configs/sana_streaming/sana_streaming_bidirectional_2b_720p.yaml",
+        model_path="hf://Efficient-Large-Model/SANA-Streaming_bidirectional/dit/sana_bidirectional_short.pth",
+        num_frames=81,
+        steps=50,
+        cfg_scale=6.0,
+        motion_score=10,
+        negative_prompt=(
+            "A chaotic sequence with misshapen, deformed limbs in heavy motion blur, sudden disappearance, "
+            "jump cuts, jerky movements, rapid shot changes, frames out of sync, inconsistent character "
+            "shapes, temporal artifacts, jitter, and ghosting effects, creating a disorienting visual "
+            "experience."
+        ),
+        demo_video=f"{DEMO_SOURCE}/00_local_editing_source.mp4",
+        demo_prompt=(
+            "Remove the thick, textured gold hoop earrings from the woman's ears. Carefully reconstruct the "
+            "exposed earlobes to match her natural skin tone and texture. Ensure the lighting and soft "
+            "shadows on the newly bare ears blend seamlessly with the rest of her face, leaving no trace or "
+            "reflection of the metallic jewelry behind."
+        ),
+        chunked=False,
+    ),
+    "long_streaming": ModePreset(
+        mode="long_streaming",
+        config="configs/sana_streaming/sana_streaming_2b_720p.yaml",
+        model_path="hf://Efficient-Large-Model/SANA-Streaming/dit/sana_streaming_ar.pth",
+        num_frames=969,
+        steps=4,
+        cfg_scale=1.0,
+        motion_score=0,
+        negative_prompt="",
+        demo_video=f"{DEMO_SOURCE}/09_style_transfer_source.mp4",
+        demo_prompt=(
+            "Transform the entire scene into a breathtaking Sci-Fi Art digital painting. Re-render the "
+            "background as an out-of-focus futuristic cityscape with glowing holographic bokeh and sleek "
+            "technological structures. Re-imagine the subject in a highly detailed, futuristic illustration "
+            "style, giving her skin a flawless, subtly luminescent quality. Keep her exact features, pose, "
+            "and emotional expression intact, while rendering her hair, clothing, and phone with advanced, "
+            "sleek synthetic textures. Bathe the composition in atmospheric neon blues, cool cyans, and deep"
+            " purples to reflect a highly advanced civilization."
+        ),
+        chunked=True,
+    ),
 }
 
 

@@ -7,3 +7,12 @@ class EditError(ValueError):
 
 class SourceTooShortError(EditError):
     """The source has fewer frames than the edit asks for."""
+
+
+class OptionError(EditError):
+    """One `EditOptions` field has a value the mode cannot run; `option` names it (the CLI maps it to
+    its flag)."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"{option} {problem}")
+        self.option, self.problem = option, problem

@@ -27,12 +27,20 @@ from torch import Tensor
 
 from sana_streaming.background import BackgroundSink
 from sana_streaming.checkpoint import load_dit_checkpoint
-from sana_streaming.config import MODE_SAMPLERS, SamplerConfig, SanaStreamingConfig, load_config
+from sana_streaming.config import (
+    MODE_PRESETS,
+    RELEASE_HEIGHT,
+    RELEASE_WIDTH,
+    SamplerConfig,
+    SanaStreamingConfig,
+    VAEConfig,
+    load_config,
+)
 from sana_streaming.debug_files import PromptEmbeddings, SourceLatents
 from sana_streaming.debug_files import load_latent_file as load_latent_file  # the CLI's debug flags
 from sana_streaming.debug_files import load_text_embed_file as load_text_embed_file
 from sana_streaming.downloads import model_needs, resolve_needs
-from sana_streaming.errors import EditError
+from sana_streaming.errors import EditError, OptionError
 from sana_streaming.files import make_temp_beside, publish
 from sana_streaming.models.dit import build_dit, randomize_dit_
 from sana_streaming.models.text_encoder import TextEncoder, positive_prompt_text
@@ -40,35 +48,13 @@ from sana_streaming.models.vae import LTX2VAE, IncrementalDecoder, load_vae
 from sana_streaming.provenance import edit_settings
 from sana_streaming.sampling.dpm_solver import sample_flow_dpm_solver
 from sana_streaming.sampling.streaming import ChunkStreamer, DenoisedChunk, LatentRecord, StreamingConditions
-from sana_streaming.stages import LatentFeed, ProgressFn, SourceEncoder, StreamRun
+from sana_streaming.stages import LatentFeed, ProgressFn, SourceEncoder, StreamRun, floor_8k1
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.reader import VideoReader, VideoSource, open_video
 from sana_streaming.video.writer import X264_OPTIONS, VideoWriter, frames_to_uint8
 
 logger = logging.getLogger(__name__)
 
-# Source: NVlabs/Sana, inference_video_scripts/v2v/inference_sana_streaming.py (per-mode defaults).
-MODE_DEFAULTS: dict[str, dict[str, object]] = {
-    "bidirectional_short": {
-        "config": "configs/sana_streaming/sana_streaming_bidirectional_2b_720p.yaml",
-        "model_path": "hf://Efficient-Large-Model/SANA-Streaming_bidirectional/dit/sana_bidirectional_short.pth",
-        "num_frames": 81,
-        "motion_score": 10,
-        "negative_prompt": (
-            "A chaotic sequence with misshapen, deformed limbs in heavy motion blur, sudden disappearance, "
-            "jump cuts, jerky movements, rapid shot changes, frames out of sync, inconsistent character "
-            "shapes, temporal artifacts, jitter, and ghosting effects, creating a disorienting visual "
-            "experience."
-        ),
-    },
-    "long_streaming": {
-        "config": "configs/sana_streaming/sana_streaming_2b_720p.yaml",
-        "model_path": "hf://Efficient-Large-Model/SANA-Streaming/dit/sana_streaming_ar.pth",
-        "num_frames": 969,
-        "motion_score": 0,
-        "negative_prompt": "",
-    },
-}
 RELEASE_FPS = Fraction(16)  # the release writes every output at 16 fps
 # The LTX-2 decoder reflect-pads each latent frame by one row and column before its convolutions
 # (`decoder_spatial_padding_mode: reflect`), which needs at least 2 latent rows and columns.
@@ -80,24 +66,36 @@ def smallest_frame_side(stride: int = 32) -> int:
     return MIN_LATENT_SIDE * stride
 
 
-def check_frame_size(height: int, width: int, stride: int = 32) -> None:
-    """Raise `EditError` unless `height`×`width` (pixels) gives at least `MIN_LATENT_SIDE` latent rows
-    and columns at the VAE's spatial `stride`."""
-    smallest = smallest_frame_side(stride)
-    for name, value in (("height", height), ("width", width)):
-        if value < smallest:
-            raise EditError(f"{name} must be at least {smallest} (the VAE's smallest frame), got {value}")
+def validate_options(options: EditOptions, mode: str, vae: VAEConfig | None = None) -> None:
+    """Raise `OptionError` for a value the mode cannot run; the one check of the API and the CLI."""
+    preset, vae = MODE_PRESETS[mode], vae or VAEConfig()
+    for name in ("num_frames", "steps", "max_frames", "max_seconds"):
+        value = getattr(options, name)
+        if value is not None and value <= 0:
+            raise OptionError(name, f"must be positive, got {value}")
+    shortest = preset.shortest_source(vae)
+    if options.num_frames is not None and floor_8k1(options.num_frames) < shortest:
+        raise OptionError("num_frames", f"must be at least {shortest} in {mode}, got {options.num_frames}")
+    if options.cfg_scale is not None and options.cfg_scale < 1:
+        raise OptionError("cfg_scale", f"must be >= 1, got {options.cfg_scale}")
+    if options.cfg_scale not in (None, 1) and preset.chunked:
+        raise OptionError("cfg_scale", f"must be 1 in {mode} (the release's streaming sampler has no CFG)")
+    smallest = smallest_frame_side(vae.vae_downsample_rate)
+    for name in ("height", "width"):
+        if getattr(options, name) < smallest:
+            raise OptionError(name, f"must be at least {smallest} (the VAE's smallest frame), got "
+                              f"{getattr(options, name)}")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class EditOptions:
-    """Per-edit settings; None means the mode's default (see `MODE_DEFAULTS`, `MODE_SAMPLERS`)."""
+    """Per-edit settings; None means the mode's default (`config.MODE_PRESETS`)."""
 
     prompt: str
     negative_prompt: str | None = None
     num_frames: int | None = None  # video frames to edit (floored to 8k+1); None: the whole source
-    height: int = 704
-    width: int = 1280
+    height: int = RELEASE_HEIGHT
+    width: int = RELEASE_WIDTH
     steps: int | None = None
     cfg_scale: float | None = None
     flow_shift: float | None = None
@@ -133,8 +131,8 @@ class SanaStreamingPipeline:
         device: torch.device,
         dtype: torch.dtype,
     ) -> None:
-        if mode not in MODE_SAMPLERS:
-            raise ValueError(f"unknown mode {mode!r}; choose from {sorted(MODE_SAMPLERS)}")
+        if mode not in MODE_PRESETS:
+            raise ValueError(f"unknown mode {mode!r}; choose from {sorted(MODE_PRESETS)}")
         self.mode = mode
         self.config = config
         self.dit = dit
@@ -193,19 +191,16 @@ class SanaStreamingPipeline:
     @classmethod
     def from_pretrained(cls, mode: str = "long_streaming", **kwargs: object) -> SanaStreamingPipeline:
         """The released weights of `mode` with its release config."""
-        defaults = MODE_DEFAULTS[mode]
-        kwargs.setdefault("model_path", defaults["model_path"])
-        return cls.from_config(str(defaults["config"]), mode, **kwargs)  # type: ignore[arg-type]
+        preset = MODE_PRESETS[mode]
+        kwargs.setdefault("model_path", preset.model_path)
+        return cls.from_config(preset.config, mode, **kwargs)  # type: ignore[arg-type]
 
     # ---- settings -----------------------------------------------------------------------------------
 
     def sampler_settings(self, options: EditOptions) -> SamplerConfig:
         """The mode's sampler defaults with the edit's overrides; flow shift from the config."""
-        base = MODE_SAMPLERS[self.mode]
-        if options.cfg_scale is not None and options.cfg_scale < 1:
-            raise EditError(f"cfg_scale must be >= 1, got {options.cfg_scale}")
-        if options.steps is not None and options.steps < 1:
-            raise EditError(f"steps must be >= 1, got {options.steps}")
+        validate_options(options, self.mode, self.config.vae)
+        base = MODE_PRESETS[self.mode].sampler(self.config.vae)
         shift = options.flow_shift
         if shift is None:
             sched = self.config.scheduler
@@ -224,11 +219,11 @@ class SanaStreamingPipeline:
         the GPU afterwards."""
         if self.text_encoder is None:
             raise ValueError("this pipeline has no text encoder; pass prompt embeddings")
-        defaults = MODE_DEFAULTS[self.mode]
-        motion = defaults["motion_score"] if options.motion_score is None else options.motion_score
+        preset = MODE_PRESETS[self.mode]
+        motion = preset.motion_score if options.motion_score is None else options.motion_score
         negative_text = options.negative_prompt
         if negative_text is None:
-            negative_text = str(defaults["negative_prompt"])
+            negative_text = preset.negative_prompt
         positive_text = positive_prompt_text(options.prompt, int(motion))
         encoder = self.text_encoder
         move = self.device.type == "cuda" and not encoder.is_cached(positive_text, negative_text)
@@ -301,7 +296,6 @@ class SanaStreamingPipeline:
             yield LatentFeed.given(source, self.device)
             return
         stride = self.config.vae.vae_downsample_rate
-        check_frame_size(options.height, options.width, stride)
         with contextlib.ExitStack() as stack:
             if not isinstance(source, VideoReader):
                 reader, options = open_source(source, options)

@@ -62,7 +62,12 @@ def watch_memory(pipe, source):
     """(frames, record, run, the run's `live_bytes` at each chunk) of one stream."""
     seen: list[int] = []
     record = LatentRecord()
-    stream = pipe.stream(source, OPTIONS, record=record, progress=lambda *_: seen.append(stream.live_bytes()))
+
+    def at_each_chunk(event) -> None:
+        if event.stage == "denoise":
+            seen.append(stream.live_bytes())
+
+    stream = pipe.stream(source, OPTIONS, record=record, progress=at_each_chunk)
     return torch.cat(list(stream), dim=1), record, stream, seen
 
 

@@ -290,12 +290,12 @@ def test_chunk_streamer_errors():
 def test_golden_streaming_sample_through_the_chunk_streamer():
     """The release's run (golden `dit_streaming`, 13 latent frames) with the source pushed one latent
     frame at a time through `ChunkStreamer.open`: the same latents as the release."""
-    from sana_streaming.config import MODE_SAMPLERS
+    from sana_streaming.config import MODE_PRESETS
 
     g = golden("dit_streaming")
     model = build_dit(golden_dit_config("streaming"), dtype=torch.float32)
     model.load_state_dict(golden_state_dict("streaming"))
-    settings = replace(MODE_SAMPLERS["long_streaming"], flow_shift=8.0)
+    settings = replace(MODE_PRESETS["long_streaming"].sampler(), flow_shift=8.0)
     conditions = StreamingConditions(g["input.y"], g["input.mask"])
     streamer = ChunkStreamer.open(
         model, conditions, settings, latent_hw=(4, 6), latent_frames=13, device=torch.device("cpu"),
