@@ -9,6 +9,7 @@ functions fix the dimensions of a named model.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any, Literal
 import yaml
 
 from sana_streaming.hub import HubError, is_hub_uri, resolve_path
+
+logger = logging.getLogger(__name__)
 
 Variant = Literal["bidirectional", "streaming"]
 
@@ -401,6 +404,36 @@ def _section(cls: type, raw: Any, name: str) -> Any:
     return cls(**values)
 
 
+# Release config keys nothing here reads, with the value this implementation always behaves as (the
+# release configs' own values; None: any value, the key only matters for training). A config that sets
+# another value loads with a warning rather than silently. Source: configs/sana_streaming/*.yaml of the
+# release and its inference code (the keys it does not forward at inference).
+UNREAD_KEYS: dict[tuple[str, str], object] = {
+    ("model", "aspect_ratio_type"): None,  # training buckets
+    ("model", "multi_scale"): None,  # training buckets
+    ("model", "class_dropout_prob"): None,  # caption dropout in training
+    ("model", "mixed_precision"): "bf16",  # bf16 on CUDA (float32 on a CPU)
+    ("model", "fp32_attention"): True,  # softmax attention accumulates in float32
+    ("vae", "use_framewise_encoding"): True,  # set True by the release's bidirectional tiling anyway
+    ("vae", "use_framewise_decoding"): True,
+    ("text_encoder", "y_norm_scale_factor"): None,  # only the initial value of a loaded weight
+    ("scheduler", "predict_flow_v"): True,
+    ("scheduler", "noise_schedule"): "linear_flow",
+    ("scheduler", "pred_sigma"): False,
+    ("scheduler", "vis_sampler"): None,  # the mode picks the sampler
+}
+
+
+def _warn_unread(config: SanaStreamingConfig) -> None:
+    """Warn about every unread key whose value differs from what this implementation does."""
+    for (section, key), assumed in UNREAD_KEYS.items():
+        value = getattr(getattr(config, section), key)
+        if assumed is not None and value != assumed:
+            where = f" in {config.source}" if config.source else ""
+            logger.warning("%s.%s: %r%s is not used; this implementation always runs as %r",
+                           section, key, value, where, assumed)  # fmt: skip
+
+
 def config_from_dict(raw: dict[str, Any], source: str | None = None) -> SanaStreamingConfig:
     """Build a config from the parsed YAML mapping, rejecting unknown sections and keys."""
     sections = {
@@ -413,7 +446,9 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> SanaStre
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}; expected {sorted(sections)}")
     parts = {name: _section(cls, raw.get(name), name) for name, cls in sections.items()}
-    return SanaStreamingConfig(**parts, source=source)
+    config = SanaStreamingConfig(**parts, source=source)
+    _warn_unread(config)
+    return config
 
 
 def packaged_config_names() -> list[str]:
