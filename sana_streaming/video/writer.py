@@ -105,7 +105,9 @@ class VideoWriter:
                 f"{self.path}: unsupported extension; use one of {sorted(CONTAINER_FORMATS)}"
             )
         if self.path.exists() and not overwrite:
-            raise VideoWriteError(f"{self.path} already exists (pass overwrite=True to replace it)")
+            raise VideoWriteError(
+                f"{self.path} already exists (--overwrite, or overwrite=True in Python, replaces it)"
+            )
         if self.path.is_dir():
             raise VideoWriteError(f"{self.path} is a folder")
         self.width, self.height = width, height
@@ -196,7 +198,8 @@ class VideoWriter:
         except FileExistsError:
             self._abort()
             raise VideoWriteError(
-                f"{self.path} appeared while writing and was kept (pass overwrite=True to replace it)"
+                f"{self.path} appeared while writing and was kept (--overwrite, or overwrite=True in "
+                "Python, replaces it)"
             ) from None
         except av.error.FFmpegError as exc:
             self._abort()
