@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sana_streaming.conditioning import PromptPair, TextConditioning
 from sana_streaming.errors import EditError
-from sana_streaming.sampling.streaming import StreamingConditions
 
 
 class DebugFileError(EditError):
@@ -26,14 +26,6 @@ class SourceLatents:
     source: Tensor
 
 
-@dataclass
-class PromptEmbeddings:
-    """Encoded prompts given instead of text (the release's `--input_text_embed_path`)."""
-
-    positive: StreamingConditions
-    negative: StreamingConditions
-
-
 def load_latent_file(path: str | Path) -> SourceLatents:
     """Read a `--save_latent` file (3, C, T, h, w): entry 0 the noise, 1 the source (2 is ignored)."""
     stacked = _load_debug_file(path)
@@ -42,15 +34,16 @@ def load_latent_file(path: str | Path) -> SourceLatents:
     return SourceLatents(noise=stacked[0:1].float(), source=stacked[1:2])
 
 
-def load_text_embed_file(path: str | Path) -> PromptEmbeddings:
-    """Read a dict with `prompt_embeds`, `prompt_mask`, `negative_embeds`, `negative_mask`."""
+def load_text_embed_file(path: str | Path) -> PromptPair:
+    """Read a dict with `prompt_embeds`, `prompt_mask`, `negative_embeds`, `negative_mask`: the encoded
+    prompts given instead of text (the release's `--input_text_embed_path`)."""
     data = _load_debug_file(path)
     keys = ("prompt_embeds", "prompt_mask", "negative_embeds", "negative_mask")
     if not isinstance(data, dict) or any(k not in data for k in keys):
         raise DebugFileError(f"{path}: expected a dict with keys {list(keys)}")
-    return PromptEmbeddings(
-        positive=StreamingConditions(data["prompt_embeds"], data["prompt_mask"]),
-        negative=StreamingConditions(data["negative_embeds"], data["negative_mask"]),
+    return PromptPair(
+        positive=TextConditioning(data["prompt_embeds"], data["prompt_mask"]),
+        negative=TextConditioning(data["negative_embeds"], data["negative_mask"]),
     )
 
 

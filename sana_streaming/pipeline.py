@@ -27,6 +27,7 @@ from torch import Tensor
 
 from sana_streaming.background import BackgroundSink
 from sana_streaming.checkpoint import load_dit_checkpoint
+from sana_streaming.conditioning import PromptPair, TextConditioning
 from sana_streaming.config import (
     MODE_PRESETS,
     RELEASE_HEIGHT,
@@ -36,7 +37,7 @@ from sana_streaming.config import (
     VAEConfig,
     load_config,
 )
-from sana_streaming.debug_files import PromptEmbeddings, SourceLatents
+from sana_streaming.debug_files import SourceLatents
 from sana_streaming.debug_files import load_latent_file as load_latent_file  # the CLI's debug flags
 from sana_streaming.debug_files import load_text_embed_file as load_text_embed_file
 from sana_streaming.downloads import model_needs, resolve_needs
@@ -47,7 +48,7 @@ from sana_streaming.models.text_encoder import TextEncoder, positive_prompt_text
 from sana_streaming.models.vae import LTX2VAE, IncrementalDecoder, load_vae
 from sana_streaming.provenance import edit_settings
 from sana_streaming.sampling.dpm_solver import sample_flow_dpm_solver
-from sana_streaming.sampling.streaming import ChunkStreamer, DenoisedChunk, LatentRecord, StreamingConditions
+from sana_streaming.sampling.streaming import ChunkStreamer, DenoisedChunk, LatentRecord
 from sana_streaming.stages import LatentFeed, ProgressFn, SourceEncoder, StreamRun, floor_8k1
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.reader import VideoReader, VideoSource, open_video
@@ -214,7 +215,7 @@ class SanaStreamingPipeline:
             sink_token=options.sink_token,
         )
 
-    def encode_prompts(self, options: EditOptions) -> PromptEmbeddings:
+    def encode_prompts(self, options: EditOptions) -> PromptPair:
         """Positive (chi prefix, motion score) and negative prompt embeddings; the text encoder leaves
         the GPU afterwards."""
         if self.text_encoder is None:
@@ -233,10 +234,7 @@ class SanaStreamingPipeline:
         positive = encoder.encode_prompt(positive_text)
         if move:
             encoder.offload("cpu")  # 5 GB the DiT and VAE can use
-        return PromptEmbeddings(
-            positive=StreamingConditions(positive.embeds, positive.mask),
-            negative=StreamingConditions(negative.embeds, negative.mask),
-        )
+        return PromptPair(positive=positive, negative=negative)
 
     # ---- streaming ----------------------------------------------------------------------------------
 
@@ -245,7 +243,7 @@ class SanaStreamingPipeline:
         source: VideoSource | VideoReader | SourceLatents,
         options: EditOptions,
         *,
-        prompts: PromptEmbeddings | None = None,
+        prompts: PromptPair | None = None,
         record: LatentRecord | None = None,
         progress: ProgressFn | None = None,
         timer: StageTimer | None = None,
@@ -266,14 +264,14 @@ class SanaStreamingPipeline:
         run: StreamRun,
         source: VideoSource | VideoReader | SourceLatents,
         options: EditOptions,
-        prompts: PromptEmbeddings | None,
+        prompts: PromptPair | None,
     ) -> Generator[Tensor, None, None]:
         """The run's body: prompts, then reader → encoder → sampler → decoder (the writer is the caller)."""
         settings = self.sampler_settings(options)
         with run.stage("text"):
             prompts = prompts or self.encode_prompts(options)
         run.report("text", 1, 1, "prompt")
-        prompts = PromptEmbeddings(self._on_device(prompts.positive), self._on_device(prompts.negative))
+        prompts = prompts.to(self.device)
         generator = torch.Generator(self.device).manual_seed(options.seed)
         try:
             with self._latents(source, options, run) as feed:
@@ -283,9 +281,6 @@ class SanaStreamingPipeline:
                     yield from self._streaming(feed, settings, prompts.positive, generator, run)
         finally:
             run.release()
-
-    def _on_device(self, conditions: StreamingConditions) -> StreamingConditions:
-        return StreamingConditions(conditions.caption.to(self.device), conditions.mask.to(self.device))
 
     @contextlib.contextmanager
     def _latents(
@@ -316,7 +311,7 @@ class SanaStreamingPipeline:
         self,
         feed: LatentFeed,
         settings: SamplerConfig,
-        conditions: StreamingConditions,
+        conditioning: TextConditioning,
         generator: torch.Generator,
         run: StreamRun,
     ) -> Iterator[Tensor]:
@@ -325,7 +320,7 @@ class SanaStreamingPipeline:
         if noise is None and feed.latent_frames is not None:
             noise = self._whole_noise(feed.latent_frames, feed.latent_hw, generator)
         run.streamer = streamer = ChunkStreamer.open(
-            self.dit, conditions, settings, latent_hw=feed.latent_hw, latent_frames=feed.latent_frames,
+            self.dit, conditioning, settings, latent_hw=feed.latent_hw, latent_frames=feed.latent_frames,
             device=self.device, dtype=self.dtype, noise=noise, generator=generator, record=run.record,
         )  # fmt: skip
         run.noise_bytes = streamer.noise_bytes
@@ -356,7 +351,7 @@ class SanaStreamingPipeline:
         self,
         feed: LatentFeed,
         settings: SamplerConfig,
-        prompts: PromptEmbeddings,
+        prompts: PromptPair,
         generator: torch.Generator,
         run: StreamRun,
     ) -> Tensor:
@@ -367,14 +362,13 @@ class SanaStreamingPipeline:
             noise = self._whole_noise(source.shape[2], feed.latent_hw, generator)
         run.noise_bytes = noise.nbytes
         guided = settings.cfg_scale > 1.0
-        caption, mask, source_in = prompts.positive.caption, prompts.positive.mask, source
+        conditioning, source_in = prompts.positive, source
         if guided:  # batch order [uncond, cond]
-            caption = torch.cat([prompts.negative.caption, caption])
-            mask = torch.cat([prompts.negative.mask, mask])
-            source_in = torch.cat([source, source])
+            conditioning, source_in = prompts.guidance_batch(), torch.cat([source, source])
+        text = self.dit.prepare_text(conditioning)  # once for every step of the sample
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
-            return self.dit(x, t, caption, mask, source_in)
+            return self.dit(x, t, text, None, source_in)
 
         with run.stage("dit"):
             latents = sample_flow_dpm_solver(
@@ -400,7 +394,7 @@ class SanaStreamingPipeline:
         audio: bool = True,
         overwrite: bool = False,
         preset: str = X264_OPTIONS["preset"],
-        prompts: PromptEmbeddings | None = None,
+        prompts: PromptPair | None = None,
         latent_path: str | Path | None = None,
         progress: ProgressFn | None = None,
         timer: StageTimer | None = None,

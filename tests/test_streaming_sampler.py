@@ -7,14 +7,13 @@ import pytest
 import torch
 from golden import GOLDEN, golden, golden_dit_config, golden_state_dict, rel_err
 
-from sana_streaming import build_dit
+from sana_streaming import TextConditioning, build_dit
 from sana_streaming.errors import SourceTooShortError
 from sana_streaming.models.dit import StreamingState
 from sana_streaming.sampling import (
     ChunkStreamer,
     LatentRecord,
     SourceChunk,
-    StreamingConditions,
     StreamingSampler,
     WindowPolicy,
     chunk_boundaries,
@@ -61,7 +60,7 @@ def test_golden_streaming_sample_call_by_call():
     frames = policy.window_frames(boundaries)
     state = StreamingState.allocate(model.config, batch=1, height=4, width=6, window_frames=frames,
                                     dtype=torch.float32)  # fmt: skip
-    conditions = StreamingConditions(g["input.y"], g["input.mask"])
+    conditions = TextConditioning(g["input.y"], g["input.mask"])
     sampler = StreamingSampler(model, conditions, state, policy=policy)
     recorded = []
     real_forward = model.forward
@@ -92,6 +91,9 @@ class ScriptedModel:
     def __init__(self, velocities):
         self.velocities = list(velocities)
 
+    def prepare_text(self, conditioning):
+        return None
+
     def __call__(self, x, timestep, caption, mask, source, **kwargs):
         return self.velocities.pop(0)
 
@@ -105,7 +107,7 @@ def test_bf16_euler_steps_equal_diffusers_scheduler():
     noise = torch.randn(1, 16, 3, 2, 3, generator=gen)
     velocities = [torch.randn(1, 16, 3, 2, 3, generator=gen).bfloat16() for _ in range(4)]
     model = ScriptedModel(velocities)
-    sampler = StreamingSampler(model, StreamingConditions(torch.zeros(1), torch.zeros(1)), state=None)
+    sampler = StreamingSampler(model, TextConditioning(torch.zeros(1), torch.zeros(1)), state=None)
     ours = sampler.denoise_chunk(noise, noise, start=0)
 
     scheduler = FlowMatchEulerDiscreteScheduler(shift=8.0)
@@ -135,7 +137,7 @@ def ffn_left_contexts(policy: WindowPolicy, boundaries: list[int]):
     gen = torch.Generator().manual_seed(4)
     T = boundaries[-1]
     noise, source = (torch.randn(1, 16, T, H, W, generator=gen) for _ in range(2))
-    conditions = StreamingConditions(torch.randn(1, 1, 16, 64, generator=gen),
+    conditions = TextConditioning(torch.randn(1, 1, 16, 64, generator=gen),
                                      torch.ones(1, 16))  # fmt: skip
     state = StreamingState.allocate(
         model.config, batch=1, height=H, width=W, window_frames=policy.window_frames(boundaries),
@@ -296,7 +298,7 @@ def test_golden_streaming_sample_through_the_chunk_streamer():
     model = build_dit(golden_dit_config("streaming"), dtype=torch.float32)
     model.load_state_dict(golden_state_dict("streaming"))
     settings = replace(MODE_PRESETS["long_streaming"].sampler(), flow_shift=8.0)
-    conditions = StreamingConditions(g["input.y"], g["input.mask"])
+    conditions = TextConditioning(g["input.y"], g["input.mask"])
     streamer = ChunkStreamer.open(
         model, conditions, settings, latent_hw=(4, 6), latent_frames=13, device=torch.device("cpu"),
         dtype=torch.float32, noise=g["input.noise"],

@@ -17,13 +17,14 @@ from __future__ import annotations
 import gc
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from transformers import AttentionInterface, AutoModel, AutoTokenizer, Gemma2Config, PreTrainedTokenizerBase
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from sana_streaming.conditioning import TextConditioning
 from sana_streaming.config import ConfigError, TextEncoderConfig
 from sana_streaming.downloads import text_encoder_source
 from sana_streaming.hub import resolve
@@ -54,13 +55,6 @@ PACKAGED_TOKENIZER = "assets/gemma2_tokenizer"
 
 class TextEncoderError(RuntimeError):
     """The text encoder cannot be built or used."""
-
-
-class EncodedText(NamedTuple):
-    """One encoded prompt: `embeds` `[1, 1, L, C]`, `mask` `[1, L]` int64 (1 = BOS or prompt token)."""
-
-    embeds: torch.Tensor
-    mask: torch.Tensor
 
 
 def _attention_without_softcap(
@@ -140,7 +134,7 @@ class TextEncoder:
         self.tokenizer = tokenizer
         self.config = config
         self._model: torch.nn.Module | None = model.eval()
-        self._cache: dict[tuple[bool, str], EncodedText] = {}
+        self._cache: dict[tuple[bool, str], TextConditioning] = {}
 
     # ---- construction -------------------------------------------------------------------------------
 
@@ -198,7 +192,7 @@ class TextEncoder:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def encode_prompt(self, prompt: str) -> EncodedText:
+    def encode_prompt(self, prompt: str) -> TextConditioning:
         """Positive prompt: chi prefix, `len(encode(chi)) + L - 2` tokens, then BOS + last L - 1 positions.
 
         `prompt` is used as given; form it with `positive_prompt_text` (strip + motion-score suffix)."""
@@ -211,17 +205,17 @@ class TextEncoder:
         """Whether both encodings are already cached (then the model is not needed)."""
         return (True, prompt) in self._cache and (False, negative) in self._cache
 
-    def encode_negative(self, prompt: str) -> EncodedText:
+    def encode_negative(self, prompt: str) -> TextConditioning:
         """Negative prompt: no prefix, no stripping, padded/truncated to L tokens, no selection."""
         key = (False, prompt)
         if key not in self._cache:
             ids, mask = self._tokenize(prompt, self.config.model_max_length)
             with torch.no_grad():
                 hidden = self.model(ids, mask, use_cache=False)[0]  # (1, L, C)
-            self._cache[key] = EncodedText(hidden[:, None], mask)
+            self._cache[key] = TextConditioning(hidden[:, None], mask)
         return self._cache[key]
 
-    def _encode_with_chi(self, prompt: str) -> EncodedText:
+    def _encode_with_chi(self, prompt: str) -> TextConditioning:
         chi = chi_prefix(self.config.chi_prompt)
         length = self.config.model_max_length
         ids, mask = self._tokenize(chi + prompt, chi_max_length(self.tokenizer, chi, length))
@@ -231,7 +225,7 @@ class TextEncoder:
         if autocast:
             hidden = hidden.float()
         index = chi_select_index(length)
-        return EncodedText(hidden[:, index][:, None], mask[:, index])  # (1, 1, L, C), (1, L)
+        return TextConditioning(hidden[:, index][:, None], mask[:, index])  # (1, 1, L, C), (1, L)
 
     def _tokenize(self, text: str, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.tokenizer(
@@ -260,7 +254,6 @@ def _empty_cuda_cache() -> None:
 
 __all__ = [
     "CHI_PROMPT_LINES",
-    "EncodedText",
     "TextEncoder",
     "TextEncoderError",
     "chi_max_length",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from sana_streaming.conditioning import TextConditioning
 from sana_streaming.config import SamplerConfig
 from sana_streaming.errors import EditError, SourceTooShortError
 from sana_streaming.models.dit import StreamingState
@@ -90,14 +91,6 @@ class WindowPolicy:
 
 
 @dataclass
-class StreamingConditions:
-    """What every DiT call of a stream shares."""
-
-    caption: Tensor  # (1, 1, L, C_txt)
-    mask: Tensor  # (1, L)
-
-
-@dataclass
 class _CleanPass:
     """A denoised chunk whose clean pass has not run yet."""
 
@@ -108,12 +101,13 @@ class _CleanPass:
 
 class StreamingSampler:
     """Denoises one chunk at a time, carrying the DiT's `StreamingState` between chunks; one sampler per
-    stream (it holds the last chunk's deferred clean pass)."""
+    stream (it holds the last chunk's deferred clean pass, and the prompt's `TextCache`, prepared once
+    for every forward of the stream)."""
 
     def __init__(
         self,
         model: SanaStreamingDiT,
-        conditions: StreamingConditions,
+        conditioning: TextConditioning,
         state: StreamingState,
         *,
         steps: int = 4,
@@ -122,7 +116,7 @@ class StreamingSampler:
         on_forward: Callable[[], None] | None = None,
     ) -> None:
         self.model = model
-        self.conditions = conditions
+        self.text = model.prepare_text(conditioning)
         self.state = state
         self.policy = policy or WindowPolicy()
         self.timesteps, self.sigmas = streaming_schedule(steps, shift)
@@ -132,10 +126,7 @@ class StreamingSampler:
 
     def _forward(self, x: Tensor, t: float, source: Tensor, start: int, save: bool) -> Tensor:
         timestep = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
-        c = self.conditions
-        v = self.model(
-            x, timestep, c.caption, c.mask, source, state=self.state, frame_offset=start, save=save
-        )
+        v = self.model(x, timestep, self.text, None, source, state=self.state, frame_offset=start, save=save)
         if self.on_forward is not None:
             self.on_forward()
         return v
@@ -159,10 +150,11 @@ class StreamingSampler:
         return x
 
     def nbytes(self) -> int:
-        """Bytes held between chunks: the `StreamingState` and the deferred clean pass's latents."""
+        """Bytes held between chunks: the `StreamingState`, the deferred clean pass's latents and the
+        prompt's `TextCache`."""
         held = self._uncommitted
         deferred = 0 if held is None else held.latents.nbytes + held.source.nbytes
-        return self.state.nbytes() + deferred
+        return self.state.nbytes() + deferred + self.text.nbytes()
 
     def _run_clean_pass(self) -> None:
         """The previous chunk's deferred clean pass, then its commit and the window policy (which also
@@ -254,7 +246,7 @@ class ChunkStreamer:
     def open(
         cls,
         model: SanaStreamingDiT,
-        conditions: StreamingConditions,
+        conditioning: TextConditioning,
         settings: SamplerConfig,
         *,
         latent_hw: tuple[int, int],
@@ -279,8 +271,8 @@ class ChunkStreamer:
             model.config, batch=1, height=latent_hw[0], width=latent_hw[1], window_frames=window,
             window_chunks=segments, device=device, dtype=dtype,
         )  # fmt: skip
-        sampler = StreamingSampler(model, conditions, state, steps=settings.steps, shift=settings.flow_shift,
-                                   policy=policy)  # fmt: skip
+        sampler = StreamingSampler(model, conditioning, state, steps=settings.steps,
+                                   shift=settings.flow_shift, policy=policy)  # fmt: skip
         return cls(sampler, latent_frames=latent_frames, dtype=dtype, base_chunk_frames=base, noise=noise,
                    generator=generator, record=record)  # fmt: skip
 

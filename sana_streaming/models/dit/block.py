@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from sana_streaming.config import DiTConfig
 from sana_streaming.models.dit.cache import BlockState
-from sana_streaming.models.dit.cross_attention import CrossAttention
+from sana_streaming.models.dit.cross_attention import CrossAttention, TextKV
 from sana_streaming.models.dit.ffn import GLUMBConvTemp
 from sana_streaming.models.dit.gdn import GDNAttention
 from sana_streaming.models.dit.layers import modulate
@@ -27,8 +27,7 @@ class BlockContext:
     height: int
     width: int
     rope: RopeTables
-    caption: Tensor  # (B, L, C) embedded, normalised caption
-    mask_bias: Tensor  # (B, 1, 1, L)
+    mask_bias: Tensor  # (B, 1, 1, L) of the caption
     cached_tokens: int = 0  # softmax window: retained tokens before the current chunk
     save: bool = False  # write this chunk's state (GDN state, FFN tail)
 
@@ -52,8 +51,11 @@ class SanaBlock(nn.Module):
         self.mlp = GLUMBConvTemp(C, config.ffn_hidden, config.t_kernel_size)
         self.scale_shift_table = nn.Parameter(torch.zeros(6, C))
 
-    def forward(self, x: Tensor, t0: Tensor, ctx: BlockContext, state: BlockState | None) -> Tensor:
-        """x: (B, N, C) residual stream; t0: (B, 6·C) timestep modulation."""
+    def forward(
+        self, x: Tensor, t0: Tensor, ctx: BlockContext, state: BlockState | None, text: TextKV
+    ) -> Tensor:
+        """x: (B, N, C) residual stream; t0: (B, 6·C) timestep modulation; text: this block's K/V of
+        the caption."""
         B = x.shape[0]
         sh_a, sc_a, g_a, sh_m, sc_m, g_m = (self.scale_shift_table[None] + t0.view(B, 6, -1)).chunk(6, dim=1)
         a = modulate(self.norm1(x), sh_a, sc_a)
@@ -64,7 +66,7 @@ class SanaBlock(nn.Module):
             gdn_state = state.gdn if state is not None else None
             attn = self.attn(a, ctx.frames, ctx.rope, state=gdn_state, save=ctx.save)
         x = x + g_a * attn
-        x = x + self.cross_attn(x, ctx.caption, ctx.mask_bias)
+        x = x + self.cross_attn(x, text, ctx.mask_bias)
         m = modulate(self.norm2(x), sh_m, sc_m)
         tail = state.ffn_tail if state is not None else None
         return x + g_m * self.mlp(m, ctx.frames, ctx.height, ctx.width, tail=tail, save=ctx.save)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -17,6 +19,33 @@ def text_mask_bias(mask: Tensor, batch: int, dtype) -> Tensor:
     return ((1 - mask.to(dtype)) * MASK_BIAS)[:, None, None, :]
 
 
+@dataclass(frozen=True)
+class TextKV:
+    """One block's cross-attention keys and values of a caption."""
+
+    keys: Tensor  # (B, heads, L, D), k-normalised
+    values: Tensor  # (B, heads, L, D)
+
+
+@dataclass(frozen=True)
+class TextCache:
+    """The DiT's text side of one conditioning, computed once by `SanaStreamingDiT.prepare_text` and
+    reused by every forward of the stream (or sample)."""
+
+    mask_bias: Tensor  # (B, 1, 1, L) additive bias in the model dtype
+    blocks: tuple[TextKV, ...]  # one per DiT block
+
+    @property
+    def batch(self) -> int:
+        return self.mask_bias.shape[0]
+
+    def nbytes(self) -> int:
+        """Bytes held: the storage of the bias and of every block's keys and values (the values are a
+        view of the K/V projection's output, which they keep whole)."""
+        tensors = [self.mask_bias, *(t for kv in self.blocks for t in (kv.keys, kv.values))]
+        return sum(t.untyped_storage().nbytes() for t in tensors)
+
+
 class CrossAttention(nn.Module):
     """Queries from the residual stream, keys/values from the caption, q/k RMSNorm (eps 1e-6)."""
 
@@ -30,13 +59,17 @@ class CrossAttention(nn.Module):
         self.q_norm = RMSNorm(hidden_size, eps=1e-6)
         self.k_norm = RMSNorm(hidden_size, eps=1e-6)
 
-    def forward(self, x: Tensor, y: Tensor, mask_bias: Tensor) -> Tensor:
-        """x: (B, N, C); y: (B, L, C) caption; mask_bias: (B, 1, 1, L)."""
-        B, N, C = x.shape
-        L = y.shape[1]
-        q = self.q_norm(self.q_linear(x)).view(B, N, self.heads, self.head_dim).transpose(1, 2)
+    def text_kv(self, y: Tensor) -> TextKV:
+        """Keys and values of the caption y: (B, L, C), the same for every forward of a prompt."""
+        B, L, _ = y.shape
         k, v = self.kv_linear(y).chunk(2, dim=-1)
         k = self.k_norm(k).view(B, L, self.heads, self.head_dim).transpose(1, 2)  # (B, heads, L, D)
         v = v.reshape(B, L, self.heads, self.head_dim).transpose(1, 2)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_bias.to(q.dtype))
+        return TextKV(k, v)
+
+    def forward(self, x: Tensor, kv: TextKV, mask_bias: Tensor) -> Tensor:
+        """x: (B, N, C); kv: the caption's `text_kv`; mask_bias: (B, 1, 1, L)."""
+        B, N, C = x.shape
+        q = self.q_norm(self.q_linear(x)).view(B, N, self.heads, self.head_dim).transpose(1, 2)
+        o = F.scaled_dot_product_attention(q, kv.keys, kv.values, attn_mask=mask_bias.to(q.dtype))
         return self.proj(o.transpose(1, 2).reshape(B, N, C))

@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sana_streaming.conditioning import TextConditioning
 from sana_streaming.config import DiTConfig
 from sana_streaming.models.dit.block import BlockContext, SanaBlock
 from sana_streaming.models.dit.cache import StreamingState
-from sana_streaming.models.dit.cross_attention import text_mask_bias
+from sana_streaming.models.dit.cross_attention import TextCache, text_mask_bias
 from sana_streaming.models.dit.layers import (
     CaptionEmbedder,
     FinalLayer,
@@ -44,12 +45,26 @@ class SanaStreamingDiT(nn.Module):
         # Zero, unused; kept so checkpoints that carry it load strictly (dit.md §2.2).
         self.register_buffer("pos_embed", torch.zeros(1, config.input_size**2, C), persistent=True)
 
+    def prepare_text(self, conditioning: TextConditioning, batch: int | None = None) -> TextCache:
+        """The text side of every forward with `conditioning`: the caption projected and normalised,
+        its mask bias and each block's cross-attention K/V. A stream (or a sample) computes it once and
+        passes it to each `forward`; `batch` (default: the conditioning's) is the forwards' batch size,
+        a conditioning of batch 1 being broadcast to it."""
+        dtype = self.x_embedder.proj.weight.dtype
+        B = conditioning.embeds.shape[0] if batch is None else batch
+        embeds = conditioning.embeds.to(dtype).expand(B, -1, -1, -1)  # (B, 1, L, C_txt)
+        y = self.attention_y_norm(self.y_embedder(embeds))[:, 0]  # (B, L, C)
+        return TextCache(
+            mask_bias=text_mask_bias(conditioning.mask, B, dtype),
+            blocks=tuple(block.cross_attn.text_kv(y) for block in self.blocks),
+        )
+
     def forward(
         self,
         x: Tensor,
         timestep: Tensor,
-        caption: Tensor,
-        mask: Tensor,
+        caption: Tensor | TextCache,
+        mask: Tensor | None,
         source: Tensor,
         *,
         state: StreamingState | None = None,
@@ -59,17 +74,18 @@ class SanaStreamingDiT(nn.Module):
         """Predict the flow velocity.
 
         x, source: (B, C_lat, T, H, W) noisy and clean source latents; timestep: (B,) on the 0–1000
-        scale (truncated to an integer inside); caption: (B, 1, L, C_txt) text-encoder states;
-        mask: (B or 1, L), 1 = valid token. With `state`, the call is one streaming chunk whose first
-        latent frame has absolute index `frame_offset` (its RoPE position); `save` writes the chunk's
-        GDN state and FFN tails into `state` (the sampler then commits its K/V to the window).
-        Returns (B, C_lat, T, H, W) in the model dtype."""
+        scale (truncated to an integer inside); caption: (B, 1, L, C_txt) text-encoder states and
+        mask: (B or 1, L), 1 = valid token — or caption a `TextCache` from `prepare_text` (of batch B)
+        and mask None, which skips the text side's projections. With `state`, the call is one streaming
+        chunk whose first latent frame has absolute index `frame_offset` (its RoPE position); `save`
+        writes the chunk's GDN state and FFN tails into `state` (the sampler then commits its K/V to
+        the window). Returns (B, C_lat, T, H, W) in the model dtype."""
         dtype = self.x_embedder.proj.weight.dtype
         B, _, T, H, W = x.shape
+        text = self._text(caption, mask, B)
         tokens = self.x_embedder(torch.cat([x, source.expand(B, -1, -1, -1, -1)], dim=1).to(dtype))
         t_emb = self.t_embedder(timestep.expand(B))
         t0 = self.t_block(t_emb)  # (B, 6·C)
-        y = self.attention_y_norm(self.y_embedder(caption.to(dtype).expand(B, -1, -1, -1)))[:, 0]  # (B, L, C)
         rope = rope_tables(
             frame_offset, T, H, W, self.config.linear_head_dim, device=x.device, dtype=compute_dtype(dtype)
         )  # one table per forward, shared by every layer
@@ -78,13 +94,24 @@ class SanaStreamingDiT(nn.Module):
             cached = state.cached_tokens
             state.check_fits(T * H * W)
         ctx = BlockContext(
-            frames=T, height=H, width=W, rope=rope, caption=y,
-            mask_bias=text_mask_bias(mask, B, dtype), cached_tokens=cached, save=save,
-        )  # fmt: skip
+            frames=T, height=H, width=W, rope=rope, mask_bias=text.mask_bias, cached_tokens=cached, save=save
+        )
         for i, block in enumerate(self.blocks):
-            tokens = block(tokens, t0, ctx, state.blocks[i] if state is not None else None)
+            tokens = block(tokens, t0, ctx, state.blocks[i] if state is not None else None, text.blocks[i])
         out = self.final_layer(tokens, t_emb)  # (B, N, C_lat)
         return out.transpose(1, 2).reshape(B, -1, T, H, W)
+
+    def _text(self, caption: Tensor | TextCache, mask: Tensor | None, batch: int) -> TextCache:
+        """The forward's text side: the given cache (checked), or one prepared on the fly."""
+        if isinstance(caption, TextCache):
+            if mask is not None:
+                raise ValueError("a prepared TextCache carries its mask; pass mask=None")
+            if caption.batch != batch:
+                raise ValueError(f"TextCache of batch {caption.batch} for a forward of batch {batch}")
+            return caption
+        if mask is None:
+            raise ValueError("a raw caption needs its mask")
+        return self.prepare_text(TextConditioning(caption, mask), batch)
 
 
 def build_dit(
