@@ -19,6 +19,7 @@ from sana_streaming.conditioning import TextConditioning
 from sana_streaming.config import SamplerConfig
 from sana_streaming.errors import EditError, SourceTooShortError
 from sana_streaming.models.dit import StreamingState
+from sana_streaming.models.dit.graphs import CompileMode, StreamForward
 from sana_streaming.models.dit.model import SanaStreamingDiT
 
 # Source: NVlabs/Sana, diffusion/scheduler/sana_streaming_sampler.py (hard-coded distilled timesteps).
@@ -102,7 +103,8 @@ class _CleanPass:
 class StreamingSampler:
     """Denoises one chunk at a time, carrying the DiT's `StreamingState` between chunks; one sampler per
     stream (it holds the last chunk's deferred clean pass, and the prompt's `TextCache`, prepared once
-    for every forward of the stream)."""
+    for every forward of the stream). `compile="graph"` replays the forwards from CUDA graphs
+    (CUDA only)."""
 
     def __init__(
         self,
@@ -114,10 +116,12 @@ class StreamingSampler:
         shift: float = 8.0,
         policy: WindowPolicy | None = None,
         on_forward: Callable[[], None] | None = None,
+        compile: CompileMode = "none",
     ) -> None:
         self.model = model
         self.text = model.prepare_text(conditioning)
         self.state = state
+        self.forward = StreamForward(model, self.text, state, capture=compile == "graph")
         self.policy = policy or WindowPolicy()
         self.timesteps, self.sigmas = streaming_schedule(steps, shift)
         self.on_forward = on_forward
@@ -126,7 +130,7 @@ class StreamingSampler:
 
     def _forward(self, x: Tensor, t: float, source: Tensor, start: int, save: bool) -> Tensor:
         timestep = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
-        v = self.model(x, timestep, self.text, None, source, state=self.state, frame_offset=start, save=save)
+        v = self.forward(x, timestep, source, start, save)
         if self.on_forward is not None:
             self.on_forward()
         return v
@@ -256,9 +260,11 @@ class ChunkStreamer:
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         record: LatentRecord | None = None,
+        compile: CompileMode = "none",
     ) -> ChunkStreamer:
         """A streamer for `settings` (steps, resolved flow shift, window) with its `StreamingSampler`
-        and a `StreamingState` preallocated for the largest window the stream will hold."""
+        (`compile`: its forwards eager or replayed from CUDA graphs) and a `StreamingState` preallocated
+        for the largest window the stream will hold."""
         if settings.cfg_scale != 1.0:
             raise EditError(
                 "classifier-free guidance is not supported in long_streaming (the release crashes)"
@@ -272,7 +278,7 @@ class ChunkStreamer:
             window_chunks=segments, device=device, dtype=dtype,
         )  # fmt: skip
         sampler = StreamingSampler(model, conditioning, state, steps=settings.steps,
-                                   shift=settings.flow_shift, policy=policy)  # fmt: skip
+                                   shift=settings.flow_shift, policy=policy, compile=compile)  # fmt: skip
         return cls(sampler, latent_frames=latent_frames, dtype=dtype, base_chunk_frames=base, noise=noise,
                    generator=generator, record=record)  # fmt: skip
 

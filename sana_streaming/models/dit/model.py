@@ -68,7 +68,7 @@ class SanaStreamingDiT(nn.Module):
         source: Tensor,
         *,
         state: StreamingState | None = None,
-        frame_offset: int = 0,
+        frame_offset: int | Tensor = 0,
         save: bool = False,
     ) -> Tensor:
         """Predict the flow velocity.
@@ -77,9 +77,10 @@ class SanaStreamingDiT(nn.Module):
         scale (truncated to an integer inside); caption: (B, 1, L, C_txt) text-encoder states and
         mask: (B or 1, L), 1 = valid token — or caption a `TextCache` from `prepare_text` (of batch B)
         and mask None, which skips the text side's projections. With `state`, the call is one streaming
-        chunk whose first latent frame has absolute index `frame_offset` (its RoPE position); `save`
-        writes the chunk's GDN state and FFN tails into `state` (the sampler then commits its K/V to
-        the window). Returns (B, C_lat, T, H, W) in the model dtype."""
+        chunk whose first latent frame has absolute index `frame_offset` (its RoPE position: an int, or
+        a 0-dim integer tensor on the device for CUDA-graph capture); `save` writes the chunk's GDN
+        state and FFN tails into `state` (the sampler then commits its K/V to the window). Returns
+        (B, C_lat, T, H, W) in the model dtype."""
         dtype = self.x_embedder.proj.weight.dtype
         B, _, T, H, W = x.shape
         text = self._text(caption, mask, B)

@@ -40,7 +40,7 @@ def _axis_angles(positions: Tensor, dims: int) -> Tensor:
 
 
 def rope_tables(
-    frame_start: int,
+    frame_start: int | Tensor,
     frames: int,
     height: int,
     width: int,
@@ -48,9 +48,12 @@ def rope_tables(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> RopeTables:
-    """Tables for tokens of absolute latent frames [frame_start, frame_start + frames), frame-major."""
+    """Tables for tokens of absolute latent frames [frame_start, frame_start + frames), frame-major.
+
+    `frame_start` may be a 0-dim integer tensor on `device`, so a captured CUDA graph reads the chunk's
+    position from memory instead of baking it in."""
     d_f, d_h, d_w = rope_axis_dims(head_dim)
-    f = _axis_angles(torch.arange(frame_start, frame_start + frames, device=device), d_f)
+    f = _axis_angles(torch.arange(frames, device=device) + frame_start, d_f)
     h = _axis_angles(torch.arange(height, device=device), d_h)
     w = _axis_angles(torch.arange(width, device=device), d_w)
     angles = torch.cat(

@@ -1,0 +1,256 @@
+"""Time the full-size DiT streaming a 1280x704 edit, eager and replayed from CUDA graphs, in one process.
+
+For each compile mode: a stream of `--chunks` chunks (the first of 5 latent frames, then 3 = 24 video
+frames each) through `ChunkStreamer` with random weights (seed 0), random source, noise and prompt; the
+time of every push (CUDA events; a steady push is the previous chunk's clean pass plus 4 denoise
+forwards), the steady chunk time (median over the chunks after every forward kind has been captured),
+DiT FPS, achieved TFLOP/s against the measured bf16 GEMM rate of the model's own GEMM shapes, kernel
+launches per forward and peak memory. The graph stream's latents are compared with the eager stream's,
+chunk by chunk. `--bidirectional` also times one 81-frame, 50-step, CFG 6 sample of the bidirectional
+model. Prints tables and writes JSON for `render_results.py`.
+
+    PYTHONPATH=. python benchmarks/dit_stream.py --out benchmarks/results/dit_stream_h200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+from collections import Counter
+from dataclasses import replace
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
+
+from sana_streaming import build_dit, load_config
+from sana_streaming.conditioning import TextConditioning
+from sana_streaming.config import MODE_PRESETS
+from sana_streaming.models.dit import randomize_dit_
+from sana_streaming.sampling.dpm_solver import sample_flow_dpm_solver
+from sana_streaming.sampling.streaming import ChunkStreamer, SourceChunk
+
+H, W = 22, 40  # latent rows and columns of 704x1280
+FIRST, STEADY = 5, 3  # latent frames of the first chunk (969 frames: 122 % 3 = 2 extra) and the rest
+VIDEO_FRAMES_PER_CHUNK = 24
+
+
+def cuda_ms(fn, repeats: int = 1) -> list[float]:
+    """Milliseconds of each of `repeats` calls of `fn`, by CUDA events."""
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def gemm_rates(tokens: int, hidden: int, ffn_hidden: int, repeats: int) -> dict[str, float]:
+    """TFLOP/s of bf16 matmuls of the DiT's own shapes (tokens x hidden by hidden x out)."""
+    rates = {}
+    for name, n_out, k in (
+        ("C->C", hidden, hidden),
+        ("C->2F", 2 * ffn_hidden, hidden),
+        ("F->C", hidden, ffn_hidden),
+    ):
+        a = torch.randn(tokens, k, device="cuda", dtype=torch.bfloat16)
+        b = torch.randn(n_out, k, device="cuda", dtype=torch.bfloat16)
+        cuda_ms(lambda: torch.nn.functional.linear(a, b), 5)  # noqa: B023
+        ms = statistics.median(cuda_ms(lambda: torch.nn.functional.linear(a, b), repeats))  # noqa: B023
+        rates[name] = 2 * tokens * k * n_out / ms / 1e9
+    return rates
+
+
+def random_prompt(dim: int, gen: torch.Generator) -> TextConditioning:
+    """A 300-token caption of which the first 40 tokens are valid."""
+    embeds = torch.randn(1, 1, 300, dim, device="cuda", generator=gen, dtype=torch.bfloat16)
+    mask = torch.zeros(1, 300, dtype=torch.long, device="cuda")
+    mask[:, :40] = 1
+    return TextConditioning(embeds, mask)
+
+
+def run_stream(model, config, prompt, source, noise, mode: str) -> dict:
+    """Push the chunks one by one; return per-push ms, the latents and the stream's forward object."""
+    settings = replace(
+        MODE_PRESETS["long_streaming"].sampler(config.vae), flow_shift=config.scheduler.flow_shift
+    )
+    streamer = ChunkStreamer.open(
+        model, prompt, settings, latent_hw=(H, W), latent_frames=source.shape[2], device=source.device,
+        dtype=torch.bfloat16, noise=noise, compile=mode,
+    )  # fmt: skip
+    bounds = [0, FIRST, *range(FIRST + STEADY, source.shape[2] + 1, STEADY)]
+    push_ms, latents = [], []
+    torch.cuda.reset_peak_memory_stats()
+    for a, b in itertools.pairwise(bounds):
+        out = []
+        push_ms.append(cuda_ms(lambda: out.extend(streamer.push(SourceChunk(source[:, :, a:b], a))))[0])  # noqa: B023
+        latents.extend(chunk.latents for chunk in out)
+    return {
+        "push_ms": push_ms,
+        "latents": latents,
+        "forward": streamer.sampler.forward,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+    }
+
+
+def steady_forward_profile(streamer_forward, x, source) -> dict:
+    """Kernels launched by one steady denoise forward and the GPU time they take, by kernel name."""
+    timestep = torch.full((1,), 961.0, device="cuda")
+    offset = 8
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        streamer_forward._eager(x, timestep, source, offset, False)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    by_name: Counter = Counter()
+    for e in kernels:
+        by_name[e.name[:90]] += e.device_time
+    return {
+        "launches": len(kernels),
+        "gpu_busy_ms": sum(e.device_time for e in kernels) / 1e3,
+        "top_kernels_ms": {k: v / 1e3 for k, v in by_name.most_common(25)},
+    }
+
+
+def forward_flops(streamer_forward, x, source) -> int:
+    """FLOPs of one steady forward that PyTorch counts (GEMMs, convolutions, attention; not the GDN
+    Triton kernels, whose work is small)."""
+    timestep = torch.full((1,), 961.0, device="cuda")
+    counter = FlopCounterMode(display=False)
+    with counter:
+        streamer_forward._eager(x, timestep, source, 8, False)
+    return counter.get_total_flops()
+
+
+def relative_errors(got: list[torch.Tensor], want: list[torch.Tensor]) -> list[float]:
+    return [
+        ((g.float() - w.float()).norm() / w.float().norm()).item() for g, w in zip(got, want, strict=True)
+    ]
+
+
+def bidirectional_sample_s(gen: torch.Generator) -> dict:
+    """Seconds of one 81-frame (21 latent frames) 50-step CFG sample of the bidirectional model."""
+    preset = MODE_PRESETS["bidirectional_short"]
+    config = load_config(preset.config)
+    model = build_dit(config, device="cuda", dtype=torch.bfloat16)
+    randomize_dit_(model, seed=0)
+    T = 21
+    source = torch.randn(1, 128, T, H, W, device="cuda", generator=gen, dtype=torch.bfloat16)
+    noise = torch.randn(1, 128, T, H, W, device="cuda", generator=gen)
+    prompt = random_prompt(config.dit.caption_channels, gen)
+    conditioning = TextConditioning(
+        torch.cat([prompt.embeds, prompt.embeds.flip(2)]), prompt.mask.expand(2, -1)
+    )
+    text = model.prepare_text(conditioning)
+    pair = torch.cat([source, source])
+
+    sched = config.scheduler
+    shift = sched.inference_flow_shift if sched.inference_flow_shift is not None else sched.flow_shift
+
+    def sample(steps: int):
+        return sample_flow_dpm_solver(
+            lambda x, t: model(x, t, text, None, pair), noise, steps=steps, shift=shift,
+            cfg_scale=preset.cfg_scale,
+        )  # fmt: skip
+
+    cuda_ms(lambda: sample(2))
+    ms = cuda_ms(lambda: sample(preset.steps))[0]
+    return {"steps": preset.steps, "cfg_scale": preset.cfg_scale, "latent_frames": T, "seconds": ms / 1e3}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--chunks", type=int, default=12, help="chunks per stream (the first of 5 latent frames)"
+    )
+    parser.add_argument("--modes", nargs="+", default=["none", "graph"], help="compile modes to measure")
+    parser.add_argument("--gemm_repeats", type=int, default=20)
+    parser.add_argument(
+        "--bidirectional", action="store_true", help="also time a 50-step CFG bidirectional sample"
+    )
+    parser.add_argument("--out", default="dit_stream.json")
+    args = parser.parse_args()
+
+    config = load_config(MODE_PRESETS["long_streaming"].config)
+    gen = torch.Generator("cuda").manual_seed(1)
+    t0 = time.perf_counter()
+    model = build_dit(config, device="cuda", dtype=torch.bfloat16)
+    randomize_dit_(model, seed=0)
+    build_s = time.perf_counter() - t0
+    frames = FIRST + STEADY * (args.chunks - 1)
+    source = torch.randn(1, 128, frames, H, W, device="cuda", generator=gen, dtype=torch.bfloat16)
+    noise = torch.randn(1, 128, frames, H, W, device="cuda", generator=gen)
+    prompt = random_prompt(config.dit.caption_channels, gen)
+    results = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "size": [704, 1280],
+        "latent_chunk": [1, 128, STEADY, H, W],
+        "chunks": args.chunks,
+        "build_s": build_s,
+        "gemm_tflops": gemm_rates(
+            STEADY * H * W, config.dit.hidden_size, config.dit.ffn_hidden, args.gemm_repeats
+        ),
+        "modes": {},
+    }
+    with torch.inference_mode():
+        streams = {mode: run_stream(model, config, prompt, source, noise, mode) for mode in args.modes}
+        eager = streams[args.modes[0]]
+        steady_x = torch.randn(1, 128, STEADY, H, W, device="cuda", generator=gen, dtype=torch.bfloat16)
+        results["forward"] = steady_forward_profile(eager["forward"], steady_x, source[:, :, :STEADY])
+        results["forward"]["flops"] = forward_flops(eager["forward"], steady_x, source[:, :, :STEADY])
+        for mode, stream in streams.items():
+            results["modes"][mode] = summarise(stream, eager, 5 * results["forward"]["flops"])
+        del streams, eager, model
+        torch.cuda.empty_cache()
+        results["bidirectional"] = bidirectional_sample_s(gen) if args.bidirectional else None
+    print_tables(results)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+def summarise(stream: dict, eager: dict, flops_per_chunk: int) -> dict:
+    """Steady chunk ms (median of the pushes after every kind is captured: push 5 on), FPS, TFLOP/s."""
+    steady = stream["push_ms"][5:]
+    ms = statistics.median(steady)
+    return {
+        "push_ms": stream["push_ms"],
+        "steady_chunk_ms": ms,
+        "dit_fps": VIDEO_FRAMES_PER_CHUNK / ms * 1e3,
+        "achieved_tflops": flops_per_chunk / ms / 1e9,
+        "peak_gib": stream["peak_gib"],
+        "replays": stream["forward"].replays,
+        "graphs": len(stream["forward"].graphs),
+        "relative_error_vs_eager": relative_errors(stream["latents"], eager["latents"]),
+    }
+
+
+def print_tables(results: dict) -> None:
+    print(f"{results['gpu']}, torch {results['torch']}, 704x1280 bf16, chunks of 3 latent frames (24 frames)")
+    rates = ", ".join(f"{k} {v:.0f}" for k, v in results["gemm_tflops"].items())
+    fwd = results["forward"]
+    print(f"bf16 GEMM TFLOP/s ({rates}); one steady forward: {fwd['flops'] / 1e12:.2f} TFLOP counted, "
+          f"{fwd['launches']} kernel launches, {fwd['gpu_busy_ms']:.1f} ms of kernels")  # fmt: skip
+    print(
+        f"{'compile':<8} {'steady chunk ms':>16} {'DiT FPS':>8} {'TFLOP/s':>8} {'peak GiB':>9} {'rel err':>9}"
+    )
+    for mode, r in results["modes"].items():
+        err = max(r["relative_error_vs_eager"])
+        print(f"{mode:<8} {r['steady_chunk_ms']:>16.1f} {r['dit_fps']:>8.1f} {r['achieved_tflops']:>8.0f} "
+              f"{r['peak_gib']:>9.2f} {err:>9.2e}")  # fmt: skip
+    print("top kernels of one eager forward (ms):")
+    for name, ms in list(fwd["top_kernels_ms"].items())[:25]:
+        print(f"  {ms:7.2f}  {name}")
+    if results["bidirectional"]:
+        b = results["bidirectional"]
+        print(f"bidirectional {b['latent_frames']} latent frames, {b['steps']} steps, CFG {b['cfg_scale']}: "
+              f"{b['seconds']:.2f} s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
