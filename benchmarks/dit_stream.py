@@ -1,4 +1,5 @@
-"""Time the full-size DiT streaming a 1280x704 edit, eager and replayed from CUDA graphs, in one process.
+"""Time the full-size DiT streaming a 1280x704 edit in each compile mode (eager, CUDA graphs, graphs with
+fused kernels) in one process.
 
 For each compile mode: a stream of `--chunks` chunks (the first of 5 latent frames, then 3 = 24 video
 frames each) through `ChunkStreamer` with random weights (seed 0), random source, noise and prompt; the
@@ -7,7 +8,7 @@ forwards), the steady chunk time (median over the chunks after every forward kin
 DiT FPS, achieved TFLOP/s against the measured bf16 GEMM rate of the model's own GEMM shapes, kernel
 launches per forward and peak memory. The graph stream's latents are compared with the eager stream's,
 chunk by chunk. `--bidirectional` also times one 81-frame, 50-step, CFG 6 sample of the bidirectional
-model. Prints tables and writes JSON for `render_results.py`.
+model, op by op and with the fused kernels. Prints tables and writes JSON for `render_results.py`.
 
     PYTHONPATH=. python benchmarks/dit_stream.py --out benchmarks/results/dit_stream_h200.json
 """
@@ -134,7 +135,8 @@ def relative_errors(got: list[torch.Tensor], want: list[torch.Tensor]) -> list[f
 
 
 def bidirectional_sample_s(gen: torch.Generator) -> dict:
-    """Seconds of one 81-frame (21 latent frames) 50-step CFG sample of the bidirectional model."""
+    """Seconds of one 81-frame (21 latent frames) 50-step CFG sample of the bidirectional model, op by
+    op and with the fused kernels."""
     preset = MODE_PRESETS["bidirectional_short"]
     config = load_config(preset.config)
     model = build_dit(config, device="cuda", dtype=torch.bfloat16)
@@ -152,15 +154,17 @@ def bidirectional_sample_s(gen: torch.Generator) -> dict:
     sched = config.scheduler
     shift = sched.inference_flow_shift if sched.inference_flow_shift is not None else sched.flow_shift
 
-    def sample(steps: int):
+    def sample(steps: int, fused: bool):
         return sample_flow_dpm_solver(
-            lambda x, t: model(x, t, text, None, pair), noise, steps=steps, shift=shift,
+            lambda x, t: model(x, t, text, None, pair, fused=fused), noise, steps=steps, shift=shift,
             cfg_scale=preset.cfg_scale,
         )  # fmt: skip
 
-    cuda_ms(lambda: sample(2))
-    ms = cuda_ms(lambda: sample(preset.steps))[0]
-    return {"steps": preset.steps, "cfg_scale": preset.cfg_scale, "latent_frames": T, "seconds": ms / 1e3}
+    seconds = {}
+    for fused in (False, True):
+        cuda_ms(lambda: sample(2, fused))  # noqa: B023
+        seconds["fused_s" if fused else "eager_s"] = cuda_ms(lambda: sample(preset.steps, fused))[0] / 1e3  # noqa: B023
+    return {"steps": preset.steps, "cfg_scale": preset.cfg_scale, "latent_frames": T, **seconds}
 
 
 def main() -> None:
@@ -168,7 +172,9 @@ def main() -> None:
     parser.add_argument(
         "--chunks", type=int, default=12, help="chunks per stream (the first of 5 latent frames)"
     )
-    parser.add_argument("--modes", nargs="+", default=["none", "graph"], help="compile modes to measure")
+    parser.add_argument(
+        "--modes", nargs="+", default=["none", "graph", "max"], help="compile modes to measure, eager first"
+    )
     parser.add_argument("--gemm_repeats", type=int, default=20)
     parser.add_argument(
         "--bidirectional", action="store_true", help="also time a 50-step CFG bidirectional sample"
@@ -202,10 +208,11 @@ def main() -> None:
         streams = {mode: run_stream(model, config, prompt, source, noise, mode) for mode in args.modes}
         eager = streams[args.modes[0]]
         steady_x = torch.randn(1, 128, STEADY, H, W, device="cuda", generator=gen, dtype=torch.bfloat16)
-        results["forward"] = steady_forward_profile(eager["forward"], steady_x, source[:, :, :STEADY])
-        results["forward"]["flops"] = forward_flops(eager["forward"], steady_x, source[:, :, :STEADY])
+        results["forward"] = {"flops": forward_flops(eager["forward"], steady_x, source[:, :, :STEADY])}
         for mode, stream in streams.items():
             results["modes"][mode] = summarise(stream, eager, 5 * results["forward"]["flops"])
+            profiled = steady_forward_profile(stream["forward"], steady_x, source[:, :, :STEADY])
+            results["modes"][mode]["forward_profile"] = profiled
         del streams, eager, model
         torch.cuda.empty_cache()
         results["bidirectional"] = bidirectional_sample_s(gen) if args.bidirectional else None
@@ -227,29 +234,31 @@ def summarise(stream: dict, eager: dict, flops_per_chunk: int) -> dict:
         "replays": stream["forward"].replays,
         "graphs": len(stream["forward"].graphs),
         "relative_error_vs_eager": relative_errors(stream["latents"], eager["latents"]),
+        "fused": stream["forward"].fused,
     }
 
 
 def print_tables(results: dict) -> None:
     print(f"{results['gpu']}, torch {results['torch']}, 704x1280 bf16, chunks of 3 latent frames (24 frames)")
     rates = ", ".join(f"{k} {v:.0f}" for k, v in results["gemm_tflops"].items())
-    fwd = results["forward"]
-    print(f"bf16 GEMM TFLOP/s ({rates}); one steady forward: {fwd['flops'] / 1e12:.2f} TFLOP counted, "
-          f"{fwd['launches']} kernel launches, {fwd['gpu_busy_ms']:.1f} ms of kernels")  # fmt: skip
-    print(
-        f"{'compile':<8} {'steady chunk ms':>16} {'DiT FPS':>8} {'TFLOP/s':>8} {'peak GiB':>9} {'rel err':>9}"
-    )
+    print(f"bf16 GEMM TFLOP/s ({rates}); one steady forward: {results['forward']['flops'] / 1e12:.2f} "
+          "TFLOP counted")  # fmt: skip
+    print(f"{'compile':<8} {'steady chunk ms':>16} {'DiT FPS':>8} {'TFLOP/s':>8} {'peak GiB':>9} "
+          f"{'rel err':>9} {'launches':>9} {'kernel ms':>10}")  # fmt: skip
     for mode, r in results["modes"].items():
         err = max(r["relative_error_vs_eager"])
+        prof = r["forward_profile"]
         print(f"{mode:<8} {r['steady_chunk_ms']:>16.1f} {r['dit_fps']:>8.1f} {r['achieved_tflops']:>8.0f} "
-              f"{r['peak_gib']:>9.2f} {err:>9.2e}")  # fmt: skip
-    print("top kernels of one eager forward (ms):")
-    for name, ms in list(fwd["top_kernels_ms"].items())[:25]:
-        print(f"  {ms:7.2f}  {name}")
+              f"{r['peak_gib']:>9.2f} {err:>9.2e} {prof['launches']:>9} "
+              f"{prof['gpu_busy_ms']:>10.1f}")  # fmt: skip
+    for mode, r in results["modes"].items():
+        print(f"top kernels of one {mode} forward (ms):")
+        for name, ms in list(r["forward_profile"]["top_kernels_ms"].items())[:12]:
+            print(f"  {ms:7.2f}  {name}")
     if results["bidirectional"]:
         b = results["bidirectional"]
         print(f"bidirectional {b['latent_frames']} latent frames, {b['steps']} steps, CFG {b['cfg_scale']}: "
-              f"{b['seconds']:.2f} s")  # fmt: skip
+              f"{b['eager_s']:.2f} s op by op, {b['fused_s']:.2f} s fused")  # fmt: skip
 
 
 if __name__ == "__main__":

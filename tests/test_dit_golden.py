@@ -8,7 +8,7 @@ from sana_streaming import build_dit
 from sana_streaming.models.dit import StreamingState
 
 CHUNKS = [0, 4, 7, 10, 13]  # the fixture's chunk boundaries
-WINDOW_CHUNKS = {0: [], 1: [0], 2: [0, 1], 3: [0, 2]}  # sink chunk 0 + previous chunk (dit.md §5.3)
+WINDOW_CHUNKS = {0: [], 1: [0], 2: [0, 1], 3: [0, 2]}  # sink chunk 0 + previous chunk
 H, W = 4, 6
 
 

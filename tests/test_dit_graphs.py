@@ -1,4 +1,5 @@
-"""CUDA-graph replay of the streaming forwards: equal to eager over a stream, and the CPU fallback."""
+"""CUDA-graph replay and fused kernels of the streaming forwards: equal to eager over a stream, and the
+CPU fallback."""
 
 import logging
 from dataclasses import replace
@@ -18,14 +19,16 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 
 def test_default_compile_mode_follows_the_device(caplog):
     assert resolve_compile(None, torch.device("cpu")) == "none"
-    assert resolve_compile(None, torch.device("cuda")) == "graph"
+    assert resolve_compile(None, torch.device("cuda")) == "max"
+    assert resolve_compile("graph", torch.device("cuda")) == "graph"
     assert resolve_compile("none", torch.device("cuda")) == "none"
     assert not caplog.records  # defaults never warn
 
 
-def test_graphs_asked_for_on_cpu_fall_back_with_one_notice(caplog):
+@pytest.mark.parametrize("mode", ["graph", "max"])
+def test_graphs_asked_for_on_cpu_fall_back_with_one_notice(caplog, mode):
     with caplog.at_level(logging.WARNING):
-        assert resolve_compile("graph", torch.device("cpu")) == "none"
+        assert resolve_compile(mode, torch.device("cpu")) == "none"
     assert len(caplog.records) == 1 and "needs a CUDA device" in caplog.records[0].getMessage()
 
 
@@ -50,10 +53,11 @@ def stream(model, config, prompt, source, noise, compile):
 
 @pytest.mark.gpu
 @requires_cuda
-def test_graph_replay_equals_eager_over_a_stream():
+@pytest.mark.parametrize("mode", ["graph", "max"])
+def test_graph_replay_equals_eager_over_a_stream(mode):
     """A depth-4 model at the released width, random weights, 6 chunks (the first of 5 latent frames)
-    at 22×40 in bf16: every chunk's latents from graph replays equal the eager stream's within bf16
-    rounding, and the steady chunks really replay."""
+    at 22×40 in bf16: every chunk's latents from graph replays (with fused kernels for "max") equal
+    the eager stream's within bf16 rounding, and the steady chunks really replay."""
     base = load_config("sana_streaming_2b_720p")
     dit = replace(base.dit, depth=4, softmax_layer_indices=(1, 3))
     model = randomize_dit_(build_dit(dit, device="cuda", dtype=torch.bfloat16), seed=0)
@@ -67,9 +71,10 @@ def test_graph_replay_equals_eager_over_a_stream():
     prompt = TextConditioning(embeds.bfloat16(), mask)
     with torch.inference_mode():
         eager, _ = stream(model, base, prompt, source, noise, "none")
-        graphed, forward = stream(model, base, prompt, source, noise, "graph")
+        graphed, forward = stream(model, base, prompt, source, noise, mode)
     assert len(eager) == len(graphed) == 6
     assert forward.replays >= 12 and len(forward.graphs) >= 3
+    assert forward.fused == (mode == "max")
     for index, (got, want) in enumerate(zip(graphed, eager, strict=True)):
         err = ((got - want).norm() / want.norm()).item()
         assert err <= 1e-2, (index, err)

@@ -1,4 +1,5 @@
-"""One small test per pitfall of dit.md §9, with expected values computed by hand here."""
+"""One small test per known pitfall of reimplementing the release, with expected values computed by
+hand here."""
 
 import math
 
@@ -124,7 +125,7 @@ def test_text_mask_is_an_additive_minus_10000_bias():
 
 def test_temporal_conv_streaming_right_edge_is_zero_padded():
     """Two 3-frame chunks with the tail carried equal one 6-frame call on every frame except the
-    first chunk's last frame, which sees no look-ahead (dit.md §6.2)."""
+    first chunk's last frame, which sees no look-ahead."""
     ffn = GLUMBConvTemp(16, 24, 3).double()
     randomize_dit_(ffn, seed=4)
     H, W = 2, 3
@@ -155,7 +156,7 @@ def test_qk_rmsnorm_spans_all_channels_not_each_head():
 
 def test_gdn_decay_rounded_to_the_activation_dtype():
     """g = exp(−exp(A_log)·softplus(W ū + b + dt_bias)) per frame from the spatial mean, computed in
-    fp32 and rounded to bf16 for bf16 activations (dit.md §4.1.6, pitfall 15)."""
+    fp32 and rounded to bf16 for bf16 activations."""
     import torch.nn.functional as F
 
     from sana_streaming.models.dit.gdn import GDNAttention

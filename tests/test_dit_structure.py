@@ -35,7 +35,7 @@ def test_full_size_state_dict_equals_release_tsv(config_name, tsv):
 
 
 def test_full_size_parameter_counts():
-    """dit.md §2.4: bidirectional 2,159,177,648 parameters; streaming as stored 2,259,529,648."""
+    """The release counts: bidirectional 2,159,177,648 parameters; streaming as stored 2,259,529,648."""
     for name, count in [("sana_streaming_bidirectional_2b_720p", 2_159_177_648),
                         ("sana_streaming_2b_720p", 2_259_529_648)]:  # fmt: skip
         model = build_dit(load_config(name), device="meta")

@@ -155,11 +155,11 @@ def ffn_left_contexts(policy: WindowPolicy, boundaries: list[int]):
     def ffn_spy(b, mlp):
         real = mlp.forward
 
-        def spy(m, frames, height, width, tail=None, save=False):
+        def spy(m, frames, height, width, tail=None, save=False, **kwargs):
             contexts.append((chunk[0], b, tail.clone()))
             if save:
                 last_frames[chunk[0], b] = mlp.spatial(m, frames, height, width)[:, -1]
-            return real(m, frames, height, width, tail=tail, save=save)
+            return real(m, frames, height, width, tail=tail, save=save, **kwargs)
 
         return spy
 

@@ -1,6 +1,6 @@
 """Fused GDN core in Triton: from the q/k/v/gate projections to the gated output that `proj` reads.
 
-Same function and signature as `gdn_reference.gdn_core_torch` (kernels.md §1.3, plan §7.1). Four launches:
+Same function and signature as `gdn_reference.gdn_core_torch`. Four launches:
 
 1. `_features_kernel`, grid (B·H·T + extra rows, S-tiles): feature maps stored once, pair-major
    (below), without their per-token factors: k̃' and φ' of the keys (k̃ = rk·k̃', φ^k = rk·φ') and

@@ -1,4 +1,4 @@
-"""The streaming sampler of `long_streaming` (pipeline.md §6): chunks of latent frames, 4 Euler steps
+"""The streaming sampler of `long_streaming`: chunks of latent frames, 4 Euler steps
 each, a clean cache pass at t = 0, and the softmax window policy (sink chunk + recent chunks).
 
 The DiT only consumes the `StreamingState` and the absolute frame offset it is given; this module
@@ -46,7 +46,7 @@ def streaming_schedule(steps: int, shift: float) -> tuple[Tensor, Tensor]:
     """(timesteps (steps,), sigmas (steps+1,)) in float32, the last sigma 0.
 
     4 and 2 steps use the release's fixed timesteps (shift has no effect); other counts follow
-    diffusers' flow-match Euler schedule with `shift`, whose σ is shifted twice (pipeline.md §6.3)."""
+    diffusers' flow-match Euler schedule with `shift`, whose σ is shifted twice."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if steps in DISTILLED_TIMESTEPS:
@@ -66,7 +66,7 @@ def streaming_schedule(steps: int, shift: float) -> tuple[Tensor, Tensor]:
 
 @dataclass(frozen=True)
 class WindowPolicy:
-    """Which earlier chunks the softmax blocks see (pipeline.md §6.5): the `num_cached_blocks` most
+    """Which earlier chunks the softmax blocks see: the `num_cached_blocks` most
     recent, or with the sink chunk 0 plus the `num_cached_blocks − 1` most recent; ≤ 0 keeps all."""
 
     num_cached_blocks: int = 2
@@ -103,8 +103,8 @@ class _CleanPass:
 class StreamingSampler:
     """Denoises one chunk at a time, carrying the DiT's `StreamingState` between chunks; one sampler per
     stream (it holds the last chunk's deferred clean pass, and the prompt's `TextCache`, prepared once
-    for every forward of the stream). `compile="graph"` replays the forwards from CUDA graphs
-    (CUDA only)."""
+    for every forward of the stream). `compile="graph"` replays the forwards from CUDA graphs,
+    `"max"` also fuses their elementwise work (both CUDA only; `graphs.resolve_compile` picks)."""
 
     def __init__(
         self,
@@ -121,7 +121,7 @@ class StreamingSampler:
         self.model = model
         self.text = model.prepare_text(conditioning)
         self.state = state
-        self.forward = StreamForward(model, self.text, state, capture=compile == "graph")
+        self.forward = StreamForward.for_mode(model, self.text, state, compile)
         self.policy = policy or WindowPolicy()
         self.timesteps, self.sigmas = streaming_schedule(steps, shift)
         self.on_forward = on_forward
@@ -263,8 +263,8 @@ class ChunkStreamer:
         compile: CompileMode = "none",
     ) -> ChunkStreamer:
         """A streamer for `settings` (steps, resolved flow shift, window) with its `StreamingSampler`
-        (`compile`: its forwards eager or replayed from CUDA graphs) and a `StreamingState` preallocated
-        for the largest window the stream will hold."""
+        (`compile`: its forwards eager, replayed from CUDA graphs, or also fused) and a
+        `StreamingState` preallocated for the largest window the stream will hold."""
         if settings.cfg_scale != 1.0:
             raise EditError(
                 "classifier-free guidance is not supported in long_streaming (the release crashes)"

@@ -1,5 +1,5 @@
-"""One DiT block (dit.md §3.6): LN → modulate → self-attention → gate; cross-attention added
-ungated; LN → modulate → FFN → gate."""
+"""One DiT block: LN → modulate → self-attention → gate; cross-attention added ungated; LN → modulate
+→ FFN → gate."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sana_streaming.models.dit.cache import BlockState
 from sana_streaming.models.dit.cross_attention import CrossAttention, TextKV
 from sana_streaming.models.dit.ffn import GLUMBConvTemp
 from sana_streaming.models.dit.gdn import GDNAttention
-from sana_streaming.models.dit.layers import modulate
+from sana_streaming.models.dit.kernels import EAGER, BlockKernels
 from sana_streaming.models.dit.rope import RopeTables
 from sana_streaming.models.dit.softmax_attention import SoftmaxAttention
 from sana_streaming.ops import Backend
@@ -30,6 +30,7 @@ class BlockContext:
     mask_bias: Tensor  # (B, 1, 1, L) of the caption
     cached_tokens: int = 0  # softmax window: retained tokens before the current chunk
     save: bool = False  # write this chunk's state (GDN state, FFN tail)
+    kernels: BlockKernels = EAGER  # the elementwise work: op by op, or fused
 
 
 class SanaBlock(nn.Module):
@@ -37,8 +38,6 @@ class SanaBlock(nn.Module):
         super().__init__()
         C = config.hidden_size
         self.softmax = softmax
-        self.norm1 = nn.LayerNorm(C, elementwise_affine=False, eps=1e-6)
-        self.norm2 = nn.LayerNorm(C, elementwise_affine=False, eps=1e-6)
         # 1. Self-attention: GDN or gated softmax.
         if softmax:
             taps = 3 if config.variant == "streaming" else 1
@@ -56,17 +55,18 @@ class SanaBlock(nn.Module):
     ) -> Tensor:
         """x: (B, N, C) residual stream; t0: (B, 6·C) timestep modulation; text: this block's K/V of
         the caption."""
-        B = x.shape[0]
+        B, k = x.shape[0], ctx.kernels
         sh_a, sc_a, g_a, sh_m, sc_m, g_m = (self.scale_shift_table[None] + t0.view(B, 6, -1)).chunk(6, dim=1)
-        a = modulate(self.norm1(x), sh_a, sc_a)
+        a = k.ln_modulate(x, sh_a, sc_a)
         if self.softmax:
             window = state.window if state is not None else None
-            attn = self.attn(a, ctx.rope, window=window, cached_tokens=ctx.cached_tokens)
+            attn = self.attn(a, ctx.rope, window=window, cached_tokens=ctx.cached_tokens, kernels=k)
         else:
             gdn_state = state.gdn if state is not None else None
             attn = self.attn(a, ctx.frames, ctx.rope, state=gdn_state, save=ctx.save)
-        x = x + g_a * attn
-        x = x + self.cross_attn(x, text, ctx.mask_bias)
-        m = modulate(self.norm2(x), sh_m, sc_m)
+        x = k.gated_add(x, g_a, attn)
+        x = x + self.cross_attn(x, text, ctx.mask_bias, kernels=k)
+        m = k.ln_modulate(x, sh_m, sc_m)
         tail = state.ffn_tail if state is not None else None
-        return x + g_m * self.mlp(m, ctx.frames, ctx.height, ctx.width, tail=tail, save=ctx.save)
+        y = self.mlp(m, ctx.frames, ctx.height, ctx.width, tail=tail, save=ctx.save, kernels=k)
+        return k.gated_add(x, g_m, y)

@@ -1,4 +1,4 @@
-"""GLUMBConvTemp (dit.md §6): spatial GLU conv per frame, then a full temporal conv with an inner
+"""GLUMBConvTemp: spatial GLU conv per frame, then a full temporal conv with an inner
 residual. With a tail buffer it is the streaming form (`CachedGLUMBConvTemp`): the left temporal
 neighbour of the chunk's first frame comes from the streaming state (an earlier chunk's last frame,
 chosen per block kind, see `cache`); the right edge is zero-padded."""
@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from sana_streaming.models.dit.kernels import EAGER, BlockKernels
 
 
 class ConvLayer(nn.Module):
@@ -31,31 +33,32 @@ class GLUMBConvTemp(nn.Module):
         self.point_conv = ConvLayer(nn.Conv2d(ffn_hidden, hidden_size, 1, bias=False))
         self.t_conv = nn.Conv2d(hidden_size, hidden_size, (t_kernel_size, 1), padding=(1, 0), bias=False)
 
-    def spatial(self, m: Tensor, frames: int, height: int, width: int) -> Tensor:
+    def spatial(
+        self, m: Tensor, frames: int, height: int, width: int, kernels: BlockKernels = EAGER
+    ) -> Tensor:
         """Steps 1–4: (B, N, C) → p (B, T, S, C)."""
         B, N, C = m.shape
         inv = self.inverted_conv.conv
-        h = F.silu(F.linear(m, inv.weight.flatten(1), inv.bias))  # (B, N, 2F) 1×1 conv as a linear map
-        h = h.view(B * frames, height, width, -1).permute(0, 3, 1, 2)  # (B·T, 2F, H, W)
-        h = self.depth_conv.conv(h.contiguous(memory_format=torch.channels_last))
-        h = h.permute(0, 2, 3, 1).reshape(B, N, -1)  # (B, N, 2F)
-        a, g = h.chunk(2, dim=-1)
-        p = F.linear(a * F.silu(g), self.point_conv.conv.weight.flatten(1))  # (B, N, C)
+        h = F.silu(F.linear(m, inv.weight.flatten(1), inv.bias), inplace=True)  # (B, N, 2F): 1×1 conv
+        glu = kernels.glu_conv(h.view(B * frames, height, width, -1), self.depth_conv.conv)  # (B·T, H, W, F)
+        p = F.linear(glu.reshape(B, N, -1), self.point_conv.conv.weight.flatten(1))  # (B, N, C)
         return p.view(B, frames, height * width, C)
 
     def forward(
-        self, m: Tensor, frames: int, height: int, width: int, tail: Tensor | None = None, save: bool = False
+        self,
+        m: Tensor,
+        frames: int,
+        height: int,
+        width: int,
+        tail: Tensor | None = None,
+        save: bool = False,
+        kernels: BlockKernels = EAGER,
     ) -> Tensor:
         """m: modulated input (B, N, C); tail: (B, S, C) the left context (an earlier chunk's last
         pre-conv frame), overwritten with this chunk's last frame when `save`."""
-        p = self.spatial(m, frames, height, width)  # (B, T, S, C)
+        p = self.spatial(m, frames, height, width, kernels)  # (B, T, S, C)
         left = torch.zeros_like(p[:, :1]) if tail is None else tail[:, None].to(p.dtype)
-        right = torch.zeros_like(p[:, :1])
-        padded = torch.cat([left, p, right], dim=1)  # (B, T+2, S, C)
-        # c_t = K0 p_{t-1} + K1 p_t + K2 p_{t+1}: one GEMM over the three neighbours.
-        neighbours = torch.cat([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], dim=-1)  # (B, T, S, 3C)
-        kernel = self.t_conv.weight[..., 0].permute(0, 2, 1).flatten(1)  # (C, 3C), taps outer
-        out = p + F.linear(neighbours, kernel)
+        out = kernels.temporal_conv(p, left, self.t_conv.weight)  # (B, T, S, C)
         if save and tail is not None:
             tail.copy_(p[:, -1])
         B, T, S, C = out.shape

@@ -1,4 +1,4 @@
-"""Frame-wise Gated DeltaNet self-attention (dit.md §4.1–4.7): projections and gates here, the
+"""Frame-wise Gated DeltaNet self-attention: projections and gates here, the
 scan in `sana_streaming.ops.gdn_core` (Triton on CUDA, PyTorch elsewhere)."""
 
 from __future__ import annotations

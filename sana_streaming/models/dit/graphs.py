@@ -12,6 +12,11 @@ forward would.
 A forward of a new kind runs eagerly the first time (its warm-up: Triton compiles, cuBLAS picks its
 algorithms) and is captured the second time, so a kind that occurs once (the first chunk's save pass)
 never pays for a capture.
+
+`compile="max"` adds the fused elementwise kernels (`kernels.fused_kernels`: torch.compile'd norms,
+modulation, gates and the Triton FFN convolution) to the captured forwards. They compile during the
+warm-up forwards, a few seconds per distinct chunk shape; if compiling fails (no toolchain), the
+stream continues with the op-by-op kernels and one warning.
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ from sana_streaming.models.dit.model import SanaStreamingDiT
 
 logger = logging.getLogger(__name__)
 
-CompileMode = Literal["none", "graph"]
+CompileMode = Literal["none", "graph", "max"]
 COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 
 
 def resolve_compile(mode: str | None, device: torch.device) -> CompileMode:
     """The compile mode a stream on `device` runs: `mode` itself, or by default the fastest that works
-    there ("graph" on CUDA, "none" elsewhere). Asking for graphs off CUDA falls back with one notice."""
+    there ("max" on CUDA, "none" elsewhere). Asking for graphs or fusion off CUDA falls back with one
+    notice."""
     if mode is not None and mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile mode {mode!r}; expected one of {', '.join(COMPILE_MODES)}")
     if mode == "none" or (mode is None and device.type != "cuda"):
@@ -43,7 +49,7 @@ def resolve_compile(mode: str | None, device: torch.device) -> CompileMode:
     if device.type != "cuda":
         logger.warning("--compile %s needs a CUDA device; running the DiT eagerly on %s", mode, device)
         return "none"
-    return "graph"
+    return "max" if mode is None else mode  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -79,15 +85,21 @@ class CapturedForward:
 
 class StreamForward:
     """The DiT's forwards of one stream (one model, prompt and state): eager, or with `capture` replayed
-    from CUDA graphs.
+    from CUDA graphs; with `fused`, through the fused elementwise kernels.
 
     The graphs of one stream share one memory pool, which is safe because they replay one after another
     on one CUDA stream. If a capture fails, the stream continues eagerly with one warning."""
 
     def __init__(
-        self, model: SanaStreamingDiT, text: TextCache, state: StreamingState, capture: bool
+        self,
+        model: SanaStreamingDiT,
+        text: TextCache,
+        state: StreamingState,
+        capture: bool,
+        fused: bool = False,
     ) -> None:
         self.model = model
+        self.fused = fused
         self.text = text
         self.state = state
         self.capture = capture
@@ -110,10 +122,33 @@ class StreamForward:
         self.replays += 1
         return captured.replay(x, timestep, source, frame_offset)
 
+    @classmethod
+    def for_mode(
+        cls, model: SanaStreamingDiT, text: TextCache, state: StreamingState, mode: CompileMode
+    ) -> StreamForward:
+        """The forwards of a stream run in compile `mode` (see `resolve_compile`)."""
+        return cls(model, text, state, capture=mode in ("graph", "max"), fused=mode == "max")
+
     def _eager(self, x: Tensor, timestep: Tensor, source: Tensor, offset: int | Tensor, save: bool) -> Tensor:
+        """One forward launched op by op (or through the fused kernels). A fused forward whose kernels
+        fail to compile is run again unfused: it fails at its first functions, before it writes
+        anything but this chunk's own K/V slots, which the rerun overwrites."""
+        if self.fused:
+            try:
+                return self._forward(x, timestep, source, offset, save)
+            except torch._dynamo.exc.TorchDynamoException as exc:
+                self.fused = False
+                reason = str(exc).splitlines()[0]
+                logger.warning("fused kernels failed to compile, running unfused: %s", reason)
+        return self._forward(x, timestep, source, offset, save)
+
+    def _forward(
+        self, x: Tensor, timestep: Tensor, source: Tensor, offset: int | Tensor, save: bool
+    ) -> Tensor:
         return self.model(
-            x, timestep, self.text, None, source, state=self.state, frame_offset=offset, save=save
-        )
+            x, timestep, self.text, None, source, state=self.state, frame_offset=offset, save=save,
+            fused=self.fused,
+        )  # fmt: skip
 
     def _capture(
         self, kind: ForwardKind, x: Tensor, timestep: Tensor, source: Tensor

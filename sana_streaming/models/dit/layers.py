@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from sana_streaming.numerics import rms_normalise
+
+_DERIVED = WeakIdKeyDictionary()  # weight → {name: ((data_ptr, version), derived tensor)}
+
+
+def derived_weight(weight: Tensor, name: str, derive: Callable[[Tensor], Tensor]) -> Tensor:
+    """`derive(weight)` (e.g. a contiguous copy of a strided tap), computed once and kept while the
+    weight lives, instead of on every call; recomputed when the weight's storage or in-place version
+    changes (a new checkpoint loaded into it)."""
+    entries = _DERIVED.setdefault(weight, {})
+    stamp = (weight.data_ptr(), weight._version)
+    hit = entries.get(name)
+    if hit is None or hit[0] != stamp:
+        hit = entries[name] = (stamp, derive(weight))
+    return hit[1]
 
 
 class RMSNorm(nn.Module):
@@ -28,8 +44,9 @@ class TapLinear(nn.Module):
     """A per-token linear map stored as a Conv1d weight (out, in, taps) of which one tap is used.
 
     The release stores GDN q/k as Conv1d(kernel 1) and the streaming softmax q/k as Conv1d(kernel 3),
-    but applies only the centre tap with no temporal mixing (dit.md §9.2); keeping the stored shape
-    lets the released checkpoints load unchanged."""
+    but applies only the centre tap with no temporal mixing; keeping the stored shape
+    lets the released checkpoints load unchanged. A strided centre tap (taps > 1) is copied once
+    (`derived_weight`), not at every call."""
 
     def __init__(self, in_features: int, out_features: int, taps: int) -> None:
         super().__init__()
@@ -37,7 +54,10 @@ class TapLinear(nn.Module):
         self.tap = taps // 2
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight[:, :, self.tap])
+        weight = self.weight[:, :, self.tap]  # (out, in)
+        if not weight.is_contiguous():
+            weight = derived_weight(self.weight, "tap", lambda w: w[:, :, self.tap].contiguous())
+        return F.linear(x, weight)
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -46,7 +66,7 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 
 
 class TimestepEmbedder(nn.Module):
-    """Sinusoid of the integer-truncated timestep → MLP (dit.md §3.3)."""
+    """Sinusoid of the integer-truncated timestep → MLP."""
 
     frequency_size = 256
     max_period = 10000

@@ -1,4 +1,4 @@
-"""The SANA-Streaming hybrid DiT (dit.md §2–§3): 20 blocks, GDN at most depths and gated softmax
+"""The SANA-Streaming hybrid DiT: 20 blocks, GDN at most depths and gated softmax
 attention at `softmax_layer_indices`; the source latent is concatenated to the noisy latent on channels.
 
 One class serves both released variants; `DiTConfig.variant` only changes the stored shape of the
@@ -15,6 +15,7 @@ from sana_streaming.config import DiTConfig
 from sana_streaming.models.dit.block import BlockContext, SanaBlock
 from sana_streaming.models.dit.cache import StreamingState
 from sana_streaming.models.dit.cross_attention import TextCache, text_mask_bias
+from sana_streaming.models.dit.kernels import EAGER, fused_kernels
 from sana_streaming.models.dit.layers import (
     CaptionEmbedder,
     FinalLayer,
@@ -42,7 +43,7 @@ class SanaStreamingDiT(nn.Module):
             for i in range(config.depth)
         )
         self.final_layer = FinalLayer(C, config.out_channels)
-        # Zero, unused; kept so checkpoints that carry it load strictly (dit.md §2.2).
+        # Zero, unused; kept so checkpoints that carry it load strictly.
         self.register_buffer("pos_embed", torch.zeros(1, config.input_size**2, C), persistent=True)
 
     def prepare_text(self, conditioning: TextConditioning, batch: int | None = None) -> TextCache:
@@ -70,6 +71,7 @@ class SanaStreamingDiT(nn.Module):
         state: StreamingState | None = None,
         frame_offset: int | Tensor = 0,
         save: bool = False,
+        fused: bool = False,
     ) -> Tensor:
         """Predict the flow velocity.
 
@@ -79,8 +81,9 @@ class SanaStreamingDiT(nn.Module):
         and mask None, which skips the text side's projections. With `state`, the call is one streaming
         chunk whose first latent frame has absolute index `frame_offset` (its RoPE position: an int, or
         a 0-dim integer tensor on the device for CUDA-graph capture); `save` writes the chunk's GDN
-        state and FFN tails into `state` (the sampler then commits its K/V to the window). Returns
-        (B, C_lat, T, H, W) in the model dtype."""
+        state and FFN tails into `state` (the sampler then commits its K/V to the window). `fused`
+        runs the elementwise work as fused kernels (`kernels.fused_kernels`, CUDA; equal to the
+        op-by-op forward within bf16 rounding). Returns (B, C_lat, T, H, W) in the model dtype."""
         dtype = self.x_embedder.proj.weight.dtype
         B, _, T, H, W = x.shape
         text = self._text(caption, mask, B)
@@ -95,8 +98,9 @@ class SanaStreamingDiT(nn.Module):
             cached = state.cached_tokens
             state.check_fits(T * H * W)
         ctx = BlockContext(
-            frames=T, height=H, width=W, rope=rope, mask_bias=text.mask_bias, cached_tokens=cached, save=save
-        )
+            frames=T, height=H, width=W, rope=rope, mask_bias=text.mask_bias, cached_tokens=cached, save=save,
+            kernels=fused_kernels() if fused else EAGER,
+        )  # fmt: skip
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, t0, ctx, state.blocks[i] if state is not None else None, text.blocks[i])
         out = self.final_layer(tokens, t_emb)  # (B, N, C_lat)

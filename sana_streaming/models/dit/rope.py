@@ -1,4 +1,4 @@
-"""Wan-style 3-D rotary position tables, for any absolute frame index (dit.md §7).
+"""Wan-style 3-D rotary position tables, for any absolute frame index.
 
 The head dimension is split into [frame | height | width] = [D − 2·2⌊D/6⌋ | 2⌊D/6⌋ | 2⌊D/6⌋]
 (40 | 36 | 36 for D = 112); each axis with d dims has d/2 pair frequencies ω_i = θ^(−2i/d), computed

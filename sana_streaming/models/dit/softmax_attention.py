@@ -1,4 +1,4 @@
-"""Gated softmax self-attention (dit.md §4.8–4.9), with an optional post-RoPE K/V window."""
+"""Gated softmax self-attention, with an optional post-RoPE K/V window."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sana_streaming.models.dit.cache import KVWindow
+from sana_streaming.models.dit.kernels import EAGER, BlockKernels
 from sana_streaming.models.dit.layers import RMSNorm, TapLinear
-from sana_streaming.models.dit.rope import RopeTables, apply_rope
+from sana_streaming.models.dit.rope import RopeTables
 from sana_streaming.numerics import compute_dtype
 
 
@@ -34,15 +35,20 @@ class SoftmaxAttention(nn.Module):
         self.proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(
-        self, u: Tensor, rope: RopeTables, window: KVWindow | None = None, cached_tokens: int = 0
+        self,
+        u: Tensor,
+        rope: RopeTables,
+        window: KVWindow | None = None,
+        cached_tokens: int = 0,
+        kernels: BlockKernels = EAGER,
     ) -> Tensor:
         """u: (B, N, C). With a window, the current K/V are written at [cached_tokens, cached_tokens+N)
         and the queries attend to the whole prefix [0, cached_tokens+N)."""
         B, N, C = u.shape
-        q = apply_rope(self.q_norm(self.q(u)).view(B, N, self.heads, self.head_dim), rope)
-        k = apply_rope(self.k_norm(self.k(u)).view(B, N, self.heads, self.head_dim), rope)
+        q = kernels.norm_rope(self.q(u), self.q_norm.weight, self.q_norm.eps, self.heads, rope.cos, rope.sin)
+        k = kernels.norm_rope(self.k(u), self.k_norm.weight, self.k_norm.eps, self.heads, rope.cos, rope.sin)
         v = self.v(u).view(B, N, self.heads, self.head_dim)
-        q, k, v = (t.to(u.dtype).transpose(1, 2) for t in (q, k, v))  # (B, heads, N, D)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, N, D)
         if window is not None:
             end = cached_tokens + N
             window.key[:, :, cached_tokens:end].copy_(k)

@@ -1,0 +1,124 @@
+"""The elementwise work around the DiT's GEMMs, eager or fused.
+
+A block's eager forward runs its norms, adaLN modulation, gates and residual adds as separate PyTorch
+kernels, each a full pass over a (B, N, C) activation; at 1280x704 they and the FFN's convolution
+glue take ~20 of a streaming forward's 35 ms on an H200, against ~14 ms of GEMMs. `BlockKernels`
+names that work once; `EAGER` runs it op by op (the release's rounding, every intermediate in the
+activation dtype), `fused_kernels()` as one compiled kernel per function (torch.compile / inductor:
+fp32 inside, rounded once) plus the Triton FFN kernel of `ops.glu_conv`. The fused set needs CUDA
+and a compiler toolchain; `--compile max` selects it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sana_streaming.models.dit.layers import derived_weight
+from sana_streaming.models.dit.rope import RopeTables, apply_rope
+from sana_streaming.numerics import rms_normalise
+from sana_streaming.ops import glu_conv
+
+LN_EPS = 1e-6  # the blocks' LayerNorm (no affine), as the release
+
+
+def ln_modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """LayerNorm, then adaLN: LN(x)·(1 + scale) + shift. x: (B, N, C); shift, scale: (B, 1, C)."""
+    return F.layer_norm(x, x.shape[-1:], eps=LN_EPS) * (1 + scale) + shift
+
+
+def gated_add(x: Tensor, gate: Tensor, y: Tensor) -> Tensor:
+    """The gated residual x + gate·y; gate (B, 1, C)."""
+    return x + gate * y
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """RMSNorm reduced in float32, cast back to the activation dtype."""
+    return rms_normalise(x, weight, eps).to(x.dtype)
+
+
+def norm_rope(x: Tensor, weight: Tensor, eps: float, heads: int, cos: Tensor, sin: Tensor) -> Tensor:
+    """RMSNorm over all channels, then RoPE per head: (B, N, C) → (B, N, heads, D) in x's dtype."""
+    B, N, C = x.shape
+    normed = rms_norm(x, weight, eps).view(B, N, heads, C // heads)
+    return apply_rope(normed, RopeTables(cos, sin)).to(x.dtype)
+
+
+def glu_conv_eager(x: Tensor, conv: torch.nn.Conv2d) -> Tensor:
+    """The FFN's depthwise conv and GLU as the release runs them: x (R, H, W, 2F) → (R, H, W, F)."""
+    h = conv(x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last))  # (R, 2F, H, W)
+    a, g = h.permute(0, 2, 3, 1).chunk(2, dim=-1)
+    return a * F.silu(g)
+
+
+def taps_outer(weight: Tensor) -> Tensor:
+    """The temporal conv weight (C, C, 3, 1) as the (C, 3C) matrix of `temporal_conv`, taps outer."""
+    return weight[..., 0].permute(0, 2, 1).flatten(1)
+
+
+def temporal_conv_taps(p: Tensor, left: Tensor, kernel: Tensor) -> Tensor:
+    """p + the FFN's temporal conv (kernel 3, zero right edge) of p (B, T, S, C), whose frame before
+    the first is `left` (B, 1, S, C); kernel: `taps_outer` of the weight. One GEMM over the three
+    neighbours: c_t = K0 p_{t-1} + K1 p_t + K2 p_{t+1}."""
+    padded = torch.cat([left, p, torch.zeros_like(p[:, :1])], dim=1)  # (B, T+2, S, C)
+    neighbours = torch.cat([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], dim=-1)  # (B, T, S, 3C)
+    return p + F.linear(neighbours, kernel)
+
+
+def temporal_conv(p: Tensor, left: Tensor, weight: Tensor) -> Tensor:
+    """`temporal_conv_taps` with the stored weight (C, C, 3, 1), permuted at the call."""
+    return temporal_conv_taps(p, left, taps_outer(weight))
+
+
+def glu_conv_fused(x: Tensor, conv: torch.nn.Conv2d) -> Tensor:
+    return glu_conv(x, conv.weight, conv.bias)
+
+
+def prepared_temporal_conv(
+    conv: Callable[[Tensor, Tensor, Tensor], Tensor],
+) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """`conv` (a `temporal_conv_taps`) reading the permuted weight from `derived_weight`."""
+
+    def run(p: Tensor, left: Tensor, weight: Tensor) -> Tensor:
+        return conv(p, left, derived_weight(weight, "taps_outer", lambda w: taps_outer(w).contiguous()))
+
+    return run
+
+
+@dataclass(frozen=True)
+class BlockKernels:
+    """The elementwise functions a forward's blocks call."""
+
+    ln_modulate: Callable[[Tensor, Tensor, Tensor], Tensor]
+    gated_add: Callable[[Tensor, Tensor, Tensor], Tensor]
+    rms_norm: Callable[[Tensor, Tensor, float], Tensor]
+    norm_rope: Callable[[Tensor, Tensor, float, int, Tensor, Tensor], Tensor]
+    glu_conv: Callable[[Tensor, torch.nn.Conv2d], Tensor]
+    temporal_conv: Callable[[Tensor, Tensor, Tensor], Tensor]
+    fused: bool
+
+
+EAGER = BlockKernels(ln_modulate, gated_add, rms_norm, norm_rope, glu_conv_eager, temporal_conv, fused=False)
+
+
+@functools.cache
+def fused_kernels() -> BlockKernels:
+    """The fused set, compiled lazily (at each function's first call per shape, a few seconds)."""
+
+    def compiled(fn):
+        return torch.compile(fn, dynamic=False, fullgraph=True)
+
+    return BlockKernels(
+        compiled(ln_modulate),
+        compiled(gated_add),
+        compiled(rms_norm),
+        compiled(norm_rope),
+        glu_conv_fused,
+        prepared_temporal_conv(compiled(temporal_conv_taps)),
+        fused=True,
+    )
