@@ -158,3 +158,28 @@ def test_stages_are_exported():
     for name in ("ChunkStreamer", "SourceChunk", "DenoisedChunk", "StreamingSampler", "LatentRecord"):
         assert getattr(sana_streaming, name) is getattr(sampling, name)
     assert sana_streaming.StreamRun is StreamRun
+
+
+def decoded_digest(path) -> tuple[str, list[int]]:
+    """(digest of the decoded rgb24 frames, their presentation times in ms) of a written video."""
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+        pixels = np.stack([frame.to_ndarray(format="rgb24") for frame in frames])
+        times = [round(float(frame.time) * 1000) for frame in frames]
+    return hashlib.sha256(pixels.tobytes()).hexdigest()[:16], times
+
+
+# `edit()` end to end (reader → stages → x264 writer, plus `--save_latent`), computed on commit 083aee8
+# (before the pipeline was split into options/sources/output/loading modules) with this venv's torch
+# and PyAV's libx264 on CPU: the split must not change a decoded pixel, a frame time or a latent.
+PINNED_EDIT = ("f930b344748e5399", "2c610527105fae7f")
+
+
+def test_edit_to_a_file_is_unchanged(tmp_path, pipe):
+    source, output, latents = tmp_path / "clip.mkv", tmp_path / "out.mp4", tmp_path / "latents.pt"
+    source.write_bytes(lossless_mkv(clip_frames(41, 70, 100, seed=3)))
+    result = pipe.edit(source, output, replace(OPTIONS, seed=4), latent_path=latents)
+    assert (result.path, result.frames, result.fps, result.audio) == (output, 41, Fraction(24), False)
+    pixels, times = decoded_digest(output)
+    assert times == [round(1000 * i / 24) for i in range(41)]
+    assert (pixels, digest(torch.load(latents))) == PINNED_EDIT
