@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from sana_streaming.config import MODE_PRESETS, RELEASE_HEIGHT, RELEASE_WIDTH
-from sana_streaming.pipeline import EditOptions, SanaStreamingPipeline
+from sana_streaming.options import EditOptions
+from sana_streaming.pipeline import SanaStreamingPipeline
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.synthetic import write_synthetic_clip
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sana_streaming.config import VAEConfig
     from sana_streaming.downloads import Need
-    from sana_streaming.pipeline import EditOptions
+    from sana_streaming.options import EditOptions
     from sana_streaming.stages import ProgressEvent, ProgressFn
 
 SUBCOMMANDS = ("edit", "convert", "bench")
@@ -346,7 +346,7 @@ _FLAGS = {"steps": "--step", "max_seconds": "--duration"}
 def _validate(plan: EditPlan, args: argparse.Namespace, vae: VAEConfig) -> None:
     """The API's own check of the edit's options, as usage errors naming the flags."""
     from sana_streaming.errors import OptionError
-    from sana_streaming.pipeline import validate_options
+    from sana_streaming.options import validate_options
 
     if args.fps is not None and args.fps <= 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
@@ -396,8 +396,9 @@ def _edit(args: argparse.Namespace) -> int:
         return _dry_run(plan, needs)
     import torch
 
+    from sana_streaming.debug_files import load_latent_file, load_text_embed_file
     from sana_streaming.downloads import resolve_needs
-    from sana_streaming.pipeline import SanaStreamingPipeline, load_latent_file, load_text_embed_file
+    from sana_streaming.pipeline import SanaStreamingPipeline
 
     local = resolve_needs(needs)  # every download first: one error names all that are missing
     if plan.input_latent_path:  # the release then reads no video
@@ -436,7 +437,7 @@ def _dry_run(plan: EditPlan, needs: list[Need]) -> int:
 
 
 def _edit_options(plan: EditPlan, args: argparse.Namespace) -> EditOptions:
-    from sana_streaming.pipeline import EditOptions
+    from sana_streaming.options import EditOptions
 
     return EditOptions(
         prompt=plan.prompt, negative_prompt=args.negative_prompt, num_frames=plan.num_frames,
@@ -575,10 +576,10 @@ def _runtime_errors() -> tuple[type[BaseException], ...]:
 
     from sana_streaming.checkpoint import CheckpointError
     from sana_streaming.config import ConfigError
+    from sana_streaming.errors import EditError
     from sana_streaming.hub import HubError
     from sana_streaming.models.text_encoder import TextEncoderError
     from sana_streaming.models.vae import VAELoadError
-    from sana_streaming.pipeline import EditError
     from sana_streaming.video.reader import VideoReadError
     from sana_streaming.video.writer import VideoWriteError
 

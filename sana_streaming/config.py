@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -183,6 +184,7 @@ class SamplerConfig:
 # Source: NVlabs/Sana, docs/sana_streaming.md (the release's demo edits).
 DEMO_SOURCE = "hf://Efficient-Large-Model/SANA-Streaming/source"
 RELEASE_HEIGHT, RELEASE_WIDTH = 704, 1280  # the release CLI's default frame size (pixels)
+RELEASE_FPS = Fraction(16)  # the release writes every output at 16 fps
 CHUNK_VIDEO_FRAMES = 24  # a streaming chunk: 24 video frames = 24 // vae_stride[0] latent frames
 
 

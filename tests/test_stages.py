@@ -12,7 +12,8 @@ import pytest
 import torch
 from helpers_video import clip_frames
 
-from sana_streaming.pipeline import EditOptions, SanaStreamingPipeline
+from sana_streaming.options import EditOptions
+from sana_streaming.pipeline import SanaStreamingPipeline
 from sana_streaming.sampling import ChunkStreamer, LatentRecord, SourceChunk
 from sana_streaming.stages import StreamRun
 from sana_streaming.video.reader import open_video
