@@ -2,7 +2,7 @@
 
 Video settings follow the release's writer (meefs/Sana `save_video`: imageio's ffmpeg writer with
 `codec="libx264", quality=5`, i.e. `-vcodec libx264 -pix_fmt yuv420p -crf 25` and x264's default preset,
-`medium`; pipeline spec §7.2). Frames are converted to uint8 exactly as the release does (§7.1). The
+`medium`; docs/io.md). Frames are converted to uint8 exactly as the release does (truncating). The
 RGB -> YUV 4:2:0 conversion uses bicubic chroma filtering, the scaler flag the ffmpeg command line uses.
 
 The file is written under a hidden temporary name in the output folder and published when `close()`
