@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from sana_streaming.config import MODE_PRESETS, RELEASE_HEIGHT, RELEASE_WIDTH
-from sana_streaming.pipeline import EditOptions, SanaStreamingPipeline
+from sana_streaming.options import EditOptions
+from sana_streaming.pipeline import SanaStreamingPipeline
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.synthetic import write_synthetic_clip
 
@@ -42,43 +43,55 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """Time `args.repeats` edits of a synthetic clip after a warm-up; print the medians, write JSON."""
     preset = MODE_PRESETS[args.mode]
     frames = args.num_frames or preset.num_frames
     pipe = SanaStreamingPipeline.from_config(
         args.config or preset.config, args.mode, model_path=args.model_path,
         random_weights=args.model_path is None, device=args.device, decode=args.decode,
     )  # fmt: skip
-    device = pipe.device
     options = EditOptions(prompt="Turn the scene into a watercolour painting", height=args.height,
                           width=args.width)  # fmt: skip
-    cuda = device.type == "cuda"
-    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         warm = write_synthetic_clip(Path(tmp) / "warm.mp4", args.warmup_frames, args.height, args.width)
         clip = write_synthetic_clip(Path(tmp) / "clip.mp4", frames, args.height, args.width)
         pipe.edit(warm, Path(tmp) / "warm_out.mp4", options, audio=False, preset=args.x264_preset)
-        for _ in range(args.repeats):
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(device)
-            timer = StageTimer(device)
-            start = time.perf_counter()
-            result = pipe.edit(
-                clip, Path(tmp) / "out.mp4", options, audio=False, overwrite=True, preset=args.x264_preset,
-                timer=timer,
-            )  # fmt: skip
-            wall = time.perf_counter() - start
-            stages = {name: timer.seconds.get(name, 0.0) for name in STAGES}
-            runs.append({
-                "wall_s": wall,
-                **{f"{k}_s": v for k, v in stages.items()},
-                "other_s": wall - sum(stages.values()),
-                "frames": result.frames,
-                "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
-            })  # fmt: skip
+        runs = [_timed_edit(pipe, clip, Path(tmp) / "out.mp4", options, args.x264_preset)
+                for _ in range(args.repeats)]  # fmt: skip
+    report = _report(args, pipe.device, runs)
+    _print_report(report)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def _timed_edit(
+    pipe: SanaStreamingPipeline, clip: Path, output: Path, options: EditOptions, x264_preset: str
+) -> dict[str, float | int | None]:
+    """One measured edit: wall and per-stage seconds, frames written, peak CUDA memory (GiB)."""
+    device = pipe.device
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    timer = StageTimer(device)
+    start = time.perf_counter()
+    result = pipe.edit(clip, output, options, audio=False, overwrite=True, preset=x264_preset, timer=timer)
+    wall = time.perf_counter() - start
+    stages = {name: timer.seconds.get(name, 0.0) for name in STAGES}
+    return {
+        "wall_s": wall,
+        **{f"{k}_s": v for k, v in stages.items()},
+        "other_s": wall - sum(stages.values()),
+        "frames": result.frames,
+        "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+    }
+
+
+def _report(args: argparse.Namespace, device: torch.device, runs: list[dict]) -> dict[str, object]:
+    """The JSON report: the setting, the medians of every timed stage, the rates and each run."""
     keys = [k for k in runs[0] if k.endswith("_s")]
     median = {k: statistics.median(r[k] for r in runs) for k in keys}
     out_frames = runs[0]["frames"]
-    report = {
+    return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "mode": args.mode,
@@ -92,11 +105,14 @@ def run_bench(args: argparse.Namespace) -> int:
         "peak_gib": max((r["peak_gib"] or 0) for r in runs) or None,
         "runs": runs,
     }
-    print(f"{report['device']}  torch {report['torch']}  {args.mode}  {out_frames} frames "
-          f"{args.height}x{args.width}  median of {args.repeats}")  # fmt: skip
-    for key in keys:
-        print(f"  {key[:-2]:<8} {median[key]:9.2f} s")
+
+
+def _print_report(report: dict) -> None:
+    """The report as a table of median seconds per stage, then the rates."""
+    height, width = report["size"]
+    print(f"{report['device']}  torch {report['torch']}  {report['mode']}  {report['frames']} frames "
+          f"{height}x{width}  median of {report['repeats']}")  # fmt: skip
+    for key, seconds in report["median"].items():
+        print(f"  {key[:-2]:<8} {seconds:9.2f} s")
     print(f"  end-to-end {report['fps_end_to_end']:.1f} FPS; DiT alone {report['fps_dit'] or 0:.1f} FPS; "
           f"peak {report['peak_gib'] or 0:.1f} GiB")  # fmt: skip
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    return 0

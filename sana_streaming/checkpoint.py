@@ -1,4 +1,4 @@
-"""Safe checkpoint reading and strict-with-a-readable-diff loading of the DiT (dit.md §2.5).
+"""Safe checkpoint reading and strict-with-a-readable-diff loading of the DiT (docs/model.md).
 
 `.safetensors` files are read directly; `.pth`/`.pt` only through `torch.load(weights_only=True)`, so
 a pickle that carries code is refused. Wrappers are unwrapped as the release's CLI does: descend into
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 # Keys whose stored shape may be [C, C] (Linear) or [C, C, taps] (Conv1d) in either variant.
 _TAP_KEYS = ("attn.q.weight", "attn.k.weight")
-# Buffers a checkpoint may omit (zero and unused, dit.md §2.5).
+# Buffers a checkpoint may omit (zero and unused, docs/model.md).
 OPTIONAL_KEYS = frozenset({"pos_embed"})
 
 

@@ -17,7 +17,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sana_streaming.config import VAEConfig
     from sana_streaming.downloads import Need
-    from sana_streaming.pipeline import EditOptions
+    from sana_streaming.options import EditOptions
     from sana_streaming.stages import ProgressEvent, ProgressFn
 
 SUBCOMMANDS = ("edit", "convert", "bench")
+AddArgument = Callable[..., argparse.Action]  # `add_argument` of a parser or argument group
 
 
 class UsageError(ValueError):
@@ -101,10 +102,21 @@ def _num_frames(text: str) -> int | str:
 
 
 def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
-    """The release's flags (pipeline.md §1.1) plus ours; mode-dependent defaults are filled later."""
-    from sana_streaming.config import MODE_PRESETS, RELEASE_HEIGHT, RELEASE_WIDTH
+    """The release script's flags plus ours, in groups; mode-dependent defaults are filled later."""
+    for title, add_group in (
+        ("model", _add_model_arguments),
+        ("source", _add_source_arguments),
+        ("prompt", _add_prompt_arguments),
+        ("sampling", _add_sampling_arguments),
+        ("output", _add_output_arguments),
+    ):
+        add_group(parser.add_argument_group(title).add_argument)
 
-    add = parser.add_argument
+
+def _add_model_arguments(add: AddArgument) -> None:
+    """Flags of the model."""
+    from sana_streaming.config import MODE_PRESETS
+
     add(
         "--mode",
         choices=sorted(MODE_PRESETS),
@@ -120,10 +132,23 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
         "--model_path",
         help="DiT checkpoint (.pth or .safetensors), local or hf:// (default: the mode's released weights)",
     )
-    add("--prompt", help="edit instruction (default: the release demo's prompt)")
+    add("--random_weights", action="store_true", help="random weights, for smoke runs and benchmarks")
+    add("--strict", action="store_true", help="unexpected checkpoint keys are an error")
+    add(
+        "--decode",
+        choices=["release_tiles", "exact"],
+        default="release_tiles",
+        help="streaming VAE decode: the release's temporal tiles (low latency) or the exact untiled decode",
+    )
+    add("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    add(
+        "--dry_run", action="store_true", help="print the plan and every missing download, load nothing large"
+    )
+
+
+def _add_source_arguments(add: AddArgument) -> None:
+    """Flags of the source video."""
     add("--video_path", help="source video: a file, hf://, a URL, pipe:N or - for stdin (default: the demo)")
-    add("--output_dir", default="outputs", help="folder of the output, created when the output is published")
-    add("--output_name", help="file name in --output_dir, .mp4/.mov/.mkv (default: <video stem>_<mode>.mp4)")
     add(
         "--num_frames",
         type=_num_frames,
@@ -135,6 +160,47 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop after this many source frames (a live source's end); no error if the source ends sooner",
     )
     add("--duration", type=float, help="stop after this many seconds of the source, at its average rate")
+    add(
+        "--input_latent_path",
+        help="debug: a --save_latent file whose noise and source latents replace the video",
+    )
+
+
+def _add_prompt_arguments(add: AddArgument) -> None:
+    """Flags of the instruction."""
+    add("--prompt", help="edit instruction (default: the release demo's prompt)")
+    add("--negative_prompt", help="negative prompt for guidance (default: the mode's: empty / the release's)")
+    add("--motion_score", type=int, help="motion score appended to the prompt (default: 0 / 10 by mode)")
+    add(
+        "--input_text_embed_path", help="debug: a dict of prompt/negative embeds and masks replacing the text"
+    )
+
+
+def _add_sampling_arguments(add: AddArgument) -> None:
+    """Flags of the sampler."""
+    add("--step", type=int, help="sampling steps (default: 4 / 50 by mode)")
+    add("--cfg_scale", type=float, help="classifier-free guidance, 1 is off (default: 1 / 6 by mode)")
+    add("--flow_shift", type=float, help="sampler flow shift (default: the config's inference_flow_shift)")
+    add("--seed", type=int, default=0, help="seed of the starting noise")
+    add(
+        "--num_cached_blocks",
+        type=int,
+        default=2,
+        help="earlier chunks the softmax window keeps, counting the sink; <= 0 keeps all",
+    )
+    add(
+        "--sink_token",
+        default="true",
+        help="keep chunk 0 in the softmax window: 1/true/yes/y or 0/false/no/n",
+    )
+
+
+def _add_output_arguments(add: AddArgument) -> None:
+    """Flags of the output video."""
+    from sana_streaming.config import RELEASE_HEIGHT, RELEASE_WIDTH
+
+    add("--output_dir", default="outputs", help="folder of the output, created when the output is published")
+    add("--output_name", help="file name in --output_dir, .mp4/.mov/.mkv (default: <video stem>_<mode>.mp4)")
     add(
         "--height",
         type=int,
@@ -148,37 +214,6 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
         help="output width in pixels, floored to a multiple of 32, at least 64",
     )
     add("--fps", type=float, help="output frame rate (default: the source's timing; the release fixes 16)")
-    add("--step", type=int, help="sampling steps (default: 4 / 50 by mode)")
-    add("--cfg_scale", type=float, help="classifier-free guidance, 1 is off (default: 1 / 6 by mode)")
-    add("--flow_shift", type=float, help="sampler flow shift (default: the config's inference_flow_shift)")
-    add("--seed", type=int, default=0, help="seed of the starting noise")
-    add("--negative_prompt", help="negative prompt for guidance (default: the mode's: empty / the release's)")
-    add("--motion_score", type=int, help="motion score appended to the prompt (default: 0 / 10 by mode)")
-    add(
-        "--num_cached_blocks",
-        type=int,
-        default=2,
-        help="earlier chunks the softmax window keeps, counting the sink; <= 0 keeps all",
-    )
-    add(
-        "--sink_token",
-        default="true",
-        help="keep chunk 0 in the softmax window: 1/true/yes/y or 0/false/no/n",
-    )
-    add(
-        "--save_latent",
-        action="store_true",
-        help="also save [noise, source, result] latents as <name>_latent.pt",
-    )
-    add(
-        "--input_latent_path",
-        help="debug: a --save_latent file whose noise and source latents replace the video",
-    )
-    add(
-        "--input_text_embed_path", help="debug: a dict of prompt/negative embeds and masks replacing the text"
-    )
-    add("--random_weights", action="store_true", help="random weights, for smoke runs and benchmarks")
-    add("--overwrite", action="store_true", help="replace an existing output file")
     add("--no_audio", action="store_true", help="do not copy the source audio")
     add(
         "--x264_preset",
@@ -186,16 +221,11 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
         help="x264 speed against file size at the release's crf 25: medium (the release's), faster ones "
         "(veryfast, superfast, ultrafast) for live use, slower ones for smaller files",
     )
+    add("--overwrite", action="store_true", help="replace an existing output file")
     add(
-        "--decode",
-        choices=["release_tiles", "exact"],
-        default="release_tiles",
-        help="streaming VAE decode: the release's temporal tiles (low latency) or the exact untiled decode",
-    )
-    add("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
-    add("--strict", action="store_true", help="unexpected checkpoint keys are an error")
-    add(
-        "--dry_run", action="store_true", help="print the plan and every missing download, load nothing large"
+        "--save_latent",
+        action="store_true",
+        help="also save [noise, source, result] latents as <name>_latent.pt",
     )
 
 
@@ -346,7 +376,7 @@ _FLAGS = {"steps": "--step", "max_seconds": "--duration"}
 def _validate(plan: EditPlan, args: argparse.Namespace, vae: VAEConfig) -> None:
     """The API's own check of the edit's options, as usage errors naming the flags."""
     from sana_streaming.errors import OptionError
-    from sana_streaming.pipeline import validate_options
+    from sana_streaming.options import validate_options
 
     if args.fps is not None and args.fps <= 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
@@ -396,8 +426,9 @@ def _edit(args: argparse.Namespace) -> int:
         return _dry_run(plan, needs)
     import torch
 
+    from sana_streaming.debug_files import load_latent_file, load_text_embed_file
     from sana_streaming.downloads import resolve_needs
-    from sana_streaming.pipeline import SanaStreamingPipeline, load_latent_file, load_text_embed_file
+    from sana_streaming.pipeline import SanaStreamingPipeline
 
     local = resolve_needs(needs)  # every download first: one error names all that are missing
     if plan.input_latent_path:  # the release then reads no video
@@ -436,7 +467,7 @@ def _dry_run(plan: EditPlan, needs: list[Need]) -> int:
 
 
 def _edit_options(plan: EditPlan, args: argparse.Namespace) -> EditOptions:
-    from sana_streaming.pipeline import EditOptions
+    from sana_streaming.options import EditOptions
 
     return EditOptions(
         prompt=plan.prompt, negative_prompt=args.negative_prompt, num_frames=plan.num_frames,
@@ -575,10 +606,10 @@ def _runtime_errors() -> tuple[type[BaseException], ...]:
 
     from sana_streaming.checkpoint import CheckpointError
     from sana_streaming.config import ConfigError
+    from sana_streaming.errors import EditError
     from sana_streaming.hub import HubError
     from sana_streaming.models.text_encoder import TextEncoderError
     from sana_streaming.models.vae import VAELoadError
-    from sana_streaming.pipeline import EditError
     from sana_streaming.video.reader import VideoReadError
     from sana_streaming.video.writer import VideoWriteError
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -183,6 +184,7 @@ class SamplerConfig:
 # Source: NVlabs/Sana, docs/sana_streaming.md (the release's demo edits).
 DEMO_SOURCE = "hf://Efficient-Large-Model/SANA-Streaming/source"
 RELEASE_HEIGHT, RELEASE_WIDTH = 704, 1280  # the release CLI's default frame size (pixels)
+RELEASE_FPS = Fraction(16)  # the release writes every output at 16 fps
 CHUNK_VIDEO_FRAMES = 24  # a streaming chunk: 24 video frames = 24 // vae_stride[0] latent frames
 
 
@@ -335,9 +337,8 @@ class SanaStreamingConfig:
         return resolve_dit_config(self)
 
 
-def resolve_dit_config(config: SanaStreamingConfig) -> DiTConfig:
-    """Map the `model` section (name or explicit dims) to a `DiTConfig`."""
-    m = config.model
+def _model_dims(m: ModelConfig) -> dict[str, Any]:
+    """hidden_size, depth, num_heads and patch_size: the named model's, each overridden where given."""
     dims: dict[str, Any] = {}
     if m.model is not None:
         if m.model not in MODEL_TABLE:
@@ -349,6 +350,13 @@ def resolve_dit_config(config: SanaStreamingConfig) -> DiTConfig:
     missing = [k for k in ("hidden_size", "depth", "num_heads", "patch_size") if k not in dims]
     if missing:
         raise ConfigError(f"model section needs `model: <name>` or explicit {missing}")
+    return dims
+
+
+def _model_variant(config: SanaStreamingConfig) -> Variant:
+    """The DiT variant of the `model` section's attention types; the settings this DiT cannot vary
+    (activations, positional encoding, the norms) are checked to have the one value it runs with."""
+    m = config.model
     if m.attn_type not in _VARIANT_BY_ATTN_TYPE:
         raise ConfigError(f"unknown attn_type {m.attn_type!r}; known: {sorted(_VARIANT_BY_ATTN_TYPE)}")
     variant = _VARIANT_BY_ATTN_TYPE[m.attn_type]
@@ -366,6 +374,14 @@ def resolve_dit_config(config: SanaStreamingConfig) -> DiTConfig:
     off = [name for name, value in fixed.items() if not value]
     if off:  # the model always applies them, as both release configs do
         raise ConfigError(f"the SANA-Streaming DiT needs {off} set to true")
+    return variant
+
+
+def resolve_dit_config(config: SanaStreamingConfig) -> DiTConfig:
+    """Map the `model` section (name or explicit dims) to a `DiTConfig`."""
+    m = config.model
+    dims = _model_dims(m)
+    variant = _model_variant(config)
     depth = int(dims["depth"])
     indices = m.softmax_layer_indices
     if indices is None:

@@ -1,5 +1,6 @@
-"""The release's debug files: `--input_latent_path` (noise and source latents given instead of a
-video) and `--input_text_embed_path` (encoded prompts given instead of text)."""
+"""The release's debug files: `--save_latent` (the [noise, source, result] latents of an edit, saved
+atomically), `--input_latent_path` (noise and source latents given instead of a video) and
+`--input_text_embed_path` (encoded prompts given instead of text)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch import Tensor
 
 from sana_streaming.conditioning import PromptPair, TextConditioning
 from sana_streaming.errors import EditError
+from sana_streaming.files import make_temp_beside, publish
 
 
 class DebugFileError(EditError):
@@ -56,3 +58,17 @@ def _load_debug_file(path: str | Path) -> object:
         raise DebugFileError(f"{path}: refused, not a plain tensor file (weights-only load)") from exc
     except Exception as exc:  # the unpickler fails on arbitrary bytes with many error types
         raise DebugFileError(f"{path}: not a torch tensor file ({type(exc).__name__}: {exc})") from exc
+
+
+def save_latent_file(latents: Tensor, path: Path, overwrite: bool) -> None:
+    """Write the `--save_latent` tensor to `path` atomically; an existing file is kept unless `overwrite`."""
+    if path.exists() and not overwrite:
+        raise EditError(f"{path} exists (use --overwrite to replace it)")
+    tmp = make_temp_beside(path)
+    try:
+        torch.save(latents, tmp)
+        publish(tmp, path, overwrite=overwrite)
+    except FileExistsError:
+        raise EditError(f"{path} appeared while writing; kept (use --overwrite to replace it)") from None
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sana_streaming.config import SamplerConfig
-    from sana_streaming.pipeline import EditOptions
+    from sana_streaming.options import EditOptions
 
 
 def edit_settings(

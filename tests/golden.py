@@ -1,4 +1,4 @@
-"""Access to the release's golden fixtures in ../shared/golden (see its README)."""
+"""Access to the release's golden fixtures in ../shared/golden (recorded inputs and outputs)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from sana_streaming.config import (
     packaged_config_names,
 )
 from sana_streaming.errors import OptionError
-from sana_streaming.pipeline import EditOptions, validate_options
+from sana_streaming.options import EditOptions, validate_options
 
 
 @pytest.mark.parametrize("name", packaged_config_names())

@@ -1,4 +1,4 @@
-"""The fused Triton GDN core against the float64 oracle (kernels.md §7.3).
+"""The fused Triton GDN core against the float64 oracle (docs/kernels.md).
 
 Without CUDA the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set here before Triton is
 imported) at tiny shapes in the fp32 modes ("ieee", "tf32": the interpreter cannot run bf16 dots).

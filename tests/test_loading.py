@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderKLLTX2Video
 from helpers_hub import fake_hub_cache, use_cache
 
-import sana_streaming.pipeline as pipeline_module
+import sana_streaming.loading as loading_module
 from sana_streaming.config import load_config
 from sana_streaming.hub import HubError
 from sana_streaming.models.vae import load_vae
@@ -28,7 +28,7 @@ def test_from_config_fails_on_missing_sources_before_building_the_dit(
 ) -> None:
     use_cache(monkeypatch, tmp_path / "hub", offline=True)
 
-    monkeypatch.setattr(pipeline_module, "build_dit", _no_build)
+    monkeypatch.setattr(loading_module, "build_dit", _no_build)
     with pytest.raises(HubError) as err:
         SanaStreamingPipeline.from_config(
             "tiny_random", model_path="hf://owner/missing@v1/dit/x.pth", device="cpu"
@@ -51,7 +51,7 @@ def test_from_config_names_only_what_is_missing(tmp_path: Path, monkeypatch: pyt
         tmp_path / "hub", "Lightricks/LTX-2", {f"vae/{p.name}": p.read_bytes() for p in folder.iterdir()}
     )
     use_cache(monkeypatch, tmp_path / "hub", offline=True)
-    monkeypatch.setattr(pipeline_module, "build_dit", _no_build)
+    monkeypatch.setattr(loading_module, "build_dit", _no_build)
     with pytest.raises(HubError, match=r"^hf://owner/missing/x\.pth is not in the local hub cache"):
         SanaStreamingPipeline.from_config(
             "tiny_random", model_path="hf://owner/missing/x.pth", device="cpu", load_text_encoder=False

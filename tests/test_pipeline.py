@@ -12,7 +12,8 @@ import torch
 from helpers_video import clip_frames
 
 from sana_streaming.debug_files import load_latent_file
-from sana_streaming.pipeline import EditOptions, SanaStreamingPipeline
+from sana_streaming.options import EditOptions
+from sana_streaming.pipeline import SanaStreamingPipeline
 from sana_streaming.sampling import LatentRecord
 
 OPTIONS = EditOptions(prompt="make it blue", height=64, width=96)
@@ -153,7 +154,7 @@ def test_sigint_mid_run_exits_130_and_leaves_nothing(tmp_path):
 
 
 def test_settings_the_stream_cannot_run_raise_edit_errors(tmp_path, pipe):
-    from sana_streaming.pipeline import EditError
+    from sana_streaming.errors import EditError
 
     write_lossless(tmp_path / "clip.mkv", clip_frames(41, 70, 100))
     for options in (
@@ -173,7 +174,7 @@ def test_stream_limits_are_upper_bounds_and_match_a_cut_source(tmp_path, pipe):
     same frames as a source that ends there; too small a frame is an EditError."""
     from dataclasses import replace
 
-    from sana_streaming.pipeline import EditError
+    from sana_streaming.errors import EditError
 
     frames = clip_frames(60, 70, 100)
     write_lossless(tmp_path / "clip.mkv", frames)

@@ -1,4 +1,4 @@
-"""The streaming sampler against the release's run (golden `dit_streaming`) and pipeline.md §6."""
+"""The streaming sampler against the release's run (golden `dit_streaming`) and docs/sampling.md."""
 
 import json
 from dataclasses import replace
@@ -41,7 +41,7 @@ def test_schedules():
 
 
 def test_window_policy_matches_worked_example():
-    """pipeline.md §6.8: visible chunks and window sizes for chunks 0–5 of the default run."""
+    """The release's window (docs/sampling.md): visible chunks and window sizes, chunks 0–5 by default."""
     policy = WindowPolicy(num_cached_blocks=2, sink=True)
     assert [policy.visible(c) for c in range(6)] == [[], [0], [0, 1], [0, 2], [0, 3], [0, 4]]
     assert policy.window_frames(chunk_boundaries(122)) == 11  # chunk 2: 5 + 3 cached + 3 current

@@ -11,7 +11,8 @@ from sana_streaming import PromptPair, TextCache, TextConditioning, build_dit, l
 from sana_streaming.config import MODE_PRESETS
 from sana_streaming.debug_files import SourceLatents
 from sana_streaming.models.dit import randomize_dit_
-from sana_streaming.pipeline import EditOptions, SanaStreamingPipeline
+from sana_streaming.options import EditOptions
+from sana_streaming.pipeline import SanaStreamingPipeline
 from sana_streaming.sampling import ChunkStreamer, SourceChunk, StreamingSampler
 
 CONFIG = load_config("tiny_random").dit

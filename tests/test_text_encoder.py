@@ -1,4 +1,4 @@
-"""Text encoder: chi prefix and 300-token selection arithmetic, masks, no-softcap attention (spec §3).
+"""Text encoder: chi prefix and 300-token selection arithmetic, masks, no-softcap attention (docs/model.md).
 
 The model is a tiny random Gemma-2 with Gemma-2's attention softcap (50), saved to a folder by the test
 and loaded back through `AutoTokenizer`/`AutoModel`, as the real checkpoint is. Its weights are drawn with

@@ -1,4 +1,4 @@
-"""The streamed VAE paths against the release's outputs (`../shared/golden/vae_tiles`, README §4).
+"""The streamed VAE paths against the release's outputs (the golden fixture `vae_tiles`).
 
 The fixture VAE is diffusers' `AutoencoderKLLTX2Video` built from `vae_config.json` with the stored
 bf16-exact weights; the reference ran in float32 on CPU, so float32 results agree to ~1e-6.
@@ -23,7 +23,7 @@ GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 pytestmark = pytest.mark.skipif(
     not (GOLDEN / "vae_tiles.safetensors").is_file(), reason="golden fixtures absent"
 )
-TOLERANCE = 1e-4  # golden README, "VAE encode / decode / normalisation", float32
+TOLERANCE = 1e-4  # the fixtures' suggested float32 tolerance for VAE encode, decode and normalisation
 
 
 @pytest.fixture(scope="module")

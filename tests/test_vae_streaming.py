@@ -207,7 +207,7 @@ def test_exact_lookahead_measured_equals_computed(vae: LTX2VAE, model64: Autoenc
 
 
 def _restated_release_tiles(decoder: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
-    """The rule of the release's `decode_chunk_tile` (pipeline spec §4.7), non-incrementally: decode every
+    """The rule of the release's `decode_chunk_tile` (docs/vae.md), non-incrementally: decode every
     4-latent tile, drop the first frame of each later tile, cascade a linear blend over up to 16 frames
     against the previous blended tile, keep 9 frames of the first tile and 8 of each later one."""
     count = latents.shape[2]
@@ -298,7 +298,7 @@ def test_bidirectional_settings_field_by_field() -> None:
     vae = load_vae(config, random_weights=True)
     model = vae.model
     assert vae.mode == "bidirectional"
-    # Values of the release's bidirectional script (pipeline spec §4.5), written out here on purpose.
+    # Values of the release's bidirectional script (docs/vae.md), written out here on purpose.
     assert model.use_tiling is True
     assert model.tile_sample_min_height == 512
     assert model.tile_sample_min_width == 512

@@ -1,4 +1,4 @@
-"""Video reader/writer: the release's transform (spec §2.2), round trips with and without audio, errors,
+"""Video reader/writer: the release's transform (docs/io.md), round trips with and without audio, errors,
 atomic writes. All clips are synthetic and written by the tests with PyAV."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from sana_streaming.video import (
 
 
 def _direct_transform(frames: np.ndarray, th: int, tw: int) -> torch.Tensor:
-    """Spec §2.2 step by step: ToTensorVideo, ResizeCrop, in-place Normalize, then (3, F, H, W)."""
+    """docs/io.md's transform step by step: ToTensorVideo, ResizeCrop, in-place Normalize, (3, F, H, W)."""
     clip = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
     h, w = clip.shape[-2:]
     rh, rw = th / h, tw / w

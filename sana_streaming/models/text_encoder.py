@@ -1,7 +1,7 @@
 """Gemma-2 text encoder: prompts -> `(embeds [1, 1, L, C], mask [1, L])` for the DiT's cross-attention.
 
 Reproduces the release's `encode_prompt` (inference_video_scripts/v2v/inference_sana_streaming.py in
-meefs/Sana; pipeline spec §3): the positive prompt gets the complex-human-instruction ("chi") prefix, is
+meefs/Sana; docs/model.md): the positive prompt gets the complex-human-instruction ("chi") prefix, is
 padded to `len(encode(chi)) + L - 2` tokens and then reduced *positionally* to BOS + the last `L - 1`
 positions; the negative prompt is encoded without the prefix at length `L`. The model output used is
 `last_hidden_state` (after the final RMSNorm).
@@ -115,7 +115,7 @@ class TextEncoder:
     `encode_prompt` returns float32 computed under bf16 autocast when the model is bf16 (the release
     encodes the positive prompt after `accelerator.prepare`, which wraps `forward` in autocast with fp32
     outputs); `encode_negative` is a plain forward in the model dtype (the release encodes it before
-    `prepare`). Pipeline spec §3.4.
+    `prepare`). See docs/model.md, "Text encoder".
     """
 
     def __init__(

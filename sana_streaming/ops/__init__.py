@@ -63,7 +63,7 @@ def gdn_core(
     """Fused GDN core: from the projection outputs to the gated output that `proj` reads.
 
     `state`: the forward scan's initial state (zeros if None), overwritten in place with the final
-    state when `update_state`. Returns (B, N, C) in the dtype of `v`. See kernels.md §1.3 and §7.1."""
+    state when `update_state`. Returns (B, N, C) in the dtype of `v`. See docs/kernels.md."""
     check_backend(backend)
     on_cuda, dtype = inputs.q.is_cuda, inputs.v.dtype
     if backend == "torch" or (backend == "auto" and (not on_cuda or dtype == torch.float64)):

@@ -1,6 +1,6 @@
 """Frame-wise gated delta rule (GDN) in plain PyTorch: the oracle and the fast form.
 
-Notation follows `shared/spec/kernels.md` §1.3. Per batch element and head, frame t holds S tokens with
+Notation follows docs/kernels.md. Per batch element and head, frame t holds S tokens with
 rotated keys k̃, un-rotated keys k, values v, write strengths β and one decay g_t. States are key-major:
 M ∈ R^{D_k×D_v}, z ∈ R^{D_k}.
 
@@ -48,7 +48,7 @@ class GDNState:
 
 @dataclass
 class GDNInputs:
-    """The operands of one GDN layer call (kernels.md §1.3), as every implementation of the core takes
+    """The operands of one GDN layer call (docs/kernels.md), as every implementation of the core takes
     them: raw projections, gates, norm weights, RoPE tables and the call's constants."""
 
     q: Tensor  # (B, N, C) raw projections; any strides (e.g. views of one (B, N, 4C) GEMM output)
@@ -176,7 +176,7 @@ def gdn_scan(features: GDNFeatures, initial_state: GDNState | None = None) -> GD
 
 
 def gdn_features(inputs: GDNInputs) -> GDNFeatures:
-    """Feature maps of kernels.md §1.3 in float32 (float64 for float64 inputs): inverse-RMS × weight,
+    """Feature maps of docs/kernels.md in float32 (float64 for float64 inputs): inverse-RMS × weight,
     ReLU, κ on keys, RoPE."""
     x = inputs
     B, N, C = x.q.shape

@@ -1,4 +1,4 @@
-"""Flow DPM-Solver++ (multistep, order 2) as the release's bidirectional mode runs it (pipeline.md §5).
+"""Flow DPM-Solver++ (multistep, order 2) as the release's bidirectional mode runs it (docs/sampling.md).
 
 Written here rather than taken from diffusers' `DPMSolverMultistepScheduler` because the release's
 grid (`time_uniform_flow`: shift applied to a linspace ending at t = 0 exactly), its v→ε→x0 chain with

@@ -2,7 +2,7 @@
 
 Frames come out in presentation order as float32 `[3, F, H, W]` chunks in [-1, 1], transformed exactly as
 the release's `read_video` (meefs/Sana inference_video_scripts/v2v/inference_sana_streaming.py with
-diffusion/data/transforms.py; pipeline spec §2): `/255`, cover-scale with bilinear interpolation (no
+diffusion/data/transforms.py; docs/io.md): `/255`, cover-scale with bilinear interpolation (no
 antialias, Python `round`), floor-centred crop, `(x - 0.5) / 0.5`, all on the CPU in float32. Every step
 is per frame, so chunking gives the same values as the release's whole-clip transform.
 
@@ -142,7 +142,7 @@ def resize_crop_geometry(src_h: int, src_w: int, height: int, width: int) -> Res
 
 
 def transform_frames(frames: np.ndarray | torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """uint8 frames `[F, H_src, W_src, 3]` -> float32 `[3, F, height, width]` in [-1, 1] (spec §2.2)."""
+    """uint8 frames `[F, H_src, W_src, 3]` -> float32 `[3, F, height, width]` in [-1, 1] (docs/io.md)."""
     frames = torch.as_tensor(frames)
     if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames [F, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")

@@ -2,7 +2,7 @@
 
 Video settings follow the release's writer (meefs/Sana `save_video`: imageio's ffmpeg writer with
 `codec="libx264", quality=5`, i.e. `-vcodec libx264 -pix_fmt yuv420p -crf 25` and x264's default preset,
-`medium`; pipeline spec §7.2). Frames are converted to uint8 exactly as the release does (§7.1). The
+`medium`; docs/io.md). Frames are converted to uint8 exactly as the release does (truncating). The
 RGB -> YUV 4:2:0 conversion uses bicubic chroma filtering, the scaler flag the ffmpeg command line uses.
 
 The file is written under a hidden temporary name in the output folder and published when `close()`
@@ -64,6 +64,36 @@ def frames_to_uint8(chunk: torch.Tensor) -> np.ndarray:
     return values.permute(1, 2, 3, 0).contiguous().cpu().numpy()  # (F, H, W, 3)
 
 
+def _check_output(
+    path: Path,
+    fps: Fraction,
+    width: int,
+    height: int,
+    overwrite: bool,
+    audio_span: tuple[float, float] | None,
+    preset: str,
+) -> str:
+    """The container format of `path`, after checking the writer's arguments (before any file exists)."""
+    if preset not in X264_PRESETS:
+        raise ValueError(f"unknown x264 preset {preset!r}; choose from {', '.join(X264_PRESETS)}")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if width <= 0 or height <= 0 or width % 2 or height % 2:
+        raise ValueError(f"width and height must be positive and even for {PIXEL_FORMAT}: {width}x{height}")
+    if audio_span is not None and not 0 <= audio_span[0] < audio_span[1]:
+        raise ValueError(f"audio_span must be (start, end) with 0 <= start < end, got {audio_span}")
+    container_format = CONTAINER_FORMATS.get(path.suffix.lower())
+    if container_format is None:
+        raise VideoWriteError(f"{path}: unsupported extension; use one of {sorted(CONTAINER_FORMATS)}")
+    if path.exists() and not overwrite:
+        raise VideoWriteError(
+            f"{path} already exists (--overwrite, or overwrite=True in Python, replaces it)"
+        )
+    if path.is_dir():
+        raise VideoWriteError(f"{path} is a folder")
+    return container_format
+
+
 class VideoWriter:
     """`with VideoWriter(path, fps, width, height) as out: out.write(chunk)`; published on close.
 
@@ -88,28 +118,8 @@ class VideoWriter:
         metadata: dict[str, str] | None = None,
     ) -> None:
         self.path = Path(path).expanduser()
-        if preset not in X264_PRESETS:
-            raise ValueError(f"unknown x264 preset {preset!r}; choose from {', '.join(X264_PRESETS)}")
         self.fps = Fraction(fps).limit_denominator(100_000)
-        if self.fps <= 0:
-            raise ValueError(f"fps must be positive, got {fps}")
-        if width <= 0 or height <= 0 or width % 2 or height % 2:
-            raise ValueError(
-                f"width and height must be positive and even for {PIXEL_FORMAT}: {width}x{height}"
-            )
-        if audio_span is not None and not 0 <= audio_span[0] < audio_span[1]:
-            raise ValueError(f"audio_span must be (start, end) with 0 <= start < end, got {audio_span}")
-        container_format = CONTAINER_FORMATS.get(self.path.suffix.lower())
-        if container_format is None:
-            raise VideoWriteError(
-                f"{self.path}: unsupported extension; use one of {sorted(CONTAINER_FORMATS)}"
-            )
-        if self.path.exists() and not overwrite:
-            raise VideoWriteError(
-                f"{self.path} already exists (--overwrite, or overwrite=True in Python, replaces it)"
-            )
-        if self.path.is_dir():
-            raise VideoWriteError(f"{self.path} is a folder")
+        container_format = _check_output(self.path, self.fps, width, height, overwrite, audio_span, preset)
         self.width, self.height = width, height
         self.frames_written = 0
         self.overwrite = overwrite
@@ -121,20 +131,25 @@ class VideoWriter:
         self._folders, self._temp = _make_temp(self.path)
         self._audio: _AudioCopier | None = None
         try:
-            self._container = av.open(str(self._temp), mode="w", format=container_format)
-            self._container.metadata.update(metadata or {})
-            options = {**X264_OPTIONS, "preset": preset}
-            self._stream = self._container.add_stream("libx264", rate=self.fps, options=options)
-            self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, PIXEL_FORMAT
-            if timestamps is not None:  # frame pts in the source's time base
-                self._stream.codec_context.time_base = self._stream.time_base = timestamps.time_base
-            # x264's own threads; an explicit count is faster than FFmpeg's 0 ("auto") through PyAV
-            self._stream.codec_context.thread_count = min(16, os.cpu_count() or 1)
+            self._open(container_format, preset, metadata)
             if audio_from is not None:
                 self._audio = _AudioCopier(_audio_source(audio_from), self._container, audio_span)
         except BaseException:
             self.abort()
             raise
+
+    def _open(self, container_format: str, preset: str, metadata: dict[str, str] | None) -> None:
+        """The temporary file's container and its H.264 stream (the source's time base when following
+        its frame times)."""
+        self._container = av.open(str(self._temp), mode="w", format=container_format)
+        self._container.metadata.update(metadata or {})
+        options = {**X264_OPTIONS, "preset": preset}
+        self._stream = self._container.add_stream("libx264", rate=self.fps, options=options)
+        self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, PIXEL_FORMAT
+        if self._timestamps is not None:  # frame pts in the source's time base
+            self._stream.codec_context.time_base = self._stream.time_base = self._timestamps.time_base
+        # x264's own threads; an explicit count is faster than FFmpeg's 0 ("auto") through PyAV
+        self._stream.codec_context.thread_count = min(16, os.cpu_count() or 1)
 
     def write(self, frames: torch.Tensor) -> None:
         """Append decoded frames `[3, F, H, W]` (values about [-1, 1])."""

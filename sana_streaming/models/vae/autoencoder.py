@@ -1,8 +1,8 @@
 """The LTX-2 VAE as the pipeline uses it: loading, normalised latents, whole-clip and streamed paths.
 
-Weights load through diffusers' `AutoencoderKLLTX2Video` (same state dict as the release's causal
-wrapper, pipeline spec §4.1). Causality comes from the loaded config (`encoder_causal`, `decoder_causal`).
-The release treats the VAE differently per mode (spec §4.5):
+Weights load through diffusers' `AutoencoderKLLTX2Video` (the same state dict, names and shapes
+as the release's causal wrapper). Causality comes from the loaded config (`encoder_causal`, `decoder_causal`).
+The release treats the VAE differently per mode (docs/vae.md):
 
 - streaming (`vae_type: LTX2VAE_chunk_tile`): untiled causal encode in calls of `F mod 8` (or 8) then 8
   frames, and the temporal-tile decode; here `ChunkedEncoder` and `IncrementalDecoder`.
@@ -31,8 +31,8 @@ from sana_streaming.models.vae.normalise import LatentStatistics
 VAEMode = Literal["streaming", "bidirectional"]
 
 # Constructor config of the public LTX-2 VAE (`Lightricks/LTX-2`, subfolder `vae`), used to build a
-# random-weight VAE of the released size. Source: pipeline spec §4.2 (diffusers'
-# scripts/convert_ltx2_to_diffusers.py, LTX-2 2.0 config).
+# random-weight VAE of the released size. Source: diffusers'
+# scripts/convert_ltx2_to_diffusers.py (the LTX-2 2.0 config that wrote the published vae/config.json).
 LTX2_RELEASE_ARCHITECTURE: dict[str, Any] = {
     "in_channels": 3,
     "out_channels": 3,
@@ -89,7 +89,7 @@ def vae_mode(vae_type: str) -> VAEMode:
 
 @dataclass(frozen=True)
 class DiffusersTiling:
-    """The tiling attributes of diffusers' VAE that the bidirectional release sets (spec §4.5)."""
+    """The tiling attributes of diffusers' VAE that the bidirectional release sets (docs/vae.md)."""
 
     use_tiling: bool
     tile_sample_min_height: int
@@ -121,7 +121,7 @@ def bidirectional_tiling(config: VAEConfig) -> DiffusersTiling:
 
 
 def release_encode_chunks(num_frames: int, temporal_ratio: int = 8) -> list[int]:
-    """Chunk sizes of the release's causal encode: `F mod 8` (8 if that is 0), then 8s (spec §4.6)."""
+    """Chunk sizes of the release's causal encode: `F mod 8` (8 if that is 0), then 8s (docs/vae.md)."""
     first = num_frames % temporal_ratio or temporal_ratio
     rest = num_frames - first
     return [first] + [temporal_ratio] * (rest // temporal_ratio)
@@ -176,7 +176,7 @@ class LTX2VAE:
         return self.stats.denormalise(z)
 
     def chunked_encoder(self, normalise: bool = True) -> ChunkedEncoder:
-        """A chunked causal encoder (the streaming release's encode, spec §4.6)."""
+        """A chunked causal encoder (the streaming release's encode, docs/vae.md)."""
         return ChunkedEncoder(self.model, self.stats, normalise=normalise)
 
     def incremental_decoder(

@@ -2,7 +2,7 @@
 
 Two modes behind one interface (`IncrementalDecoder(decode=...)`):
 
-- `release_tiles` (default): the release's temporal-tile decode (`decode_chunk_tile`, pipeline spec §4.7),
+- `release_tiles` (default): the release's temporal-tile decode (`decode_chunk_tile`, docs/vae.md),
   restated incrementally. Each tile is an independent whole decode of 4 latent frames at latent stride 1;
   tiles after the first drop their first frame and are blended in place over 16 frames against the
   previous (already blended) tile; 9 frames are emitted from the first tile, 8 from each later one. It
@@ -39,7 +39,7 @@ class TemporalTiling:
     """Temporal tiling of `decode_chunk_tile`, in pixel frames, and what it means in latent frames.
 
     Source: meefs/Sana @ 5498e5b, `diffusion/model/builder.py` `get_vae` (`LTX2VAE_chunk_tile` branch):
-    `enable_tiling(tile_sample_min_num_frames=24, tile_sample_stride_num_frames=8)`; pipeline spec §4.7.
+    `enable_tiling(tile_sample_min_num_frames=24, tile_sample_stride_num_frames=8)`; docs/vae.md.
     """
 
     min_frames: int = 24
@@ -96,7 +96,7 @@ class _TileDecode:
 
     def _tile(self) -> Frames:
         assert self.window is not None
-        # causal=False as in the release's call; it only switches causality on (spec §4.2), so the
+        # causal=False as in the release's call; it only switches causality on (docs/vae.md), so the
         # decoder's configured causality applies.
         video = self.decoder(self.window[:, :, : self.tiling.tile_latents], None, causal=False)
         rest = self.window[:, :, 1:]

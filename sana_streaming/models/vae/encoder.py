@@ -21,7 +21,7 @@ class ChunkedEncoder:
 
     The first chunk must start at pixel frame 0; later chunks may have any size (even 0 frames). Every
     causal conv carries its last 2 padded input frames, every temporal downsampler its first-frame prefix
-    flag and unpaired frames, so the latents equal `vae.encoder(whole clip)` (pipeline spec §4.6) as long
+    flag and unpaired frames, so the latents equal `vae.encoder(whole clip)` (docs/vae.md) as long
     as the whole clip has 8k+1 frames. Returned latents are the posterior mode, normalised as the release
     does (`normalise=True`) or raw, in the VAE's dtype.
     """

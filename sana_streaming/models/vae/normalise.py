@@ -1,7 +1,7 @@
 """Latent normalisation of the LTX-2 VAE, exactly as the release does it.
 
 Source: meefs/Sana @ 5498e5b, `diffusion/model/builder.py`, `vae_encode` / `vae_decode` (branches
-`LTX2VAE_chunk_tile` and `LTX2VAE_diffusers`, identical formulas); pipeline spec §4.4. The per-channel
+`LTX2VAE_chunk_tile` and `LTX2VAE_diffusers`, identical formulas); docs/vae.md. The per-channel
 `latents_mean` / `latents_std` buffers are viewed as `(1, C, 1, 1, 1)` and cast to the dtype of the tensor
 they act on, so with bf16 latents the arithmetic is bf16, in this operation order.
 """
