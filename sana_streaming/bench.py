@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from sana_streaming.config import MODE_PRESETS, RELEASE_HEIGHT, RELEASE_WIDTH
+from sana_streaming.config import COMPILE_MODES, MODE_PRESETS, RELEASE_HEIGHT, RELEASE_WIDTH
 from sana_streaming.options import EditOptions
 from sana_streaming.pipeline import SanaStreamingPipeline
 from sana_streaming.timing import StageTimer
@@ -39,6 +39,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add("--decode", choices=["release_tiles", "exact"], help="streaming VAE decode (default: release_tiles)")
     add("--x264_preset", default="medium", help="the writer's x264 preset (the release's)")
     add("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    add("--compile", choices=COMPILE_MODES, help="DiT forwards: none, graph or max (default: the fastest)")
     add("--out", default="bench.json", help="JSON file for the results")
 
 
@@ -51,7 +52,7 @@ def run_bench(args: argparse.Namespace) -> int:
         random_weights=args.model_path is None, device=args.device, decode=args.decode,
     )  # fmt: skip
     options = EditOptions(prompt="Turn the scene into a watercolour painting", height=args.height,
-                          width=args.width)  # fmt: skip
+                          width=args.width, compile=args.compile)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         warm = write_synthetic_clip(Path(tmp) / "warm.mp4", args.warmup_frames, args.height, args.width)
         clip = write_synthetic_clip(Path(tmp) / "clip.mp4", frames, args.height, args.width)

@@ -178,10 +178,18 @@ def _add_prompt_arguments(add: AddArgument) -> None:
 
 def _add_sampling_arguments(add: AddArgument) -> None:
     """Flags of the sampler."""
+    from sana_streaming.config import COMPILE_MODES
+
     add("--step", type=int, help="sampling steps (default: 4 / 50 by mode)")
     add("--cfg_scale", type=float, help="classifier-free guidance, 1 is off (default: 1 / 6 by mode)")
     add("--flow_shift", type=float, help="sampler flow shift (default: the config's inference_flow_shift)")
     add("--seed", type=int, default=0, help="seed of the starting noise")
+    add(
+        "--compile",
+        choices=COMPILE_MODES,
+        help="DiT forwards: none (eager), graph (CUDA graphs), max (graphs + fused kernels; compiles for "
+        "a few seconds at the start); default: max on CUDA, none elsewhere",
+    )
     add(
         "--num_cached_blocks",
         type=int,
@@ -474,7 +482,7 @@ def _edit_options(plan: EditPlan, args: argparse.Namespace) -> EditOptions:
         height=plan.height, width=plan.width, steps=plan.steps, cfg_scale=plan.cfg_scale,
         flow_shift=args.flow_shift, seed=plan.seed, motion_score=args.motion_score,
         num_cached_blocks=args.num_cached_blocks, sink_token=plan.sink_token,
-        max_frames=args.max_frames, max_seconds=args.duration,
+        max_frames=args.max_frames, max_seconds=args.duration, compile=args.compile,
     )  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -168,6 +168,12 @@ class SchedulerConfig:
 Mode = Literal["bidirectional_short", "long_streaming"]
 
 
+# How the DiT's forwards run: eager, replayed from CUDA graphs, or graphs with fused kernels
+# (`models.dit.graphs.resolve_compile` picks the default per device).
+CompileMode = Literal["none", "graph", "max"]
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     """Run-time sampling settings of one mode (`ModePreset.sampler`, with an edit's overrides)."""
@@ -179,6 +185,7 @@ class SamplerConfig:
     base_chunk_frames: int = 3  # 24 // vae_stride[0]: latent frames per streaming chunk
     num_cached_blocks: int = 2
     sink_token: bool = True
+    compile: CompileMode | None = None  # the DiT's forwards; None: the fastest on the device
 
 
 # Source: NVlabs/Sana, docs/sana_streaming.md (the release's demo edits).

@@ -9,9 +9,11 @@ from fractions import Fraction
 from pathlib import Path
 
 from sana_streaming.config import (
+    COMPILE_MODES,
     MODE_PRESETS,
     RELEASE_HEIGHT,
     RELEASE_WIDTH,
+    CompileMode,
     SamplerConfig,
     SanaStreamingConfig,
     VAEConfig,
@@ -43,6 +45,8 @@ class EditOptions:
     sink_token: bool = True
     max_frames: int | None = None  # read at most this many source frames (a live source's end)
     max_seconds: float | None = None  # read at most this long, at the source's average frame rate
+    compile: CompileMode | None = None  # DiT forwards: "none" (eager), "graph" (CUDA graphs), "max" (graphs +
+    # fused kernels); None: the fastest on the device ("max" on CUDA, "none" elsewhere)
 
 
 @dataclass
@@ -74,6 +78,8 @@ def validate_options(options: EditOptions, mode: str, vae: VAEConfig | None = No
         raise OptionError("cfg_scale", f"must be >= 1, got {options.cfg_scale}")
     if options.cfg_scale not in (None, 1) and preset.chunked:
         raise OptionError("cfg_scale", f"must be 1 in {mode} (the release's streaming sampler has no CFG)")
+    if options.compile is not None and options.compile not in COMPILE_MODES:
+        raise OptionError("compile", f"must be one of {', '.join(COMPILE_MODES)}, got {options.compile!r}")
     smallest = smallest_frame_side(vae.vae_downsample_rate)
     for name in ("height", "width"):
         if getattr(options, name) < smallest:
@@ -97,6 +103,7 @@ def sampler_settings(options: EditOptions, mode: str, config: SanaStreamingConfi
         flow_shift=shift,
         num_cached_blocks=options.num_cached_blocks,
         sink_token=options.sink_token,
+        compile=options.compile,
     )
 
 

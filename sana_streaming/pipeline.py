@@ -29,6 +29,7 @@ from sana_streaming.conditioning import PromptPair, TextConditioning
 from sana_streaming.config import MODE_PRESETS, SamplerConfig, SanaStreamingConfig, load_config
 from sana_streaming.debug_files import SourceLatents, save_latent_file
 from sana_streaming.loading import load_models
+from sana_streaming.models.dit.graphs import resolve_compile
 from sana_streaming.models.text_encoder import TextEncoder
 from sana_streaming.models.vae import LTX2VAE, IncrementalDecoder
 from sana_streaming.options import EditOptions, EditResult, prompt_texts, sampler_settings
@@ -198,7 +199,7 @@ class SanaStreamingPipeline:
         run.streamer = streamer = ChunkStreamer.open(
             self.dit, conditioning, settings, latent_hw=feed.latent_hw, latent_frames=feed.latent_frames,
             device=self.device, dtype=self.dtype, noise=self._noise(feed, feed.latent_frames, generator),
-            generator=generator, record=run.record,
+            generator=generator, record=run.record, compile=resolve_compile(settings.compile, self.device),
         )  # fmt: skip
         run.noise_bytes = streamer.noise_bytes
         run.decoder = decoder = self.vae.incremental_decoder()

@@ -102,3 +102,9 @@ def probe(path: Path) -> dict[str, float | int | None]:
             samples = sum(frame.samples for frame in container.decode(stream))
             facts["audio_seconds"] = samples / stream.codec_context.sample_rate
     return facts
+
+
+def decoded_frames(path: Path) -> np.ndarray:
+    """Every video frame of `path` as RGB, (frames, H, W, 3) uint8."""
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])

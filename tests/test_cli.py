@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from helpers_hub import fake_hub_cache, stub_model_folders, use_cache
-from helpers_video import make_clip, probe
+from helpers_video import decoded_frames, make_clip, probe
 
 from sana_streaming.cli import main
 
@@ -317,3 +317,21 @@ def test_released_loading_path_offline_from_a_fake_hub_cache(workdir):
     assert done.returncode == 0, done.stderr
     info = probe(workdir / "outputs" / "09_style_transfer_source_long_streaming.mp4")
     assert (info["frames"], info["width"], info["height"]) == (33, 96, 64)
+
+
+def test_compile_modes_off_cuda_fall_back_to_the_same_eager_output(workdir, caplog):
+    """--compile graph/max on the CPU: one notice each, and the very edit of the eager default."""
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    assert main(tiny_args(src, "--num_frames", "all", "--no_audio", "--output_name", "none.mp4")) == 0
+    for mode in ("graph", "max"):
+        caplog.clear()
+        name = f"{mode}.mp4"
+        args = tiny_args(src, "--num_frames", "all", "--no_audio", "--output_name", name, "--compile", mode)
+        assert main(args) == 0
+        notices = [r.getMessage() for r in caplog.records if "needs a CUDA device" in r.getMessage()]
+        assert notices == [f"--compile {mode} needs a CUDA device; running the DiT eagerly on cpu"]
+        assert (
+            decoded_frames(workdir / "outputs" / name).tobytes()
+            == decoded_frames(workdir / "outputs" / "none.mp4").tobytes()
+        )

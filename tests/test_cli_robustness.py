@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers_hub import stub_model_folders, use_cache
-from helpers_video import make_clip
+from helpers_video import decoded_frames, make_clip
 
 from sana_streaming.cli import main
 
@@ -32,11 +32,6 @@ def tiny_args(video, *extra):
     return ["--config", "tiny_random", "--random_weights", "--device", "cpu", "--video_path", str(video),
             "--prompt", "make it blue", "--height", "64", "--width", "96", "--num_frames", "all",
             *extra]  # fmt: skip
-
-
-def decoded_frames(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -73,10 +73,14 @@ def test_tap_linear_uses_the_centre_tap_only():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter runs only without CUDA")
-@pytest.mark.parametrize("shape", [(2, 3, 5, 12), (1, 4, 11, 260)])  # ragged columns and channels
-def test_glu_conv_kernel_interpreted_matches_the_eager_ops(shape):
+@pytest.mark.parametrize("shape", [(2, 3, 5, 12), (1, 11, 11, 260), (1, 1, 3, 4)])  # ragged tiles, one row
+@pytest.mark.parametrize("rows", [32, 4])  # one program per frame column strip, or row groups
+def test_glu_conv_kernel_interpreted_matches_the_eager_ops(shape, rows, monkeypatch):
     pytest.importorskip("triton")
+    from sana_streaming.ops import glu_conv_triton as module
     from sana_streaming.ops.glu_conv_triton import glu_conv_triton
+
+    monkeypatch.setattr(module, "ROWS", rows)
 
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(shape, generator=gen)

@@ -13,64 +13,84 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-BLOCK_W = 8  # columns per program (a 1280-wide frame has 40 latent columns)
+BLOCK_W = 4  # columns per program (a 1280-wide frame has 40 latent columns)
 BLOCK_C = 64  # channels per program: 128 contiguous bytes of bf16 per row
+ROWS = 32  # output rows per program (a 704-high frame has 22: one program per column strip); splitting
+# a frame's rows over more programs measured slower on an H200 (halo rows read twice)
 
 
 @triton.jit
-def _taps(x_ptr, row_offs, cols, W, F, chans, cmask, w_ptr, dh: tl.constexpr, half: tl.constexpr):
-    """Σ_dw x[row, col + dw - 1, half·F + c] · w[half·F + c, dh, dw] over one input row, fp32."""
-    acc = tl.zeros((cols.shape[0], chans.shape[0]), dtype=tl.float32)
-    for dw in tl.static_range(3):
-        ww = cols + dw - 1
-        mask = ((ww >= 0) & (ww < W))[:, None] & cmask[None, :]
-        offs = (row_offs + ww.to(tl.int64))[:, None] * (2 * F) + (chans + half * F)[None, :]
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        w = tl.load(w_ptr + (chans + half * F) * 9 + (dh * 3 + dw), mask=cmask, other=0.0).to(tl.float32)
-        acc += x * w[None, :]
-    return acc
+def _row(x_ptr, row_offs, row_ok, cols, W, F, chans, cmask, half: tl.constexpr):
+    """One input row's three column neighbours (col - 1, col, col + 1) of channels half·F + c, fp32,
+    zero outside the frame (row_ok: the row exists, as a vector over the columns)."""
+    offs = (row_offs + cols.to(tl.int64))[:, None] * (2 * F) + (chans + half * F)[None, :]
+    cm = cmask[None, :]
+    left = (row_ok & (cols >= 1) & (cols <= W))[:, None] & cm
+    mid = (row_ok & (cols < W))[:, None] & cm
+    right = (row_ok & (cols + 1 < W))[:, None] & cm
+    x0 = tl.load(x_ptr + offs - 2 * F, mask=left, other=0.0).to(tl.float32)
+    x1 = tl.load(x_ptr + offs, mask=mid, other=0.0).to(tl.float32)
+    x2 = tl.load(x_ptr + offs + 2 * F, mask=right, other=0.0).to(tl.float32)
+    return x0, x1, x2
+
+
+@triton.jit
+def _kernel_row(w_ptr, chans, cmask, F, half: tl.constexpr, dh: tl.constexpr):
+    """The depthwise kernel's row dh (three taps) of channels half·F + c, fp32, as (1, BLOCK_C)."""
+    base = w_ptr + (chans + half * F) * 9 + dh * 3
+    w0 = tl.load(base, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    w1 = tl.load(base + 1, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    w2 = tl.load(base + 2, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    return w0, w1, w2
 
 
 @triton.jit
 def _glu_conv_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, H, W, F,
-    BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, ROWS: tl.constexpr,
 ):  # fmt: skip
-    """One column strip of one frame, all rows: y[r, h, w, c] = a · SiLU(g), a/g the depthwise conv
-    (zero padding) plus bias of channels c and F + c.
+    """One column strip of ROWS output rows of one frame: y[r, h, w, c] = a · SiLU(g), a/g the
+    depthwise conv (zero padding) plus bias of channels c and F + c.
 
-    The program walks the input rows once; input row i adds its kernel row dh to output row
-    i + 1 - dh, so three running accumulators (outputs i - 1, i, i + 1) see each input element
-    loaded three times (once per column tap, from L1) instead of nine."""
-    frame = tl.program_id(0)  # over B·T
+    The program walks its input rows (one halo row each side) once, loading each row's three column
+    neighbours once; input row i adds kernel row dh to output row i + 1 - dh, so three running sums
+    (outputs i - 1, i and i + 1) read every input element about once instead of nine times."""
+    frame = tl.program_id(0) // tl.cdiv(H, ROWS)  # over B·T · row groups
+    first = (tl.program_id(0) % tl.cdiv(H, ROWS)) * ROWS
     cols = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
     chans = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = chans < F
     out_mask = (cols < W)[:, None] & cmask[None, :]
     bias_a = tl.load(b_ptr + chans, mask=cmask, other=0.0).to(tl.float32)[None, :]
     bias_g = tl.load(b_ptr + chans + F, mask=cmask, other=0.0).to(tl.float32)[None, :]
-    # running sums for outputs i - 1 (prev) and i (cur), before input row i
+    a00, a01, a02 = _kernel_row(w_ptr, chans, cmask, F, 0, 0)
+    a10, a11, a12 = _kernel_row(w_ptr, chans, cmask, F, 0, 1)
+    a20, a21, a22 = _kernel_row(w_ptr, chans, cmask, F, 0, 2)
+    g00, g01, g02 = _kernel_row(w_ptr, chans, cmask, F, 1, 0)
+    g10, g11, g12 = _kernel_row(w_ptr, chans, cmask, F, 1, 1)
+    g20, g21, g22 = _kernel_row(w_ptr, chans, cmask, F, 1, 2)
+    # running sums of outputs i - 1 (prev) and i (cur), before input row i
     prev_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
     prev_g = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
     cur_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
     cur_g = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-    for i in range(0, H):
+    for i in range(first - 1, tl.minimum(first + ROWS + 1, H + 1)):
         row_offs = (frame * H + i).to(tl.int64) * W
-        prev_a += _taps(x_ptr, row_offs, cols, W, F, chans, cmask, w_ptr, 2, 0)
-        prev_g += _taps(x_ptr, row_offs, cols, W, F, chans, cmask, w_ptr, 2, 1)
-        if i > 0:  # output i - 1 is complete
+        row = tl.full((BLOCK_W,), i, tl.int32)  # a vector: the interpreter's masks need one
+        row_ok = (row >= 0) & (row < H)
+        xa0, xa1, xa2 = _row(x_ptr, row_offs, row_ok, cols, W, F, chans, cmask, 0)
+        xg0, xg1, xg2 = _row(x_ptr, row_offs, row_ok, cols, W, F, chans, cmask, 1)
+        prev_a += xa0 * a20 + xa1 * a21 + xa2 * a22
+        prev_g += xg0 * g20 + xg1 * g21 + xg2 * g22
+        if (i > first) & (i <= H):  # output i - 1 (one of this program's rows) is complete
             a = prev_a + bias_a
             g = prev_g + bias_g
             out = (row_offs - W + cols.to(tl.int64))[:, None] * F + chans[None, :]
             tl.store(y_ptr + out, (a * (g * tl.sigmoid(g))).to(y_ptr.dtype.element_ty), mask=out_mask)
-        prev_a = cur_a + _taps(x_ptr, row_offs, cols, W, F, chans, cmask, w_ptr, 1, 0)
-        prev_g = cur_g + _taps(x_ptr, row_offs, cols, W, F, chans, cmask, w_ptr, 1, 1)
-        cur_a = _taps(x_ptr, row_offs, cols, W, F, chans, cmask, w_ptr, 0, 0)
-        cur_g = _taps(x_ptr, row_offs, cols, W, F, chans, cmask, w_ptr, 0, 1)
-    a = prev_a + bias_a  # the last row: no input row below it
-    g = prev_g + bias_g
-    out = ((frame * H + H - 1).to(tl.int64) * W + cols.to(tl.int64))[:, None] * F + chans[None, :]
-    tl.store(y_ptr + out, (a * (g * tl.sigmoid(g))).to(y_ptr.dtype.element_ty), mask=out_mask)
+        prev_a = cur_a + xa0 * a10 + xa1 * a11 + xa2 * a12
+        prev_g = cur_g + xg0 * g10 + xg1 * g11 + xg2 * g12
+        cur_a = xa0 * a00 + xa1 * a01 + xa2 * a02
+        cur_g = xg0 * g00 + xg1 * g01 + xg2 * g02
 
 
 def glu_conv_triton(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -84,8 +104,8 @@ def glu_conv_triton(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         )
     F = C2 // 2
     y = torch.empty((R, H, W, F), device=x.device, dtype=x.dtype)
-    grid = (R, triton.cdiv(W, BLOCK_W), triton.cdiv(F, BLOCK_C))
+    grid = (R * triton.cdiv(H, ROWS), triton.cdiv(W, BLOCK_W), triton.cdiv(F, BLOCK_C))
     _glu_conv_kernel[grid](
-        x, weight.contiguous(), bias.contiguous(), y, H, W, F, BLOCK_W=BLOCK_W, BLOCK_C=BLOCK_C
+        x, weight.contiguous(), bias.contiguous(), y, H, W, F, BLOCK_W=BLOCK_W, BLOCK_C=BLOCK_C, ROWS=ROWS
     )
     return y

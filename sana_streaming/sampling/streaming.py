@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 
 from sana_streaming.conditioning import TextConditioning
-from sana_streaming.config import SamplerConfig
+from sana_streaming.config import CompileMode, SamplerConfig
 from sana_streaming.errors import EditError, SourceTooShortError
 from sana_streaming.models.dit import StreamingState
-from sana_streaming.models.dit.graphs import CompileMode, StreamForward
+from sana_streaming.models.dit.graphs import StreamForward
 from sana_streaming.models.dit.model import SanaStreamingDiT
 
 # Source: NVlabs/Sana, diffusion/scheduler/sana_streaming_sampler.py (hard-coded distilled timesteps).

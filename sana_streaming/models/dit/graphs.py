@@ -23,19 +23,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
+from sana_streaming.config import COMPILE_MODES, CompileMode
 from sana_streaming.models.dit.cache import StreamingState
 from sana_streaming.models.dit.cross_attention import TextCache
 from sana_streaming.models.dit.model import SanaStreamingDiT
 
 logger = logging.getLogger(__name__)
-
-CompileMode = Literal["none", "graph", "max"]
-COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 
 
 def resolve_compile(mode: str | None, device: torch.device) -> CompileMode:
