@@ -1,5 +1,6 @@
 """Render benchmarks/RESULTS.md from the JSON files in benchmarks/results/ (written by
-`benchmarks/dit_forward.py` and `sana-streaming bench`). Run after copying new results in:
+`benchmarks/dit_forward.py`, `benchmarks/dit_stream.py` and `sana-streaming bench`). Run after copying
+new results in:
 
     python benchmarks/render_results.py
 """
@@ -24,11 +25,32 @@ def dit_rows(name: str, data: dict) -> list[str]:
     return rows
 
 
+def stream_rows(name: str, data: dict) -> list[str]:
+    rows = []
+    for mode, r in data["modes"].items():
+        prof = r["forward_profile"]
+        rows.append(
+            f"| {name} | {mode} | {r['steady_chunk_ms']:.1f} | {r['dit_fps']:.1f} | "
+            f"{r['achieved_tflops']:.0f} | {prof['launches']} | {prof['gpu_busy_ms']:.1f} | "
+            f"{r['peak_gib']:.2f} | {max(r['relative_error_vs_eager']):.1e} |"
+        )
+    return rows
+
+
+def bidirectional_rows(name: str, data: dict) -> list[str]:
+    b = data.get("bidirectional")
+    if not b:
+        return []
+    return [f"| {name} | {b['latent_frames']} | {b['steps']} | {b['cfg_scale']:g} | {b['eager_s']:.2f} | "
+            f"{b['fused_s']:.2f} |"]  # fmt: skip
+
+
 def bench_rows(name: str, data: dict) -> list[str]:
     m = data["median"]
     stages = " / ".join(f"{m[k]:.1f}" for k in ("encode_s", "dit_s", "decode_s", "write_s", "other_s"))
     return [
-        f"| {name} | {data['mode']}, x264 {data.get('x264_preset', 'medium')} | "  # medium before the flag
+        f"| {name} | {data['mode']}, x264 {data.get('x264_preset', 'medium')}, "  # medium before the flag
+        f"compile {data.get('compile') or 'default'} | "
         f"{data['frames']} @ {data['size'][0]}x{data['size'][1]} | "
         f"{m['wall_s']:.1f} | {stages} | {data['fps_end_to_end']:.1f} | {data['fps_dit']:.1f} | "
         f"{data['peak_gib']:.1f} |"
@@ -44,7 +66,7 @@ def preset_rows(name: str, data: dict) -> list[str]:
 
 
 def main() -> None:
-    dit, bench, presets = [], [], []
+    dit, stream, bidirectional, bench, presets = [], [], [], [], []
     for path in sorted((HERE / "results").glob("*.json")):
         data = json.loads(path.read_text())
         if "presets" in data:  # benchmarks/x264_presets.py (CPU only)
@@ -52,6 +74,10 @@ def main() -> None:
             continue
         device = data.get("gpu") or data.get("device")
         label = f"{path.stem} ({device}, torch {data['torch']})"
+        if "modes" in data:  # benchmarks/dit_stream.py
+            stream.extend(stream_rows(label, data))
+            bidirectional.extend(bidirectional_rows(label, data))
+            continue
         (dit if "backends" in data else bench).extend(
             dit_rows(label, data) if "backends" in data else bench_rows(label, data)
         )
@@ -69,6 +95,23 @@ def main() -> None:
         "| run | GDN backend | median ms | min ms | peak GiB |",
         "|---|---|---|---|---|",
         *dit,
+        "",
+        "## The DiT streaming a 1280x704 edit (`benchmarks/dit_stream.py`, random weights, bf16)",
+        "",
+        "Steady chunk: the median push of 3 latent frames (24 video frames: 4 denoise forwards and the "
+        "previous chunk's clean pass) after every forward kind has been captured; compile modes in one "
+        "process. TFLOP/s counts PyTorch's FLOPs of 5 forwards; launches and kernel ms are one steady "
+        "forward's; the error is the largest relative difference of a chunk's latents from eager.",
+        "",
+        "| run | compile | steady chunk ms | DiT FPS | TFLOP/s | launches | kernel ms | peak GiB | rel err |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *stream,
+        "",
+        "One bidirectional sample (81 frames, flow DPM-Solver, CFG), op by op and with the fused kernels:",
+        "",
+        "| run | latent frames | steps | CFG | op by op s | fused s |",
+        "|---|---|---|---|---|---|",
+        *bidirectional,
         "",
         "## Whole edits (`sana-streaming bench`, random weights, synthetic clip)",
         "",

@@ -99,6 +99,7 @@ def _report(args: argparse.Namespace, device: torch.device, runs: list[dict]) ->
         "size": [args.height, args.width],
         "frames": out_frames,
         "x264_preset": args.x264_preset,
+        "compile": args.compile,
         "repeats": args.repeats,
         "median": median,
         "fps_end_to_end": out_frames / median["wall_s"],

@@ -188,7 +188,8 @@ def _add_sampling_arguments(add: AddArgument) -> None:
         "--compile",
         choices=COMPILE_MODES,
         help="DiT forwards: none (eager), graph (CUDA graphs), max (graphs + fused kernels; compiles for "
-        "a few seconds at the start); default: max on CUDA, none elsewhere",
+        "a few seconds per new chunk shape: it pays off on long and live runs); default: graph on CUDA, "
+        "none elsewhere",
     )
     add(
         "--num_cached_blocks",

@@ -46,7 +46,7 @@ class EditOptions:
     max_frames: int | None = None  # read at most this many source frames (a live source's end)
     max_seconds: float | None = None  # read at most this long, at the source's average frame rate
     compile: CompileMode | None = None  # DiT forwards: "none" (eager), "graph" (CUDA graphs), "max" (graphs +
-    # fused kernels); None: the fastest on the device ("max" on CUDA, "none" elsewhere)
+    # fused kernels); None: "graph" on CUDA, "none" elsewhere (`resolve_compile`)
 
 
 @dataclass

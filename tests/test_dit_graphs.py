@@ -19,8 +19,8 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 
 def test_default_compile_mode_follows_the_device(caplog):
     assert resolve_compile(None, torch.device("cpu")) == "none"
-    assert resolve_compile(None, torch.device("cuda")) == "max"
-    assert resolve_compile("graph", torch.device("cuda")) == "graph"
+    assert resolve_compile(None, torch.device("cuda")) == "graph"
+    assert resolve_compile("max", torch.device("cuda")) == "max"
     assert resolve_compile("none", torch.device("cuda")) == "none"
     assert not caplog.records  # defaults never warn
 

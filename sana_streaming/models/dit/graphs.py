@@ -37,8 +37,10 @@ logger = logging.getLogger(__name__)
 
 def resolve_compile(mode: str | None, device: torch.device) -> CompileMode:
     """The compile mode a stream on `device` runs: `mode` itself, or by default the fastest that works
-    there ("max" on CUDA, "none" elsewhere). Asking for graphs or fusion off CUDA falls back with one
-    notice."""
+    there: "graph" on CUDA (bit-identical to eager and faster from the first chunks on), "none"
+    elsewhere. "max" is faster per chunk (134 vs 175 ms on an H200) but compiles its fused kernels for
+    seconds per new chunk shape, which a 241-frame edit did not earn back (benchmarks/RESULTS.md), so
+    it is asked for. Asking for graphs or fusion off CUDA falls back with one notice."""
     if mode is not None and mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile mode {mode!r}; expected one of {', '.join(COMPILE_MODES)}")
     if mode == "none" or (mode is None and device.type != "cuda"):
@@ -46,7 +48,7 @@ def resolve_compile(mode: str | None, device: torch.device) -> CompileMode:
     if device.type != "cuda":
         logger.warning("--compile %s needs a CUDA device; running the DiT eagerly on %s", mode, device)
         return "none"
-    return "max" if mode is None else mode  # type: ignore[return-value]
+    return "graph" if mode is None else mode  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,10 @@ _DERIVED = WeakIdKeyDictionary()  # weight → {name: ((data_ptr, version), deri
 def derived_weight(weight: Tensor, name: str, derive: Callable[[Tensor], Tensor]) -> Tensor:
     """`derive(weight)` (e.g. a contiguous copy of a strided tap), computed once and kept while the
     weight lives, instead of on every call; recomputed when the weight's storage or in-place version
-    changes (a new checkpoint loaded into it)."""
+    changes (a new checkpoint loaded into it). An inference tensor (made under `inference_mode`) has no
+    version counter, so its derivation is not cached."""
+    if weight.is_inference():
+        return derive(weight)
     entries = _DERIVED.setdefault(weight, {})
     stamp = (weight.data_ptr(), weight._version)
     hit = entries.get(name)
