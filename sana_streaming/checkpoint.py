@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 _TAP_KEYS = ("attn.q.weight", "attn.k.weight")
 # Buffers a checkpoint may omit (zero and unused, docs/model.md).
 OPTIONAL_KEYS = frozenset({"pos_embed"})
+# The global torch's weights-only unpickler refused, in its error text ("... GLOBAL posix.system ...").
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 class CheckpointError(RuntimeError):
@@ -63,6 +66,26 @@ def unwrap_state_dict(obj: object) -> dict[str, Tensor]:
     return state
 
 
+def load_weights_only(path: str | os.PathLike) -> object:
+    """`torch.load(path, weights_only=True)` on the CPU, without torch's "Detected pickle protocol"
+    warning (a raw pickle, not a `torch.save` zip, triggers it; the refusal says enough). A file that
+    needs more than tensors and plain containers raises `pickle.UnpicklingError`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def refusal_reason(exc: pickle.UnpicklingError) -> str:
+    """Our one-line reason for a weights-only refusal: torch's own text is long and suggests
+    `weights_only=False`, the unsafe load, so only the blocked global (if torch names one) is kept."""
+    found = _BLOCKED_GLOBAL.search(str(exc))
+    what = f"{found.group(1)}, code" if found else "Python objects, code"
+    return (
+        f"not a plain tensor checkpoint (it references {what} that would run when loaded); "
+        "use a .safetensors copy from a trusted source"
+    )
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read and unwrap a `.safetensors` or `.pth`/`.pt` checkpoint on the CPU."""
     path = Path(path)
@@ -75,12 +98,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"cannot read {path}: {exc}") from exc
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_weights_only(path)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"refusing {path}: it is not a plain tensor checkpoint (weights-only loading failed: "
-            f"{str(exc).splitlines()[0]})"
-        ) from exc
+        raise CheckpointError(f"refusing {path}: {refusal_reason(exc)}") from exc
     except Exception as exc:  # the unpickler fails on arbitrary bytes with many error types
         raise CheckpointError(f"cannot read {path} (truncated or not a checkpoint): {exc}") from exc
     return unwrap_state_dict(obj)

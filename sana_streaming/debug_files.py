@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sana_streaming.checkpoint import load_weights_only, refusal_reason
 from sana_streaming.conditioning import PromptPair, TextConditioning
 from sana_streaming.errors import EditError
 from sana_streaming.files import make_temp_beside, publish
@@ -53,9 +54,9 @@ def _load_debug_file(path: str | Path) -> object:
     """`torch.load` with weights only; anything unreadable (text, truncated, a pickle carrying code)
     becomes one `DebugFileError`."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_weights_only(path)
     except pickle.UnpicklingError as exc:
-        raise DebugFileError(f"{path}: refused, not a plain tensor file (weights-only load)") from exc
+        raise DebugFileError(f"{path}: refused, {refusal_reason(exc)}") from exc
     except Exception as exc:  # the unpickler fails on arbitrary bytes with many error types
         raise DebugFileError(f"{path}: not a torch tensor file ({type(exc).__name__}: {exc})") from exc
 

@@ -18,6 +18,7 @@ from typing import TextIO
 
 from sana_streaming.config import TEXT_ENCODER_TABLE, ConfigError, SanaStreamingConfig, TextEncoderConfig
 from sana_streaming.hub import (
+    LOGIN_HINT,
     HubError,
     Source,
     find_cached,
@@ -25,6 +26,7 @@ from sana_streaming.hub import (
     missing_command,
     parse_hf_uri,
     resolve,
+    with_login_hint,
 )
 
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")  # a bare hub repo id, "owner/repo", as the release passes them
@@ -133,9 +135,11 @@ def report_missing(statuses: Sequence[NeedStatus], stream: TextIO | None = None)
         print(f"{command}  # {what}" if command else f"missing: {what} does not exist", file=stream)
     if missing:
         raise HubError(
-            f"{len(missing)} of {len(statuses)} needed files or folders are not in the local hub cache "
-            "or on disk (listed above, each hub item with its hf download command); a run without "
-            "HF_HUB_OFFLINE=1 downloads hub items on first use"
+            with_login_hint(
+                f"{len(missing)} of {len(statuses)} needed files or folders are not in the local hub "
+                "cache or on disk (listed above, each hub item with its hf download command); a run "
+                "without HF_HUB_OFFLINE=1 downloads hub items on first use"
+            )
         )
 
 
@@ -151,8 +155,11 @@ def resolve_needs(needs: Sequence[Need]) -> dict[str, Path]:
             errors.append(str(exc))
     if len(errors) == 1:
         raise HubError(errors[0])
-    if errors:
-        raise HubError(f"{len(errors)} needed files or folders are not available: " + " | ".join(errors))
+    if errors:  # the login hint once at the end, not after each error
+        hint = f"; {LOGIN_HINT}"
+        joined = " | ".join(error.removesuffix(hint) for error in errors)
+        message = f"{len(errors)} needed files or folders are not available: {joined}"
+        raise HubError(with_login_hint(message) if any(e.endswith(hint) for e in errors) else message)
     return found
 
 

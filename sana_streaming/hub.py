@@ -54,6 +54,16 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SPECIAL_REF = re.compile(r"refs/(?:pr/\d+|convert/[\w.-]+)")
 
 
+# The last words of every error for something not cached: a gated repo (the Gemma text encoder)
+# downloads only once logged in, and an offline run cannot find that out from the hub.
+LOGIN_HINT = "gated repos need `hf auth login` first"
+
+
+def with_login_hint(message: str) -> str:
+    """`message` ending with `LOGIN_HINT`."""
+    return f"{message}; {LOGIN_HINT}"
+
+
 class HubError(RuntimeError):
     """A path could not be resolved to a local file or folder."""
 
@@ -305,9 +315,11 @@ def _resolve_folder(hub_path: HubPath, source: Source) -> Path:
     missing = missing_files(folder, source.required)
     if missing:  # offline, snapshot_download returns whatever part of the snapshot is cached
         raise HubError(
-            f"{hub_path.uri}: neither the repo nor the local hub cache has {', '.join(missing)} in this "
-            f"folder; fetch it with: {download_command(hub_path, 'folder', source.allow_patterns)} "
-            f"(then HF_HUB_OFFLINE=1 reads it from the cache without the network)"
+            with_login_hint(
+                f"{hub_path.uri}: neither the repo nor the local hub cache has {', '.join(missing)} in "
+                f"this folder; fetch it with: {download_command(hub_path, 'folder', source.allow_patterns)}"
+                " (then HF_HUB_OFFLINE=1 reads it from the cache without the network)"
+            )
         )
     return folder
 
@@ -348,14 +360,16 @@ def _not_cached(hub_path: HubPath, source: Source, partial: Path | None = None) 
             f"only partly in the local hub cache (no {', '.join(missing_files(partial, source.required))})"
         )
     if huggingface_hub.constants.HF_HUB_OFFLINE:
-        return HubError(
+        message = (
             f"{hub_path.uri} is {where} and HF_HUB_OFFLINE=1 allows no download; fetch it with: {command} "
             "(or unset HF_HUB_OFFLINE to download it on first use)"
         )
-    return HubError(
-        f"{hub_path.uri} is {where} and the hub cannot be reached (no connection); fetch it where there "
-        f"is one with: {command} (with everything cached, HF_HUB_OFFLINE=1 skips the network)"
-    )
+    else:
+        message = (
+            f"{hub_path.uri} is {where} and the hub cannot be reached (no connection); fetch it where "
+            f"there is one with: {command} (with everything cached, HF_HUB_OFFLINE=1 skips the network)"
+        )
+    return HubError(with_login_hint(message))
 
 
 def _folder_patterns(subpath: str, allow_patterns: Sequence[str] | None) -> list[str] | None:
@@ -374,6 +388,7 @@ def _auth_message(hub_path: HubPath, what: str) -> str:
 
 
 __all__ = [
+    "LOGIN_HINT",
     "HubError",
     "HubPath",
     "Source",
@@ -386,4 +401,5 @@ __all__ = [
     "parse_hf_uri",
     "resolve",
     "resolve_path",
+    "with_login_hint",
 ]

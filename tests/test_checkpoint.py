@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -130,6 +131,27 @@ def test_pickle_with_code_payload_is_refused(tmp_path):
     with open(path, "wb") as f:
         pickle.dump({"weight": Payload()}, f)
     with pytest.raises(CheckpointError, match="refusing"):
+        read_state_dict(path)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_refusal_is_short_quiet_and_never_advises_weights_only_false(tmp_path, protocol):
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"state_dict": Payload()}, protocol=protocol))  # a raw pickle, no zip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match="refusing") as info:
+            read_state_dict(path)
+    assert [str(w.message) for w in caught] == []  # torch's "Detected pickle protocol 4" included
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 250, message
+    assert "weights_only" not in message and "False" not in message and "will likely succeed" not in message
+
+
+def test_refusal_names_the_blocked_global(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"w": torch.ones(2), "f": Payload()}, path)  # a torch.save zip holding a code reference
+    with pytest.raises(CheckpointError, match=r"refusing .*evil\.pth.*(posix|os)\.system"):
         read_state_dict(path)
 
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import av
@@ -153,6 +154,56 @@ def test_bad_debug_files_exit_1_with_one_line(workdir, capsys, flag, content):
     assert "debug.pt" in line
     if content == "pickle_payload":
         assert "refused" in line
+
+
+class _Touch:
+    """A pickled payload that would create `marker` when unpickled without weights-only loading."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def write_plain_pickle(path: Path, marker: Path) -> None:
+    """A raw protocol-4 pickle (not a torch.save zip) with a code payload, as in the QA finding."""
+    path.write_bytes(pickle.dumps({"state_dict": _Touch(marker)}, protocol=4))
+
+
+def test_plain_pickle_refusal_is_exactly_one_stderr_line(workdir):
+    # a fresh interpreter, so Python's default warning filters print torch's warning if it escapes
+    evil, marker = workdir / "evil.pt", workdir / "PWNED"
+    write_plain_pickle(evil, marker)
+    command = [sys.executable, "-m", "sana_streaming", "convert", str(evil), str(workdir / "out.safetensors")]
+    done = subprocess.run(command, env=ENV, cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    line = done.stderr.strip()
+    assert line.startswith("sana-streaming: error: refusing") and "evil.pt" in line
+    assert "weights_only" not in line and "False" not in line and len(line) < 250, line
+    assert not marker.exists() and not (workdir / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("flag", ["--model_path", "--input_text_embed_path"])
+def test_plain_pickle_refusal_warns_nothing_and_gives_no_unsafe_advice(workdir, capsys, monkeypatch, flag):
+    stub_model_folders(workdir / "hub")
+    use_cache(monkeypatch, workdir / "hub", offline=True)
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=16)
+    evil, marker = workdir / "evil.pt", workdir / "PWNED"
+    write_plain_pickle(evil, marker)
+    args = tiny_args(src)
+    if flag == "--model_path":
+        args.remove("--random_weights")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*args, flag, str(evil)]) == 1
+    assert [str(w.message) for w in caught if "pickle" in str(w.message)] == []
+    line = one_error_line(capsys.readouterr().err)
+    assert "evil.pt" in line and "refus" in line
+    assert "weights_only" not in line and "False" not in line and len(line) < 250, line
+    assert not marker.exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

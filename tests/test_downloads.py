@@ -121,6 +121,23 @@ def test_resolve_needs_names_everything_missing(cache: Path) -> None:
     assert found["model_path"].read_bytes() == b"dit" and found["video_path"].read_bytes() == b"video"
 
 
+def test_missing_summaries_say_hf_auth_login_once(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The gated Gemma repo needs `hf auth login`: the missing-files summary and the combined
+    resolve error each carry the hint once, however many items are missing."""
+    needs = edit_needs(load_config("sana_streaming_2b_720p"), model_path=DIT, video_path=VIDEO)
+    with pytest.raises(HubError) as listed:
+        report_missing(check_needs(needs))
+    assert len(capsys.readouterr().err.splitlines()) == 2  # the hf download lines, no hint among them
+    with pytest.raises(HubError) as resolved:
+        resolve_needs(needs)
+    for message in (str(listed.value), str(resolved.value)):
+        assert message.count("hf auth login") == 1 and "HF_HUB_OFFLINE=1" in message and "\n" not in message
+    single = needs[:1] + [need for need in needs if need.key == "vae"]
+    with pytest.raises(HubError) as one:
+        resolve_needs(single)
+    assert str(one.value).count("hf auth login") == 1
+
+
 def dry_run(tmp_path: Path, *flags: str) -> list[str]:
     return ["--dry_run", "--output_dir", str(tmp_path / "out"), *flags]
 

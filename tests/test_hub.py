@@ -174,6 +174,32 @@ def test_offline_mode_empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert "HF_HUB_OFFLINE=1" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_every_offline_error_names_hf_hub_offline_and_hf_auth_login(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 7: a gated repo (the Gemma text encoder) downloads only after `hf auth login`, so every
+    error for something not cached says so, beside HF_HUB_OFFLINE=1, still on one line."""
+    messages = []
+    for source in [
+        Source("hf://owner/repo@v2/dit/model.pth"),
+        Source("hf://owner/other/vae", "folder"),
+        Source("hf://owner/repo/vae", "folder", required=("config.json", "*.bin")),  # only partly cached
+        Source("hf://Efficient-Large-Model/gemma-2-2b-it", "folder"),
+    ]:
+        with pytest.raises(HubError) as err:
+            resolve(source)
+        messages.append(str(err.value))
+    use_cache(monkeypatch, cache, offline=False)
+    with fake_network(monkeypatch, no_connection):
+        with pytest.raises(HubError) as err:
+            resolve_path("hf://owner/other/dit/x.pth")
+        messages.append(str(err.value))
+    assert "only partly in the local hub cache (no *.bin)" in messages[2]
+    assert "cannot be reached" in messages[-1]
+    for message in messages:
+        assert "HF_HUB_OFFLINE=1" in message and "hf auth login" in message and "\n" not in message, message
+
+
 def test_no_connection_fails_fast_and_the_process_stays_offline(
     cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
