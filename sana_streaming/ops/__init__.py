@@ -1,7 +1,6 @@
 """Kernels behind dispatch functions, with PyTorch fallbacks.
 
-`gdn_core` is the one entry point of the GDN layers; `glu_conv` the fused FFN convolution of the DiT's
-fused forwards (Triton on CUDA, PyTorch elsewhere). `backend="auto"` takes the fused Triton kernel
+`gdn_core` is the one entry point of the GDN layers. `backend="auto"` takes the fused Triton kernel
 when it is installed and the tensors live on a CUDA device, and the PyTorch path otherwise;
 `"triton"` raises instead of falling back (so tests prove the kernel ran); `"torch"` forces the
 reference path, which `"auto"` also takes for float64 tensors. The DiT fixes it at build time:
@@ -13,7 +12,6 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from sana_streaming.ops.gdn_reference import GDNInputs, GDNState, gdn_core_torch
@@ -27,7 +25,6 @@ __all__ = [
     "KernelUnavailableError",
     "check_backend",
     "gdn_core",
-    "glu_conv",
     "triton_gdn_available",
 ]
 
@@ -78,19 +75,3 @@ def gdn_core(
     if backend == "triton" and not on_cuda:
         raise KernelUnavailableError("the Triton GDN kernels need CUDA tensors")
     return gdn_core_triton(inputs, state=state, update_state=update_state)
-
-
-def glu_conv(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """The FFN's depthwise 3x3 convolution (zero padding) with bias, then the GLU a · SiLU(g) of its
-    two channel halves. x: (R, H, W, 2F) channels last; weight (2F, 1, 3, 3); bias (2F,). Returns
-    (R, H, W, F): one Triton kernel on CUDA (`glu_conv_triton`), PyTorch's ops elsewhere."""
-    if x.is_cuda and x.dtype != torch.float64:
-        try:
-            from sana_streaming.ops.glu_conv_triton import glu_conv_triton
-        except ImportError:
-            pass
-        else:
-            return glu_conv_triton(x, weight, bias)
-    h = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=1, groups=x.shape[-1])  # (R, 2F, H, W)
-    a, g = h.permute(0, 2, 3, 1).chunk(2, dim=-1)  # (R, H, W, F) each
-    return a * F.silu(g)

@@ -5,7 +5,7 @@ kernels, each a full pass over a (B, N, C) activation; at 1280x704 they and the 
 glue take ~20 of a streaming forward's 35 ms on an H200, against ~14 ms of GEMMs. `BlockKernels`
 names that work once; `EAGER` runs it op by op (the release's rounding, every intermediate in the
 activation dtype), `fused_kernels()` as one compiled kernel per function (torch.compile / inductor:
-fp32 inside, rounded once) plus the Triton FFN kernel of `ops.glu_conv`. The fused set needs CUDA
+fp32 inside, rounded once) plus the Triton FFN kernel of `ops.glu_conv_triton`. The fused set needs CUDA
 and a compiler toolchain; `--compile max` selects it.
 """
 
@@ -19,17 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sana_streaming.models.dit.layers import derived_weight
+from sana_streaming.models.dit.layers import derived_weight, modulate
 from sana_streaming.models.dit.rope import RopeTables, apply_rope
 from sana_streaming.numerics import rms_normalise
-from sana_streaming.ops import glu_conv
 
 LN_EPS = 1e-6  # the blocks' LayerNorm (no affine), as the release
 
 
 def ln_modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """LayerNorm, then adaLN: LN(x)·(1 + scale) + shift. x: (B, N, C); shift, scale: (B, 1, C)."""
-    return F.layer_norm(x, x.shape[-1:], eps=LN_EPS) * (1 + scale) + shift
+    return modulate(F.layer_norm(x, x.shape[-1:], eps=LN_EPS), shift, scale)
 
 
 def gated_add(x: Tensor, gate: Tensor, y: Tensor) -> Tensor:
@@ -76,7 +75,10 @@ def temporal_conv(p: Tensor, left: Tensor, weight: Tensor) -> Tensor:
 
 
 def glu_conv_fused(x: Tensor, conv: torch.nn.Conv2d) -> Tensor:
-    return glu_conv(x, conv.weight, conv.bias)
+    """`glu_conv_eager` as one Triton kernel (CUDA)."""
+    from sana_streaming.ops.glu_conv_triton import glu_conv_triton  # Triton: imported when first used
+
+    return glu_conv_triton(x, conv.weight, conv.bias)
 
 
 def prepared_temporal_conv(
@@ -100,10 +102,9 @@ class BlockKernels:
     norm_rope: Callable[[Tensor, Tensor, float, int, Tensor, Tensor], Tensor]
     glu_conv: Callable[[Tensor, torch.nn.Conv2d], Tensor]
     temporal_conv: Callable[[Tensor, Tensor, Tensor], Tensor]
-    fused: bool
 
 
-EAGER = BlockKernels(ln_modulate, gated_add, rms_norm, norm_rope, glu_conv_eager, temporal_conv, fused=False)
+EAGER = BlockKernels(ln_modulate, gated_add, rms_norm, norm_rope, glu_conv_eager, temporal_conv)
 
 
 @functools.cache
@@ -120,5 +121,4 @@ def fused_kernels() -> BlockKernels:
         compiled(norm_rope),
         glu_conv_fused,
         prepared_temporal_conv(compiled(temporal_conv_taps)),
-        fused=True,
     )
