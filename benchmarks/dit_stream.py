@@ -57,6 +57,7 @@ def gemm_rates(tokens: int, hidden: int, ffn_hidden: int, repeats: int) -> dict[
     rates = {}
     for name, n_out, k in (
         ("C->C", hidden, hidden),
+        ("C->4C", 4 * hidden, hidden),  # the stacked q/k/v/gate projections of --compile max
         ("C->2F", 2 * ffn_hidden, hidden),
         ("F->C", hidden, ffn_hidden),
     ):

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from sana_streaming.models.dit.kernels import (
-    glu_conv_eager,
+    STACK_ROWS,
     prepared_temporal_conv,
+    silu_glu_conv_eager,
+    stacked_projections,
     temporal_conv,
     temporal_conv_taps,
 )
@@ -53,11 +55,32 @@ def test_derived_weight_is_computed_once_per_version():
         calls.append(1)
         return w[:, :, 1].contiguous()
 
-    first = derived_weight(weight, "tap", derive)
-    assert derived_weight(weight, "tap", derive) is first and len(calls) == 1
+    first = derived_weight((weight,), "tap", derive)
+    assert derived_weight((weight,), "tap", derive) is first and len(calls) == 1
     weight.add_(1)
-    torch.testing.assert_close(derived_weight(weight, "tap", derive), weight[:, :, 1])
+    torch.testing.assert_close(derived_weight((weight,), "tap", derive), weight[:, :, 1])
     assert len(calls) == 2
+
+
+def test_stacked_projections_equal_the_separate_layers_and_follow_every_weight():
+    """q/k/v/gate/β as one GEMM: each view equals its layer's own output (float64), the stack's rows
+    are padded to 16-byte-aligned outputs, and a change to any stacked weight or bias is picked up."""
+    gen = torch.Generator().manual_seed(4)
+    layers = (TapLinear(24, 24, taps=3), torch.nn.Linear(24, 24, bias=False), torch.nn.Linear(24, 24),
+              torch.nn.Linear(24, 3))  # fmt: skip
+    for layer in layers:
+        for param in layer.parameters():
+            with torch.no_grad():
+                param.copy_(torch.randn(param.shape, generator=gen))
+    layers = tuple(layer.double() for layer in layers)
+    x = torch.randn(2, 5, 24, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        stacked = stacked_projections(x, layers)
+        assert stacked[0].stride(1) % STACK_ROWS == 0  # one (2, 5, 128) output underneath
+        for got, layer in zip(stacked, layers, strict=True):
+            torch.testing.assert_close(got, layer(x), rtol=1e-12, atol=1e-12)
+        layers[3].bias.mul_(-1)  # the last layer's bias, in place
+        torch.testing.assert_close(stacked_projections(x, layers)[3], layers[3](x), rtol=1e-12, atol=1e-12)
 
 
 def test_tap_linear_uses_the_centre_tap_only():
@@ -87,7 +110,7 @@ def test_glu_conv_kernel_interpreted_matches_the_eager_ops(shape, rows, monkeypa
     conv = depthwise(shape[-1], gen)
     with torch.no_grad():
         got = glu_conv_triton(x, conv.weight, conv.bias)
-        want = glu_conv_eager(x, conv)
+        want = silu_glu_conv_eager(x.clone(), conv)
     assert got.shape == (*shape[:-1], shape[-1] // 2)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
@@ -106,9 +129,9 @@ def test_glu_conv_kernel_on_cuda_in_bf16_within_rounding_of_float64():
     conv.load_state_dict(conv64.state_dict())
     conv64 = conv64.cuda()
     with torch.no_grad():
-        want = glu_conv_eager(x64.cuda().bfloat16().double(), conv64.to(torch.float64))
+        want = silu_glu_conv_eager(x64.cuda().bfloat16().double(), conv64.to(torch.float64))
         got = glu_conv_triton(x64.cuda().bfloat16(), conv.weight, conv.bias).double()
-        eager = glu_conv_eager(x64.cuda().bfloat16(), conv).double()
+        eager = silu_glu_conv_eager(x64.cuda().bfloat16(), conv).double()
     err = ((got - want).norm() / want.norm()).item()
     eager_err = ((eager - want).norm() / want.norm()).item()
     assert err <= 1e-2 and err <= eager_err * 1.01, (err, eager_err)

@@ -163,8 +163,8 @@ def test_gdn_decay_rounded_to_the_activation_dtype():
 
     layer = randomize_dit_(GDNAttention(224, 112), seed=7).bfloat16()
     u = torch.randn(1, 2 * 6, 224).bfloat16()
-    beta, decay = layer.gates(u, frames=2)
-    assert decay.dtype == torch.bfloat16 and beta.shape == (1, 12, 2) and decay.shape == (1, 2, 2)
+    decay = layer.decay(u, frames=2)
+    assert decay.dtype == torch.bfloat16 and decay.shape == (1, 2, 2)
     mean = u.view(1, 2, 6, 224).mean(dim=2)
     a = layer.gate_proj(mean).float()
     expected = torch.exp(-layer.A_log.float().exp() * F.softplus(a + layer.dt_bias.float()))

@@ -1,9 +1,10 @@
-"""The FFN's spatial depthwise 3x3 convolution, its bias and the GLU in one Triton kernel.
+"""The FFN's SiLU, spatial depthwise 3x3 convolution, its bias and the GLU in one Triton kernel.
 
-Eagerly, `GLUMBConvTemp` runs them as four kernels over a (B·T, H, W, 2F) bf16 tensor (cuDNN's
-depthwise convolution, a broadcast bias add, SiLU of the gate half, the product), ~6 ms of a 35 ms
-1280x704 streaming forward on an H200; this kernel reads the input about once from memory and writes
-only the (B·T, H, W, F) product. Accumulation and the GLU are fp32; the output is rounded once.
+Eagerly, `GLUMBConvTemp` runs them as five kernels over a (B·T, H, W, 2F) bf16 tensor (SiLU of the
+inverted conv's output, cuDNN's depthwise convolution, a broadcast bias add, SiLU of the gate half,
+the product), ~7 ms of a 35 ms 1280x704 streaming forward on an H200; this kernel reads the input
+about once from memory and writes only the (B·T, H, W, F) product. The first SiLU is rounded to the
+input dtype as the release stores it; accumulation and the GLU are fp32, the output rounded once.
 """
 
 from __future__ import annotations
@@ -20,9 +21,15 @@ ROWS = 32  # output rows per program (a 704-high frame has 22: one program per c
 
 
 @triton.jit
+def _silu(x, dtype):
+    """SiLU of fp32 values, rounded to `dtype` as the release's separate SiLU kernel stores it."""
+    return (x * tl.sigmoid(x)).to(dtype).to(tl.float32)
+
+
+@triton.jit
 def _row(x_ptr, row_offs, row_ok, cols, W, F, chans, cmask, half: tl.constexpr):
-    """One input row's three column neighbours (col - 1, col, col + 1) of channels half·F + c, fp32,
-    zero outside the frame (row_ok: the row exists, as a vector over the columns)."""
+    """SiLU of one input row's three column neighbours (col - 1, col, col + 1) of channels half·F + c,
+    fp32, zero outside the frame (row_ok: the row exists, as a vector over the columns)."""
     offs = (row_offs + cols.to(tl.int64))[:, None] * (2 * F) + (chans + half * F)[None, :]
     cm = cmask[None, :]
     left = (row_ok & (cols >= 1) & (cols <= W))[:, None] & cm
@@ -31,7 +38,8 @@ def _row(x_ptr, row_offs, row_ok, cols, W, F, chans, cmask, half: tl.constexpr):
     x0 = tl.load(x_ptr + offs - 2 * F, mask=left, other=0.0).to(tl.float32)
     x1 = tl.load(x_ptr + offs, mask=mid, other=0.0).to(tl.float32)
     x2 = tl.load(x_ptr + offs + 2 * F, mask=right, other=0.0).to(tl.float32)
-    return x0, x1, x2
+    dtype = x_ptr.dtype.element_ty
+    return _silu(x0, dtype), _silu(x1, dtype), _silu(x2, dtype)  # SiLU(0) = 0: the zero padding holds
 
 
 @triton.jit
@@ -50,7 +58,7 @@ def _glu_conv_kernel(
     BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, ROWS: tl.constexpr,
 ):  # fmt: skip
     """One column strip of ROWS output rows of one frame: y[r, h, w, c] = a · SiLU(g), a/g the
-    depthwise conv (zero padding) plus bias of channels c and F + c.
+    depthwise conv (zero padding) of SiLU(x) plus bias of channels c and F + c.
 
     The program walks its input rows (one halo row each side) once, loading each row's three column
     neighbours once; input row i adds kernel row dh to output row i + 1 - dh, so three running sums
@@ -94,8 +102,9 @@ def _glu_conv_kernel(
 
 
 def glu_conv_triton(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """x: (R, H, W, 2F) contiguous, channels last (R = B·T frames); weight (2F, 1, 3, 3) and bias (2F,)
-    of the depthwise convolution. Returns a · SiLU(g) of the convolved halves, (R, H, W, F)."""
+    """x: (R, H, W, 2F) contiguous, channels last (R = B·T frames), before its SiLU; weight (2F, 1, 3, 3)
+    and bias (2F,) of the depthwise convolution. Returns a · SiLU(g) of the convolved halves of
+    SiLU(x), (R, H, W, F)."""
     R, H, W, C2 = x.shape
     if not x.is_contiguous() or C2 % 2 or weight.shape != (C2, 1, 3, 3) or bias.shape != (C2,):
         raise ValueError(

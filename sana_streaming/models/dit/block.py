@@ -63,7 +63,7 @@ class SanaBlock(nn.Module):
             attn = self.attn(a, ctx.rope, window=window, cached_tokens=ctx.cached_tokens, kernels=k)
         else:
             gdn_state = state.gdn if state is not None else None
-            attn = self.attn(a, ctx.frames, ctx.rope, state=gdn_state, save=ctx.save)
+            attn = self.attn(a, ctx.frames, ctx.rope, state=gdn_state, save=ctx.save, kernels=k)
         x = k.gated_add(x, g_a, attn)
         x = x + self.cross_attn(x, text, ctx.mask_bias, kernels=k)
         m = k.ln_modulate(x, sh_m, sc_m)

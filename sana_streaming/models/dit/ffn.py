@@ -39,8 +39,10 @@ class GLUMBConvTemp(nn.Module):
         """Steps 1–4: (B, N, C) → p (B, T, S, C)."""
         B, N, C = m.shape
         inv = self.inverted_conv.conv
-        h = F.silu(F.linear(m, inv.weight.flatten(1), inv.bias), inplace=True)  # (B, N, 2F): 1×1 conv
-        glu = kernels.glu_conv(h.view(B * frames, height, width, -1), self.depth_conv.conv)  # (B·T, H, W, F)
+        h = F.linear(m, inv.weight.flatten(1), inv.bias)  # (B, N, 2F): 1×1 conv
+        glu = kernels.silu_glu_conv(
+            h.view(B * frames, height, width, -1), self.depth_conv.conv
+        )  # (B·T, H, W, F)
         p = F.linear(glu.reshape(B, N, -1), self.point_conv.conv.weight.flatten(1))  # (B, N, C)
         return p.view(B, frames, height * width, C)
 

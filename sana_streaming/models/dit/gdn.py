@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sana_streaming.models.dit.kernels import EAGER, BlockKernels
 from sana_streaming.models.dit.layers import RMSNorm, TapLinear
 from sana_streaming.models.dit.rope import RopeTables
 from sana_streaming.numerics import compute_dtype
@@ -38,26 +39,33 @@ class GDNAttention(nn.Module):
         self.proj = nn.Linear(hidden_size, hidden_size)
         self.backend = check_backend(backend)
 
-    def gates(self, u: Tensor, frames: int) -> tuple[Tensor, Tensor]:
-        """β (B, N, H) in the activation dtype; decay g (B, T, H) computed in fp32, rounded to the
-        activation dtype like the release (`_compute_frame_gates`)."""
+    def decay(self, u: Tensor, frames: int) -> Tensor:
+        """Decay g (B, T, H) of the frames' mean input, computed in fp32 and rounded to the activation
+        dtype like the release (`_compute_frame_gates`)."""
         B, N, C = u.shape
-        beta = torch.sigmoid(self.beta_proj(u)).to(u.dtype)
         frame_mean = u.view(B, frames, N // frames, C).mean(dim=2)  # (B, T, C)
         dtype = compute_dtype(u.dtype)
         a = self.gate_proj(frame_mean).to(dtype)
         decay_log = -self.A_log.to(dtype).exp() * F.softplus(a + self.dt_bias.to(dtype))
-        return beta, decay_log.exp().to(u.dtype)
+        return decay_log.exp().to(u.dtype)
 
     def forward(
-        self, u: Tensor, frames: int, rope: RopeTables, state: GDNState | None = None, save: bool = False
+        self,
+        u: Tensor,
+        frames: int,
+        rope: RopeTables,
+        state: GDNState | None = None,
+        save: bool = False,
+        kernels: BlockKernels = EAGER,
     ) -> Tensor:
         """u: modulated input (B, N, C). With `save`, the final forward state is written into `state`."""
         N = u.shape[1]
-        beta, decay = self.gates(u, frames)
+        q, k, v, gate, beta = kernels.projections(
+            u, (self.q, self.k, self.v, self.output_gate, self.beta_proj)
+        )
         key_scale = (self.head_dim * (N // frames)) ** -0.5  # κ = (D·S)^(-1/2), S of this call
         inputs = GDNInputs(
-            self.q(u), self.k(u), self.v(u), self.output_gate(u), beta, decay,
+            q, k, v, gate, torch.sigmoid(beta), self.decay(u, frames),
             self.q_norm.weight, self.k_norm.weight, rope.cos, rope.sin,
             frames=frames, heads=self.heads, key_scale=key_scale,
         )  # fmt: skip

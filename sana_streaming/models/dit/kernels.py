@@ -1,17 +1,19 @@
-"""The elementwise work around the DiT's GEMMs, eager or fused.
+"""The work around the DiT's big GEMMs, eager or fused.
 
-A block's eager forward runs its norms, adaLN modulation, gates and residual adds as separate PyTorch
-kernels, each a full pass over a (B, N, C) activation; at 1280x704 they and the FFN's convolution
-glue take ~20 of a streaming forward's 35 ms on an H200, against ~14 ms of GEMMs. `BlockKernels`
-names that work once; `EAGER` runs it op by op (the release's rounding, every intermediate in the
-activation dtype), `fused_kernels()` as one compiled kernel per function (torch.compile / inductor:
-fp32 inside, rounded once) plus the Triton FFN kernel of `ops.glu_conv_triton`. The fused set needs CUDA
-and a compiler toolchain; `--compile max` selects it.
+A block's eager forward runs each projection as its own GEMM and its norms, adaLN modulation, gates
+and residual adds as separate PyTorch kernels, each a full pass over a (B, N, C) activation; at
+1280x704 they and the FFN's convolution glue take ~20 of a streaming forward's 35 ms on an H200,
+against ~14 ms of GEMMs. `BlockKernels` names that work once; `EAGER` runs it op by op (the release's
+rounding, every intermediate in the activation dtype), `fused_kernels()` as one compiled kernel per
+function (torch.compile / inductor: fp32 inside, rounded once), the Triton FFN kernel of
+`ops.glu_conv_triton`, and the projections of one input as one stacked GEMM. The fused set needs
+CUDA and a compiler toolchain; `--compile max` selects it.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sana_streaming.models.dit.layers import derived_weight, modulate
+from sana_streaming.models.dit.layers import TapLinear, derived_weight, modulate
 from sana_streaming.models.dit.rope import RopeTables, apply_rope
 from sana_streaming.numerics import rms_normalise
 
+Projection = torch.nn.Linear | TapLinear  # a per-token linear map of a block's input
 LN_EPS = 1e-6  # the blocks' LayerNorm (no affine), as the release
 
 
@@ -48,8 +51,10 @@ def norm_rope(x: Tensor, weight: Tensor, eps: float, heads: int, cos: Tensor, si
     return apply_rope(normed, RopeTables(cos, sin)).to(x.dtype)
 
 
-def glu_conv_eager(x: Tensor, conv: torch.nn.Conv2d) -> Tensor:
-    """The FFN's depthwise conv and GLU as the release runs them: x (R, H, W, 2F) → (R, H, W, F)."""
+def silu_glu_conv_eager(x: Tensor, conv: torch.nn.Conv2d) -> Tensor:
+    """The FFN's SiLU, depthwise conv and GLU as the release runs them: x (R, H, W, 2F), the inverted
+    conv's output (overwritten) → (R, H, W, F)."""
+    x = F.silu(x, inplace=True)
     h = conv(x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last))  # (R, 2F, H, W)
     a, g = h.permute(0, 2, 3, 1).chunk(2, dim=-1)
     return a * F.silu(g)
@@ -74,8 +79,8 @@ def temporal_conv(p: Tensor, left: Tensor, weight: Tensor) -> Tensor:
     return temporal_conv_taps(p, left, taps_outer(weight))
 
 
-def glu_conv_fused(x: Tensor, conv: torch.nn.Conv2d) -> Tensor:
-    """`glu_conv_eager` as one Triton kernel (CUDA)."""
+def silu_glu_conv_fused(x: Tensor, conv: torch.nn.Conv2d) -> Tensor:
+    """`silu_glu_conv_eager` as one Triton kernel (CUDA)."""
     from sana_streaming.ops.glu_conv_triton import glu_conv_triton  # Triton: imported when first used
 
     return glu_conv_triton(x, conv.weight, conv.bias)
@@ -87,9 +92,58 @@ def prepared_temporal_conv(
     """`conv` (a `temporal_conv_taps`) reading the permuted weight from `derived_weight`."""
 
     def run(p: Tensor, left: Tensor, weight: Tensor) -> Tensor:
-        return conv(p, left, derived_weight(weight, "taps_outer", lambda w: taps_outer(w).contiguous()))
+        return conv(p, left, derived_weight((weight,), "taps_outer", lambda w: taps_outer(w).contiguous()))
 
     return run
+
+
+def separate_projections(x: Tensor, layers: tuple[Projection, ...]) -> tuple[Tensor, ...]:
+    """Each layer applied to x on its own, as the release."""
+    return tuple(layer(x) for layer in layers)
+
+
+STACK_ROWS = 64  # the stacked weight's rows are padded to a multiple: 16-byte-aligned output rows,
+# which cuBLAS's fastest bf16 kernels need (GDN's 4·2240 + 20 heads would leave rows 8-byte aligned)
+
+
+def stacked_projections(x: Tensor, layers: tuple[Projection, ...]) -> tuple[Tensor, ...]:
+    """The layers' projections of one input as one GEMM over their stacked weights, returned as views
+    of its (…, ΣO) output. One wide GEMM runs nearer the chip's rate than several narrow ones (on an
+    H200, C→4C ≈ C→2F's ~610 TFLOP/s against C→C's ~410); the sums are the same, only their order may
+    differ. The stack is built once per weight version (`derived_weight`)."""
+    sources = tuple(
+        t for layer in layers for t in (layer.weight, getattr(layer, "bias", None)) if t is not None
+    )
+    weight = derived_weight(sources, "stacked_weight", lambda *_: _stacked_weight(layers))
+    bias = derived_weight(sources, "stacked_bias", lambda *_: _stacked_bias(layers, weight.shape[0]))
+    out = F.linear(x, weight, bias)  # (…, ΣO padded to STACK_ROWS)
+    sizes = [_matrix(layer).shape[0] for layer in layers]
+    starts = itertools.accumulate(sizes, initial=0)
+    return tuple(out.narrow(-1, start, size) for start, size in zip(starts, sizes, strict=False))
+
+
+def _matrix(layer: Projection) -> Tensor:
+    return layer.matrix if isinstance(layer, TapLinear) else layer.weight
+
+
+@torch.no_grad()
+def _stacked_weight(layers: tuple[Projection, ...]) -> Tensor:
+    stacked = torch.cat([_matrix(layer) for layer in layers])  # (ΣO, in)
+    pad = -stacked.shape[0] % STACK_ROWS
+    return F.pad(stacked, (0, 0, 0, pad))  # zero rows: unused outputs
+
+
+@torch.no_grad()
+def _stacked_bias(layers: tuple[Projection, ...], rows: int) -> Tensor:
+    """The layers' biases (zeros for a layer without one) over the padded rows."""
+    bias = torch.zeros(rows, dtype=layers[0].weight.dtype, device=layers[0].weight.device)
+    start = 0
+    for layer in layers:
+        size = _matrix(layer).shape[0]
+        if getattr(layer, "bias", None) is not None:
+            bias[start : start + size] = layer.bias
+        start += size
+    return bias
 
 
 @dataclass(frozen=True)
@@ -100,11 +154,14 @@ class BlockKernels:
     gated_add: Callable[[Tensor, Tensor, Tensor], Tensor]
     rms_norm: Callable[[Tensor, Tensor, float], Tensor]
     norm_rope: Callable[[Tensor, Tensor, float, int, Tensor, Tensor], Tensor]
-    glu_conv: Callable[[Tensor, torch.nn.Conv2d], Tensor]
+    silu_glu_conv: Callable[[Tensor, torch.nn.Conv2d], Tensor]
     temporal_conv: Callable[[Tensor, Tensor, Tensor], Tensor]
+    projections: Callable[[Tensor, tuple[Projection, ...]], tuple[Tensor, ...]]
 
 
-EAGER = BlockKernels(ln_modulate, gated_add, rms_norm, norm_rope, glu_conv_eager, temporal_conv)
+EAGER = BlockKernels(
+    ln_modulate, gated_add, rms_norm, norm_rope, silu_glu_conv_eager, temporal_conv, separate_projections
+)
 
 
 @functools.cache
@@ -119,6 +176,7 @@ def fused_kernels() -> BlockKernels:
         compiled(gated_add),
         compiled(rms_norm),
         compiled(norm_rope),
-        glu_conv_fused,
+        silu_glu_conv_fused,
         prepared_temporal_conv(compiled(temporal_conv_taps)),
+        stacked_projections,
     )

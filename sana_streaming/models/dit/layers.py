@@ -12,21 +12,21 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from sana_streaming.numerics import rms_normalise
 
-_DERIVED = WeakIdKeyDictionary()  # weight → {name: ((data_ptr, version), derived tensor)}
+_DERIVED = WeakIdKeyDictionary()  # first source → {name: (stamps of all sources, derived tensor)}
 
 
-def derived_weight(weight: Tensor, name: str, derive: Callable[[Tensor], Tensor]) -> Tensor:
-    """`derive(weight)` (e.g. a contiguous copy of a strided tap), computed once and kept while the
-    weight lives, instead of on every call; recomputed when the weight's storage or in-place version
-    changes (a new checkpoint loaded into it). An inference tensor (made under `inference_mode`) has no
-    version counter, so its derivation is not cached."""
-    if weight.is_inference():
-        return derive(weight)
-    entries = _DERIVED.setdefault(weight, {})
-    stamp = (weight.data_ptr(), weight._version)
+def derived_weight(sources: tuple[Tensor, ...], name: str, derive: Callable[..., Tensor]) -> Tensor:
+    """`derive(*sources)` (a contiguous copy of a strided tap, several weights stacked), computed once
+    and kept while the first source lives, instead of on every call; recomputed when any source's
+    storage or in-place version changes (a new checkpoint loaded into it). An inference tensor (made
+    under `inference_mode`) has no version counter, so a derivation from one is not cached."""
+    if any(t.is_inference() for t in sources):
+        return derive(*sources)
+    entries = _DERIVED.setdefault(sources[0], {})
+    stamp = tuple((t.data_ptr(), t._version) for t in sources)
     hit = entries.get(name)
     if hit is None or hit[0] != stamp:
-        hit = entries[name] = (stamp, derive(weight))
+        hit = entries[name] = (stamp, derive(*sources))
     return hit[1]
 
 
@@ -56,10 +56,15 @@ class TapLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features, taps))
         self.tap = taps // 2
 
+    @property
+    def matrix(self) -> Tensor:
+        """The applied tap (out, in), a view of the stored weight."""
+        return self.weight[:, :, self.tap]
+
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight[:, :, self.tap]  # (out, in)
+        weight = self.matrix
         if not weight.is_contiguous():
-            weight = derived_weight(self.weight, "tap", lambda w: w[:, :, self.tap].contiguous())
+            weight = derived_weight((self.weight,), "tap", lambda w: w[:, :, self.tap].contiguous())
         return F.linear(x, weight)
 
 

@@ -45,9 +45,10 @@ class SoftmaxAttention(nn.Module):
         """u: (B, N, C). With a window, the current K/V are written at [cached_tokens, cached_tokens+N)
         and the queries attend to the whole prefix [0, cached_tokens+N)."""
         B, N, C = u.shape
-        q = kernels.norm_rope(self.q(u), self.q_norm.weight, self.q_norm.eps, self.heads, rope.cos, rope.sin)
-        k = kernels.norm_rope(self.k(u), self.k_norm.weight, self.k_norm.eps, self.heads, rope.cos, rope.sin)
-        v = self.v(u).view(B, N, self.heads, self.head_dim)
+        q, k, v, gate = kernels.projections(u, (self.q, self.k, self.v, self.output_gate))
+        q = kernels.norm_rope(q, self.q_norm.weight, self.q_norm.eps, self.heads, rope.cos, rope.sin)
+        k = kernels.norm_rope(k, self.k_norm.weight, self.k_norm.eps, self.heads, rope.cos, rope.sin)
+        v = v.view(B, N, self.heads, self.head_dim)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, N, D)
         if window is not None:
             end = cached_tokens + N
@@ -56,5 +57,5 @@ class SoftmaxAttention(nn.Module):
             k, v = window.key[:, :, :end], window.value[:, :, :end]
         o = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, D), scale 1/sqrt(D)
         o = o.transpose(1, 2).reshape(B, N, C)
-        gate = F.silu(self.output_gate(u).to(compute_dtype(u.dtype))).to(o.dtype)  # SiLU in ≥ fp32
+        gate = F.silu(gate.to(compute_dtype(u.dtype))).to(o.dtype)  # SiLU in ≥ fp32
         return self.proj(o * gate)
