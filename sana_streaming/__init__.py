@@ -26,10 +26,13 @@ _EXPORTS = {
     "validate_options": "sana_streaming.options",
     "SourceLatents": "sana_streaming.debug_files",
     "ProgressFn": "sana_streaming.stages",
+    "PromptChange": "sana_streaming.prompt_schedule",
+    "read_prompt_schedule": "sana_streaming.prompt_schedule",
     # the errors an edit raises, each printed on one line by the command line
     "EditError": "sana_streaming.errors",
     "OptionError": "sana_streaming.errors",
     "SourceTooShortError": "sana_streaming.errors",
+    "PromptScheduleError": "sana_streaming.prompt_schedule",
     "DebugFileError": "sana_streaming.debug_files",
     "CheckpointError": "sana_streaming.checkpoint",
     "ConfigError": "sana_streaming.config",

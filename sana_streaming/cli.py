@@ -1,4 +1,4 @@
-"""Command line: `sana-streaming [edit] [flags]` (no subcommand means `edit`), `convert`, `bench`.
+"""Command line: `sana-streaming [edit] [flags]` (no subcommand means `edit`), `batch`, `convert`, `bench`.
 
 Exit codes: 0 done; 2 usage errors (bad values or combinations, an existing output without
 `--overwrite`); 1 problems found while running (missing or corrupt video, bad checkpoint, offline hub,
@@ -24,12 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sana_streaming.conditioning import PromptPair
     from sana_streaming.config import VAEConfig
+    from sana_streaming.debug_files import SourceLatents
     from sana_streaming.downloads import Need
-    from sana_streaming.options import EditOptions
+    from sana_streaming.options import EditOptions, EditResult
+    from sana_streaming.pipeline import SanaStreamingPipeline
     from sana_streaming.stages import ProgressEvent, ProgressFn
 
-SUBCOMMANDS = ("edit", "convert", "bench")
+SUBCOMMANDS = ("edit", "batch", "convert", "bench")
+STDOUT = "-"  # --output - streams the edit to standard output (`video.writer.STDOUT`)
 AddArgument = Callable[..., argparse.Action]  # `add_argument` of a parser or argument group
 
 
@@ -172,6 +176,11 @@ def _add_prompt_arguments(add: AddArgument) -> None:
     add("--negative_prompt", help="negative prompt for guidance (default: the mode's: empty / the release's)")
     add("--motion_score", type=int, help="motion score appended to the prompt (default: 0 / 10 by mode)")
     add(
+        "--prompt_schedule", metavar="FILE",
+        help="long_streaming: a JSON/YAML list of {frame, prompt}; each prompt takes over at the first chunk "
+        "starting at or after its video frame",
+    )  # fmt: skip
+    add(
         "--input_text_embed_path", help="debug: a dict of prompt/negative embeds and masks replacing the text"
     )
 
@@ -210,6 +219,11 @@ def _add_output_arguments(add: AddArgument) -> None:
 
     add("--output_dir", default="outputs", help="folder of the output, created when the output is published")
     add("--output_name", help="file name in --output_dir, .mp4/.mov/.mkv (default: <video stem>_<mode>.mp4)")
+    add(
+        "--output", metavar="PATH",
+        help="the output file itself (instead of --output_dir/--output_name), or - to stream Matroska to "
+        "standard output as it is edited (e.g. `| ffplay -`)",
+    )  # fmt: skip
     add(
         "--height",
         type=int,
@@ -263,6 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     add_edit_arguments(edit)
     edit.set_defaults(func=_edit)
+    batch = sub.add_parser(
+        "batch", parents=[common], formatter_class=HelpFormatter,
+        help="edit every row of a manifest (or every video of a folder), models loaded once; resumable",
+        description="Edit every row of a .jsonl/.csv manifest (columns: video_path, prompt, output, mode, "
+        "num_frames, seed, negative_prompt, height, width, steps, cfg_scale) or every video of --inputs. "
+        "The edit flags below apply to every item, a row's values over them. A ledger beside the outputs "
+        "records each item; a rerun skips what is done. Runs sharded under torchrun.",
+    )  # fmt: skip
+    from sana_streaming.batch_command import add_batch_arguments
+
+    add_batch_arguments(batch)
+    batch.set_defaults(func=_batch)
     convert = sub.add_parser(
         "convert", parents=[common], formatter_class=HelpFormatter,
         help="convert a .pth/.pt DiT checkpoint to .safetensors (weights-only load; stored dtypes kept)",
@@ -278,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(bench)
     bench.set_defaults(func=_bench)
     return parser
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from sana_streaming.batch_command import run_batch
+
+    return run_batch(args)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -389,6 +421,10 @@ def _validate(plan: EditPlan, args: argparse.Namespace, vae: VAEConfig) -> None:
 
     if args.fps is not None and args.fps <= 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
+    if args.prompt_schedule and args.input_text_embed_path:
+        raise UsageError(
+            "--prompt_schedule encodes its prompts, so it cannot go with --input_text_embed_path"
+        )
     _check_x264_preset(args.x264_preset)
     asked = dataclasses.replace(_edit_options(plan, args), height=args.height, width=args.width)
     try:
@@ -406,6 +442,23 @@ def _validate(plan: EditPlan, args: argparse.Namespace, vae: VAEConfig) -> None:
 
 def _output_paths(args: argparse.Namespace, video_path: str) -> tuple[Path, Path | None]:
     """The output video (and `--save_latent` file) as absolute paths inside `--output_dir`."""
+    output = output_path(args, video_path)
+    if str(output) == STDOUT and args.save_latent:
+        raise UsageError("--save_latent needs an output file, not --output -")
+    latent_output = output.with_name(f"{output.stem}_latent.pt") if args.save_latent else None
+    for path in (output, latent_output):
+        if path is not None and str(path) != STDOUT and path.exists() and not args.overwrite:
+            raise UsageError(f"{path} exists (use --overwrite to replace it)")
+    return output, latent_output
+
+
+def output_path(args: argparse.Namespace, video_path: str) -> Path:
+    """Where the edit of `video_path` goes: `--output` (a file, or - for standard output), else
+    `--output_name` (or `<stem>_<mode>.mp4`) in `--output_dir`."""
+    if args.output is not None:
+        if args.output_name is not None:
+            raise UsageError("--output names the file itself: drop --output_name")
+        return Path(STDOUT) if args.output == STDOUT else Path(args.output).expanduser().resolve()
     name = args.output_name or f"{'stdin' if video_path == '-' else Path(video_path).stem}_{args.mode}.mp4"
     if Path(name).name != name or name in (".", ".."):
         raise UsageError(
@@ -414,51 +467,86 @@ def _output_paths(args: argparse.Namespace, video_path: str) -> tuple[Path, Path
     folder = Path(args.output_dir).expanduser()
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--output_dir {folder} is a file, not a folder")
-    output = (folder / name).resolve()
-    latent_output = output.with_name(f"{output.stem}_latent.pt") if args.save_latent else None
-    for path in (output, latent_output):
-        if path is not None and path.exists() and not args.overwrite:
-            raise UsageError(f"{path} exists (use --overwrite to replace it)")
-    return output, latent_output
+    return (folder / name).resolve()
 
 
 def _edit(args: argparse.Namespace) -> int:
-    from sana_streaming.config import load_config
-    from sana_streaming.downloads import edit_needs
-
     plan = resolve_edit_plan(args)
-    needs = edit_needs(
-        load_config(plan.config), model_path=plan.model_path, video_path=plan.video_path,
-        input_latent_path=plan.input_latent_path, input_text_embed_path=plan.input_text_embed_path,
-    )  # fmt: skip
+    needs = _plan_needs(plan)
     if args.dry_run:
         return _dry_run(plan, needs)
     import torch
 
+    inputs = load_plan_inputs(plan, needs)
+    pipe = load_pipeline(plan, args, text_encoder=inputs.prompts is None)
+    with _progress_bar(plan.mode) as progress, torch.inference_mode():
+        result = run_plan(pipe, plan, args, inputs, progress)
+    if str(result.path) == STDOUT:
+        print(f"Streamed {result.frames} frames to standard output", file=sys.stderr)
+    else:
+        print(f"Saved video to {result.path}")
+    return 0
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """An edit's source (a local path, URL or pipe, or debug latents) and any given prompt embeddings."""
+
+    source: str | SourceLatents
+    prompts: PromptPair | None  # from --input_text_embed_path
+
+
+def _plan_needs(plan: EditPlan) -> list[Need]:
+    from sana_streaming.config import load_config
+    from sana_streaming.downloads import edit_needs
+
+    return edit_needs(
+        load_config(plan.config), model_path=plan.model_path, video_path=plan.video_path,
+        input_latent_path=plan.input_latent_path, input_text_embed_path=plan.input_text_embed_path,
+    )  # fmt: skip
+
+
+def load_plan_inputs(plan: EditPlan, needs: list[Need] | None = None) -> PlanInputs:
+    """Fetch what the plan needs (one error names everything missing) and read its debug files."""
     from sana_streaming.debug_files import load_latent_file, load_text_embed_file
     from sana_streaming.downloads import resolve_needs
-    from sana_streaming.pipeline import SanaStreamingPipeline
 
-    local = resolve_needs(needs)  # every download first: one error names all that are missing
+    local = resolve_needs(_plan_needs(plan) if needs is None else needs)
     if plan.input_latent_path:  # the release then reads no video
-        source = load_latent_file(local.get("input_latent_path", plan.input_latent_path))
+        source: str | SourceLatents = load_latent_file(local.get("input_latent_path", plan.input_latent_path))
     else:  # local files, URLs, `pipe:` and `-` (stdin) go to the reader as they are
         source = local.get("video_path", plan.video_path)
     prompts = None
     if plan.input_text_embed_path:
         prompts = load_text_embed_file(local.get("input_text_embed_path", plan.input_text_embed_path))
-    pipe = SanaStreamingPipeline.from_config(
+    return PlanInputs(source, prompts)
+
+
+def load_pipeline(
+    plan: EditPlan, args: argparse.Namespace, text_encoder: bool = True
+) -> SanaStreamingPipeline:
+    """The plan's pipeline (models loaded once; a batch reuses it for every item of its kind)."""
+    from sana_streaming.pipeline import SanaStreamingPipeline
+
+    return SanaStreamingPipeline.from_config(
         plan.config, plan.mode, model_path=plan.model_path, random_weights=plan.model_path is None,
-        device=args.device, decode=plan.decode, strict=args.strict, load_text_encoder=prompts is None,
+        device=args.device, decode=plan.decode, strict=args.strict, load_text_encoder=text_encoder,
     )  # fmt: skip
-    with _progress_bar(plan.mode) as progress, torch.inference_mode():
-        result = pipe.edit(
-            source, plan.output, _edit_options(plan, args), fps=args.fps, audio=not args.no_audio,
-            overwrite=args.overwrite, preset=args.x264_preset, prompts=prompts,
-            latent_path=plan.latent_output, progress=progress, metadata=_provenance(plan),
-        )  # fmt: skip
-    print(f"Saved video to {result.path}")
-    return 0
+
+
+def run_plan(
+    pipe: SanaStreamingPipeline,
+    plan: EditPlan,
+    args: argparse.Namespace,
+    inputs: PlanInputs,
+    progress: ProgressFn | None = None,
+) -> EditResult:
+    """Run one resolved edit with a loaded pipeline; returns its `EditResult`."""
+    return pipe.edit(
+        inputs.source, plan.output, _edit_options(plan, args), fps=args.fps, audio=not args.no_audio,
+        overwrite=args.overwrite, preset=args.x264_preset, prompts=inputs.prompts,
+        latent_path=plan.latent_output, progress=progress, metadata=_provenance(plan),
+    )  # fmt: skip
 
 
 def _dry_run(plan: EditPlan, needs: list[Need]) -> int:
@@ -477,6 +565,7 @@ def _dry_run(plan: EditPlan, needs: list[Need]) -> int:
 
 def _edit_options(plan: EditPlan, args: argparse.Namespace) -> EditOptions:
     from sana_streaming.options import EditOptions
+    from sana_streaming.prompt_schedule import read_prompt_schedule
 
     return EditOptions(
         prompt=plan.prompt, negative_prompt=args.negative_prompt, num_frames=plan.num_frames,
@@ -484,6 +573,7 @@ def _edit_options(plan: EditPlan, args: argparse.Namespace) -> EditOptions:
         flow_shift=args.flow_shift, seed=plan.seed, motion_score=args.motion_score,
         num_cached_blocks=args.num_cached_blocks, sink_token=plan.sink_token,
         max_frames=args.max_frames, max_seconds=args.duration, compile=args.compile,
+        prompt_schedule=read_prompt_schedule(args.prompt_schedule) if args.prompt_schedule else (),
     )  # fmt: skip
 
 
@@ -519,11 +609,24 @@ def _progress_bar(mode: str) -> Iterator[ProgressFn]:
         bar.close()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler writing to whatever `sys.stderr` is when a record comes (a test harness or a
+    host program may replace it between two runs of `main`)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def _show_notices() -> None:
     """Our INFO/WARNING log records (decode look-ahead, dropped audio, ...) as `note:` lines on stderr."""
     logger = logging.getLogger("sana_streaming")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("note: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -557,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
 def _report_failure(exc: Exception, show_traceback: bool) -> int:
     """One line on stderr for a failure found while running: the message of a known error, or the type
     and first line of an unexpected one (its traceback with `--traceback`)."""
-    if isinstance(exc, _runtime_errors()):
+    if isinstance(exc, runtime_errors()):
         print(f"sana-streaming: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if show_traceback:
@@ -609,7 +712,7 @@ def _signals_held() -> Iterator[None]:
         raise Terminated if received[0] == signal.SIGTERM else KeyboardInterrupt
 
 
-def _runtime_errors() -> tuple[type[BaseException], ...]:
+def runtime_errors() -> tuple[type[BaseException], ...]:
     """Failures found while running that get one line and exit 1 (imported lazily: torch is heavy)."""
     import torch
 

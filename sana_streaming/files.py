@@ -79,3 +79,18 @@ def _claim_then_replace(temp: Path, path: Path) -> None:
     """Create `path` exclusively (FileExistsError if taken), then rename `temp` over our own empty file."""
     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_umask()))
     os.replace(temp, path)
+
+
+def publish_text(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all: into a temporary file beside it, synced, then
+    renamed over it (ledgers and summaries, rewritten as a run goes)."""
+    temp = make_temp_beside(path)
+    try:
+        with temp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        publish(temp, path, overwrite=True)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise

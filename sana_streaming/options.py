@@ -20,6 +20,7 @@ from sana_streaming.config import (
 )
 from sana_streaming.errors import OptionError
 from sana_streaming.models.text_encoder import positive_prompt_text
+from sana_streaming.prompt_schedule import PromptChange
 from sana_streaming.stages import floor_8k1
 
 # The LTX-2 decoder reflect-pads each latent frame by one row and column before its convolutions
@@ -47,6 +48,7 @@ class EditOptions:
     max_seconds: float | None = None  # read at most this long, at the source's average frame rate
     compile: CompileMode | None = None  # DiT forwards: "none" (eager), "graph" (CUDA graphs), "max" (graphs +
     # fused kernels); None: "graph" on CUDA, "none" elsewhere (`resolve_compile`)
+    prompt_schedule: tuple[PromptChange, ...] = ()  # later prompts by video frame (long_streaming)
 
 
 @dataclass
@@ -80,6 +82,8 @@ def validate_options(options: EditOptions, mode: str, vae: VAEConfig | None = No
         raise OptionError("cfg_scale", f"must be 1 in {mode} (the release's streaming sampler has no CFG)")
     if options.compile is not None and options.compile not in COMPILE_MODES:
         raise OptionError("compile", f"must be one of {', '.join(COMPILE_MODES)}, got {options.compile!r}")
+    if options.prompt_schedule and not preset.chunked:
+        raise OptionError("prompt_schedule", f"needs a streaming mode; {mode} edits the clip as one chunk")
     smallest = smallest_frame_side(vae.vae_downsample_rate)
     for name in ("height", "width"):
         if getattr(options, name) < smallest:

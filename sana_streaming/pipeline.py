@@ -127,6 +127,11 @@ class SanaStreamingPipeline:
             encoder.offload("cpu")  # 5 GB the DiT and VAE can use
         return PromptPair(positive=positive, negative=negative)
 
+    def _positive(self, options: EditOptions, prompt: str) -> TextConditioning:
+        """The positive conditioning of another instruction of the same edit (streaming has no CFG)."""
+        with torch.no_grad():
+            return self.encode_prompts(replace(options, prompt=prompt)).positive.to(self.device)
+
     # ---- streaming ----------------------------------------------------------------------------------
 
     def stream(
@@ -173,7 +178,7 @@ class SanaStreamingPipeline:
                 if whole_clip:
                     yield self._bidirectional(feed, settings, prompts, generator, run)
                 else:
-                    yield from self._streaming(feed, settings, prompts.positive, generator, run)
+                    yield from self._streaming(feed, settings, prompts.positive, generator, run, options)
         finally:
             run.release()
 
@@ -194,16 +199,23 @@ class SanaStreamingPipeline:
         conditioning: TextConditioning,
         generator: torch.Generator,
         run: StreamRun,
+        options: EditOptions,
     ) -> Iterator[Tensor]:
-        """Source latents → `ChunkStreamer` → incremental decoder, a chunk at a time."""
+        """Source latents → `ChunkStreamer` → incremental decoder, a chunk at a time; the options'
+        prompt schedule and the prompts asked for while the run goes (`StreamRun.change_prompt`) switch
+        the conditioning at chunk boundaries."""
         run.streamer = streamer = ChunkStreamer.open(
             self.dit, conditioning, settings, latent_hw=feed.latent_hw, latent_frames=feed.latent_frames,
             device=self.device, dtype=self.dtype, noise=self._noise(feed, feed.latent_frames, generator),
             generator=generator, record=run.record, compile=resolve_compile(settings.compile, self.device),
         )  # fmt: skip
+        for change in options.prompt_schedule:
+            streamer.change_prompt(self._positive(options, change.prompt), frame=change.frame)
         run.noise_bytes = streamer.noise_bytes
         run.decoder = decoder = self.vae.incremental_decoder()
         for source in itertools.chain(feed.chunks, [None]):  # None: the source ended
+            for prompt in run.take_prompt_requests():
+                streamer.change_prompt(self._positive(options, prompt))
             with run.stage("dit"):
                 denoised = streamer.flush() if source is None else streamer.push(source)
             yield from self._decode(denoised, streamer.total_chunks, decoder, run)

@@ -8,6 +8,7 @@ pipeline can serve several streams at once.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ class StreamRun:
         self.noise_bytes = 0  # the whole-latent starting noise (0 when drawn per chunk)
         self.total_frames: int | None = None  # video frames the run edits, once known
         self._counts: dict[str, int] = {}
+        self._prompt_requests: collections.deque[str] = collections.deque()
         self._frames = body(self)
 
     def __iter__(self) -> StreamRun:
@@ -81,6 +83,20 @@ class StreamRun:
     def close(self) -> None:
         """End the run (its reader thread too) and free what it holds."""
         self._frames.close()
+
+    def change_prompt(self, prompt: str) -> None:
+        """Edit with `prompt` (an instruction, as `EditOptions.prompt`) from the next chunk on; may be
+        called from another thread while the run is iterated. long_streaming only."""
+        if not prompt.strip():
+            raise ValueError("the new prompt is empty")
+        self._prompt_requests.append(prompt)
+
+    def take_prompt_requests(self) -> list[str]:
+        """The prompts asked for since the last call, oldest first (the pipeline applies them)."""
+        taken = []
+        while self._prompt_requests:
+            taken.append(self._prompt_requests.popleft())
+        return taken
 
     def live_bytes(self) -> int:
         """Bytes of every tensor the run holds between chunks (VAE stream states, the streamer's pending

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers_hub import fake_hub_cache, stub_model_folders, use_cache
 from helpers_video import decoded_frames, make_clip, probe
@@ -230,6 +231,34 @@ def test_fps_override_drops_audio_with_a_notice(workdir, caplog):
     info = probe(workdir / "outputs" / "clip_long_streaming.mp4")
     assert info["fps"] == 12.0 and info["audio_seconds"] is None
     assert "dropping the audio" in caplog.text
+
+
+def test_output_to_stdout_streams_the_same_frames_as_a_file(workdir):
+    """`--output -` writes Matroska to standard output as it goes (read here from the pipe's bytes);
+    its frames equal the file output's, and the closing line goes to stderr, not into the video."""
+    import io
+
+    import av
+
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=33, fps=24)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable,
+        "-m",
+        "sana_streaming.cli",
+        *tiny_args(src, "--num_frames", "all", "--no_audio"),
+    ]
+    done = subprocess.run([*command, "--output", "-"], env=env, cwd=workdir, capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "Streamed 33 frames to standard output" in done.stderr.decode()
+    with av.open(io.BytesIO(done.stdout)) as container:
+        assert container.format.name.startswith("matroska")
+        piped = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert main(tiny_args(src, "--num_frames", "all", "--no_audio", "--output", "file.mkv")) == 0
+    assert np.array_equal(piped, decoded_frames(workdir / "file.mkv"))
+    assert not (workdir / "outputs").exists()
+    assert main(tiny_args(src, "--output", "-", "--save_latent")) == 2
 
 
 def test_video_from_stdin_pipe(workdir):

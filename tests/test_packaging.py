@@ -26,11 +26,11 @@ def test_version_has_one_source():
 
 
 def test_every_export_resolves_and_the_errors_are_the_cli_ones():
-    from sana_streaming.cli import _runtime_errors
+    from sana_streaming.cli import runtime_errors
 
     for name in sana_streaming.__all__:
         assert getattr(sana_streaming, name) is not None, name
     import torch
 
     exported = [getattr(sana_streaming, name) for name in sana_streaming.__all__]
-    assert all(error in exported for error in _runtime_errors() if error is not torch.OutOfMemoryError)
+    assert all(error in exported for error in runtime_errors() if error is not torch.OutOfMemoryError)

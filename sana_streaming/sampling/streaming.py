@@ -8,6 +8,7 @@ they arrive (`SourceChunk`), denoised chunks out (`DenoisedChunk`).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from sana_streaming.errors import EditError, SourceTooShortError
 from sana_streaming.models.dit import StreamingState
 from sana_streaming.models.dit.graphs import StreamForward
 from sana_streaming.models.dit.model import SanaStreamingDiT
+from sana_streaming.prompt_schedule import chunk_first_frame
 
 # Source: NVlabs/Sana, diffusion/scheduler/sana_streaming_sampler.py (hard-coded distilled timesteps).
 DISTILLED_TIMESTEPS: dict[int, tuple[float, ...]] = {
@@ -121,6 +123,7 @@ class StreamingSampler:
         self.model = model
         self.text = model.prepare_text(conditioning)
         self.state = state
+        self.compile = compile
         self.forward = StreamForward.for_mode(model, self.text, state, compile)
         self.policy = policy or WindowPolicy()
         self.timesteps, self.sigmas = streaming_schedule(steps, shift)
@@ -152,6 +155,17 @@ class StreamingSampler:
             x = (x + (sigmas[j + 1] - sigmas[j]) * v).to(v.dtype).float()
         self._uncommitted = _CleanPass(x.to(noise.dtype, copy=True), source, start)  # x is the caller's
         return x
+
+    def change_prompt(self, conditioning: TextConditioning) -> None:
+        """Denoise the chunks from now on with `conditioning`. The last chunk's deferred clean pass runs
+        first, with the prompt that chunk was denoised with; the new prompt's K/V are copied into the
+        stream's `TextCache`, whose buffers the captured CUDA graphs read (a caption of another padded
+        length gets new buffers and new graphs)."""
+        self._run_clean_pass()
+        text = self.model.prepare_text(conditioning)
+        if not self.text.copy_from(text):
+            self.text = text
+            self.forward = StreamForward.for_mode(self.model, text, self.state, self.compile)
 
     def nbytes(self) -> int:
         """Bytes held between chunks: the `StreamingState`, the deferred clean pass's latents and the
@@ -245,6 +259,7 @@ class ChunkStreamer:
         self.pending: Tensor | None = None  # (1, C, P, h, w): source latents not yet in a chunk
         self.denoised_frames = 0  # latent frames denoised so far, the next chunk's start
         self.chunks = 0  # chunks denoised so far
+        self.prompt_changes: list[tuple[int, TextConditioning]] = []  # (video frame, prompt), by frame
 
     @classmethod
     def open(
@@ -303,6 +318,12 @@ class ChunkStreamer:
         pending = 0 if self.pending is None else self.pending.nbytes
         return pending + self.sampler.nbytes()
 
+    def change_prompt(self, conditioning: TextConditioning, frame: int | None = None) -> None:
+        """Denoise with `conditioning` from the first chunk that starts at or after video frame `frame`
+        (None: the next chunk); see `prompt_schedule`."""
+        at = chunk_first_frame(self.denoised_frames) if frame is None else frame
+        bisect.insort(self.prompt_changes, (at, conditioning), key=lambda change: change[0])
+
     def push(self, source: SourceChunk) -> list[DenoisedChunk]:
         """Take the next source latents; return the chunks they completed, denoised (often none)."""
         if source.start != self.received_frames:
@@ -344,6 +365,8 @@ class ChunkStreamer:
         source = self.pending[:, :, :size].to(self.dtype)
         self.pending = self.pending[:, :, size:].clone()  # drop the consumed frames' storage
         start = self.denoised_frames
+        while self.prompt_changes and self.prompt_changes[0][0] <= chunk_first_frame(start):
+            self.sampler.change_prompt(self.prompt_changes.pop(0)[1])
         noise = self._chunk_noise(source, start)
         latents = self.sampler.denoise_chunk(noise, source, start)
         if self.record is not None:

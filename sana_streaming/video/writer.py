@@ -8,6 +8,7 @@ RGB -> YUV 4:2:0 conversion uses bicubic chroma filtering, the scaler flag the f
 The file is written under a hidden temporary name in the output folder and published when `close()`
 succeeds, so an interrupted or failed run leaves nothing at the output path (nor an output folder it
 made). Without `overwrite`, publishing never replaces a file, even one another run wrote meanwhile.
+The path `-` streams Matroska to standard output instead, as it is written (nothing to publish).
 
 Frame timing: by default frames are spaced at a constant `fps` (the release's writer). With `timestamps`
 (the reader's `frame_times()`), output frame i gets the presentation time of source frame i, counted from
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -46,6 +48,8 @@ X264_PRESETS = (
 )  # fmt: skip
 PIXEL_FORMAT = "yuv420p"
 CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+STDOUT = "-"  # the output path that streams to standard output
+STDOUT_FORMAT = "matroska"  # streamable: a player or ffmpeg can read it from a pipe as it arrives
 AAC_FRAME_SIZE = 1024
 
 
@@ -82,6 +86,8 @@ def _check_output(
         raise ValueError(f"width and height must be positive and even for {PIXEL_FORMAT}: {width}x{height}")
     if audio_span is not None and not 0 <= audio_span[0] < audio_span[1]:
         raise ValueError(f"audio_span must be (start, end) with 0 <= start < end, got {audio_span}")
+    if str(path) == STDOUT:
+        return STDOUT_FORMAT
     container_format = CONTAINER_FORMATS.get(path.suffix.lower())
     if container_format is None:
         raise VideoWriteError(f"{path}: unsupported extension; use one of {sorted(CONTAINER_FORMATS)}")
@@ -118,6 +124,7 @@ class VideoWriter:
         metadata: dict[str, str] | None = None,
     ) -> None:
         self.path = Path(path).expanduser()
+        self.to_stdout = str(path) == STDOUT
         self.fps = Fraction(fps).limit_denominator(100_000)
         container_format = _check_output(self.path, self.fps, width, height, overwrite, audio_span, preset)
         self.width, self.height = width, height
@@ -128,7 +135,8 @@ class VideoWriter:
         self._timestamps = timestamps
         self._last_pts = -1
         self._end = Fraction(0)  # output seconds at which the last written frame ends
-        self._folders, self._temp = _make_temp(self.path)
+        self._folders, self._temp = ([], None) if self.to_stdout else _make_temp(self.path)
+        self._open_for_writing = True
         self._audio: _AudioCopier | None = None
         try:
             self._open(container_format, preset, metadata)
@@ -139,9 +147,15 @@ class VideoWriter:
             raise
 
     def _open(self, container_format: str, preset: str, metadata: dict[str, str] | None) -> None:
-        """The temporary file's container and its H.264 stream (the source's time base when following
-        its frame times)."""
-        self._container = av.open(str(self._temp), mode="w", format=container_format)
+        """The temporary file's container (or standard output's, written as it goes: Matroska's live
+        mode never seeks back) and its H.264 stream (the source's time base when following its frame
+        times)."""
+        if self.to_stdout:
+            self._container = av.open(
+                sys.stdout.buffer, mode="w", format=container_format, options={"live": "1"}
+            )
+        else:
+            self._container = av.open(str(self._temp), mode="w", format=container_format)
         self._container.metadata.update(metadata or {})
         options = {**X264_OPTIONS, "preset": preset}
         self._stream = self._container.add_stream("libx264", rate=self.fps, options=options)
@@ -164,7 +178,7 @@ class VideoWriter:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (self.height, self.width, 3):
             raise ValueError(f"expected uint8 images [F, {self.height}, {self.width}, 3], got {images.shape}")
         with self._lock:
-            if self._temp is None:
+            if not self._open_for_writing:
                 raise VideoWriteError(f"{self.path}: the writer is closed")
             self._encode_images(images)
 
@@ -199,7 +213,7 @@ class VideoWriter:
     def close(self) -> None:
         """Finish encoding and move the file into place. Nothing is left at the output path on failure."""
         with self._lock:
-            if self._temp is not None:
+            if self._open_for_writing:
                 self._finish()
 
     def _finish(self) -> None:
@@ -208,8 +222,10 @@ class VideoWriter:
             if self._audio is not None:
                 self._audio.encode_until(self._end, final=True)
             self._container.close()
-            publish(self._temp, self.path, overwrite=self.overwrite)
-            self._temp = None
+            self._open_for_writing = False
+            if self._temp is not None:
+                publish(self._temp, self.path, overwrite=self.overwrite)
+                self._temp = None
         except FileExistsError:
             self._abort()
             raise VideoWriteError(
@@ -229,6 +245,7 @@ class VideoWriter:
             self._abort()
 
     def _abort(self) -> None:
+        self._open_for_writing = False
         if self._audio is not None:
             self._audio.close()
         container = getattr(self, "_container", None)

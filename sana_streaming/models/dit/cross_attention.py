@@ -40,6 +40,17 @@ class TextCache:
     def batch(self) -> int:
         return self.mask_bias.shape[0]
 
+    def copy_from(self, other: TextCache) -> bool:
+        """Overwrite this cache with `other`'s values in place (its buffers stay where captured graphs
+        read them); False, and nothing copied, if their shapes differ."""
+        mine = [self.mask_bias, *(t for kv in self.blocks for t in (kv.keys, kv.values))]
+        theirs = [other.mask_bias, *(t for kv in other.blocks for t in (kv.keys, kv.values))]
+        if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs, strict=True)):
+            return False
+        for a, b in zip(mine, theirs, strict=True):
+            a.copy_(b)
+        return True
+
     def nbytes(self) -> int:
         """Bytes held: the storage of the bias and of every block's keys and values (the values are a
         view of the K/V projection's output, which they keep whole)."""
