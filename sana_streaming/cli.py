@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sana_streaming.options import EditOptions, EditResult
     from sana_streaming.pipeline import SanaStreamingPipeline
     from sana_streaming.stages import ProgressEvent, ProgressFn
+    from sana_streaming.timing import StageTimer
 
 SUBCOMMANDS = ("edit", "batch", "convert", "bench")
 STDOUT = "-"  # --output - streams the edit to standard output (`video.writer.STDOUT`)
@@ -219,6 +220,8 @@ def _add_output_arguments(add: AddArgument) -> None:
 
     add("--output_dir", default="outputs", help="folder of the output, created when the output is published")
     add("--output_name", help="file name in --output_dir, .mp4/.mov/.mkv (default: <video stem>_<mode>.mp4)")
+    add("--stats", action="store_true", help="print source-to-output latency and stage times at the end")
+    add("--stats_json", metavar="FILE", help="also write those statistics, per written batch, as JSON")
     add(
         "--output", metavar="PATH",
         help="the output file itself (instead of --output_dir/--output_name), or - to stream Matroska to "
@@ -479,8 +482,17 @@ def _edit(args: argparse.Namespace) -> int:
 
     inputs = load_plan_inputs(plan, needs)
     pipe = load_pipeline(plan, args, text_encoder=inputs.prompts is None)
+    stats = args.stats or args.stats_json is not None
     with _progress_bar(plan.mode) as progress, torch.inference_mode():
-        result = run_plan(pipe, plan, args, inputs, progress)
+        if stats:
+            from sana_streaming.telemetry import LatencyLog
+            from sana_streaming.timing import StageTimer
+
+            progress = log = LatencyLog(then=progress)
+            timer = StageTimer(pipe.device)
+        result = run_plan(pipe, plan, args, inputs, progress, timer=timer if stats else None)
+    if stats:
+        _report_stats(log.summary(timer.seconds), args.stats_json)
     if str(result.path) == STDOUT:
         print(f"Streamed {result.frames} frames to standard output", file=sys.stderr)
     else:
@@ -540,13 +552,27 @@ def run_plan(
     args: argparse.Namespace,
     inputs: PlanInputs,
     progress: ProgressFn | None = None,
+    timer: StageTimer | None = None,
 ) -> EditResult:
     """Run one resolved edit with a loaded pipeline; returns its `EditResult`."""
     return pipe.edit(
         inputs.source, plan.output, _edit_options(plan, args), fps=args.fps, audio=not args.no_audio,
         overwrite=args.overwrite, preset=args.x264_preset, prompts=inputs.prompts,
-        latent_path=plan.latent_output, progress=progress, metadata=_provenance(plan),
+        latent_path=plan.latent_output, progress=progress, timer=timer, metadata=_provenance(plan),
     )  # fmt: skip
+
+
+def _report_stats(summary: dict, json_path: str | None) -> None:
+    """`--stats`: the run's latency and stage lines on stderr, and the whole summary as JSON if asked."""
+    import json
+
+    from sana_streaming.files import publish_text
+    from sana_streaming.telemetry import format_summary
+
+    for line in format_summary(summary):
+        print(line, file=sys.stderr)
+    if json_path is not None:
+        publish_text(Path(json_path).expanduser(), json.dumps(summary, indent=1) + "\n")
 
 
 def _dry_run(plan: EditPlan, needs: list[Need]) -> int:

@@ -25,14 +25,14 @@ from sana_streaming.sampling.streaming import ChunkStreamer, LatentRecord, Sourc
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.reader import VideoReader, VideoSource, open_video
 
-Stage = Literal["text", "encode", "denoise", "decode", "write"]
+Stage = Literal["text", "read", "encode", "denoise", "decode", "write"]
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
     """One step of a run, for progress bars and per-chunk callbacks (as diffusers' step callbacks).
 
-    `done` and `total` count the stage's `unit`: frames for encode, decode and write (video frames of
+    `done` and `total` count the stage's `unit`: frames for read, encode, decode and write (video frames of
     the source, in order), chunks for streaming denoise, sampler steps for bidirectional denoise,
     prompts for text; `total` is None while the source's length is unknown. `tensor` is the chunk's
     denoised latents `(1, C, T, h, w)` (streaming denoise, `start` its first latent frame) or its
@@ -218,8 +218,10 @@ class SourceEncoder:
 
 
 def _counted(pixels: Iterator[Tensor], run: StreamRun) -> Iterator[Tensor]:
-    """Pass pixel chunks `[3, F, H, W]` through, reporting them as encoded once the next is asked for."""
+    """Pass pixel chunks `[3, F, H, W]` through, reporting them as read when they arrive and as
+    encoded once the next is asked for."""
     for chunk in pixels:
+        run.count_frames("read", chunk.shape[1])
         yield chunk
         run.count_frames("encode", chunk.shape[1])
 

@@ -261,6 +261,80 @@ def test_output_to_stdout_streams_the_same_frames_as_a_file(workdir):
     assert main(tiny_args(src, "--output", "-", "--save_latent")) == 2
 
 
+def test_http_source_to_stdout(workdir):
+    """A source served over http by a local server, edited to standard output and read back here."""
+    import functools
+    import http.server
+    import io
+    import threading
+
+    import av
+
+    make_clip(workdir / "clip.mp4", num_frames=33, fps=24)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(workdir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable,
+        "-m",
+        "sana_streaming.cli",
+        *tiny_args(url, "--num_frames", "all", "--output", "-"),
+    ]
+    try:
+        done = subprocess.run(command, env=env, cwd=workdir, capture_output=True, timeout=300, check=False)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr.decode()
+    with av.open(io.BytesIO(done.stdout)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 33 and frames[0].shape == (64, 96, 3)
+
+
+def test_stats_report_latency_per_written_batch(workdir, capsys):
+    import itertools
+    import json
+
+    make_clip(workdir / "clip.mp4", num_frames=57, fps=24)
+    assert (
+        main(tiny_args(workdir / "clip.mp4", "--num_frames", "all", "--stats", "--stats_json", "s.json")) == 0
+    )
+    err = capsys.readouterr().err
+    assert "stats: 57 frames" in err and "source-to-output latency" in err and "stage seconds" in err
+    summary = json.loads((workdir / "s.json").read_text())
+    batches = summary["batches"]
+    assert batches[0]["first"] == 0 and batches[-1]["end"] == 57 == summary["frames"]
+    assert all(a["end"] == b["first"] for a, b in itertools.pairwise(batches))
+    assert all(0 <= b["newest_s"] <= b["oldest_s"] <= b["written_s"] for b in batches)
+    assert summary["first_frame_s"] == batches[0]["written_s"] > 0
+    assert {"dit", "decode", "write"} <= set(summary["stage_seconds"])
+
+
+def test_a_server_that_never_answers_times_out_in_one_line(workdir, capsys, monkeypatch):
+    import socket
+    import threading
+    import time
+
+    from sana_streaming.video import reader
+
+    monkeypatch.setattr(reader, "NETWORK_TIMEOUTS", (1.0, 1.0))
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/live.mkv"
+    start = time.monotonic()
+    try:
+        assert main(tiny_args(url, "--num_frames", "all")) == 1
+    finally:
+        server.close()
+    assert time.monotonic() - start < 30
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "no data from the source for 1 s" in err[0], err
+
+
 def test_video_from_stdin_pipe(workdir):
     """`--video_path -` reads a pipe of unknown length, chunk by chunk."""
     from fractions import Fraction

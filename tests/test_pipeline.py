@@ -200,9 +200,10 @@ def test_progress_events_cover_every_stage_with_the_chunk_tensors(tmp_path, pipe
     events: list[ProgressEvent] = []
     frames, record = run(pipe, tmp_path / "clip.mkv", options, progress=events.append)
     stages = list(dict.fromkeys(e.stage for e in events))
-    assert stages == ["text", "encode", "denoise", "decode"]
-    encode = [e for e in events if e.stage == "encode"]
-    assert [e.done for e in encode] == [24, 48, 57] and {e.total for e in encode} == {57}
+    assert stages == ["text", "read", "encode", "denoise", "decode"]
+    for stage in ("read", "encode"):
+        counted = [e for e in events if e.stage == stage]
+        assert [e.done for e in counted] == [24, 48, 57] and {e.total for e in counted} == {57}
     decoded = [e for e in events if e.stage == "decode"]
     assert decoded[-1].done == frames.shape[1] == 57
     assert torch.equal(torch.cat([e.tensor for e in decoded], dim=1), frames)

@@ -341,9 +341,10 @@ class VideoReader:
                 yield self._upright(frame.to_ndarray(format="rgb24"))
                 count += 1
         except av.error.FFmpegError as exc:
+            why = _why(exc)
             if not self.is_live:
-                raise VideoReadError(f"{self.name}: decoding failed after {count} frames ({exc})") from exc
-            logger.warning("%s stopped after %d frames (%s); editing what arrived", self.name, count, exc)
+                raise VideoReadError(f"{self.name}: decoding failed after {count} frames ({why})") from exc
+            logger.warning("%s stopped after %d frames (%s); editing what arrived", self.name, count, why)
 
     def _upright(self, image: np.ndarray) -> np.ndarray:
         if not self._turns:
@@ -423,10 +424,26 @@ def _local_file(source: VideoSource, name: str) -> Path | None:
 def _open(source: VideoSource, local: Path | None, name: str) -> av.container.InputContainer:
     if isinstance(source, (str, Path)) and str(source) == STDIN:
         source = _stdin_url()
+    network = isinstance(source, (str, Path)) and "://" in str(source) and local is None
     try:
+        if network:
+            return av.open(str(source), mode="r", timeout=NETWORK_TIMEOUTS)
         return av.open(str(local) if local is not None else source, mode="r")
     except av.error.FFmpegError as exc:
-        raise VideoReadError(f"{name}: cannot open as a video ({exc.strerror or exc})") from exc
+        raise VideoReadError(f"{name}: cannot open as a video ({_why(exc, opening=True)})") from exc
+
+
+def _why(exc: av.error.FFmpegError, opening: bool = False) -> str:
+    """FFmpeg's reason, in words where it is a network timeout (FFmpeg says "Immediate exit requested")."""
+    if isinstance(exc, av.error.ExitError):
+        seconds = NETWORK_TIMEOUTS[0 if opening else 1]
+        return f"no data from the source for {seconds:g} s"
+    return str(exc.strerror or exc)
+
+
+# Seconds a network source may take to open, and to send the next data once open (PyAV's `timeout`):
+# a server that stops answering ends a live edit with what arrived, or fails a file edit, in one line.
+NETWORK_TIMEOUTS = (15.0, 10.0)
 
 
 def _stdin_url() -> str:
