@@ -35,6 +35,13 @@ if TYPE_CHECKING:
 
 SUBCOMMANDS = ("edit", "batch", "convert", "bench")
 STDOUT = "-"  # --output - streams the edit to standard output (`video.writer.STDOUT`)
+
+
+def is_streamed(output: str | Path) -> bool:
+    """`-` or a URL: written as it goes, not a file (`video.writer.streamed_format`)."""
+    return isinstance(output, str) and (output == STDOUT or "://" in output)
+
+
 AddArgument = Callable[..., argparse.Action]  # `add_argument` of a parser or argument group
 
 
@@ -224,8 +231,9 @@ def _add_output_arguments(add: AddArgument) -> None:
     add("--stats_json", metavar="FILE", help="also write those statistics, per written batch, as JSON")
     add(
         "--output", metavar="PATH",
-        help="the output file itself (instead of --output_dir/--output_name), or - to stream Matroska to "
-        "standard output as it is edited (e.g. `| ffplay -`)",
+        help="the output file itself (instead of --output_dir/--output_name), or where to stream it as it is "
+        "edited: - (Matroska on standard output, e.g. `| ffplay -`) or a udp://, srt://, tcp:// (MPEG-TS) "
+        "or rtmp:// (FLV) URL",
     )  # fmt: skip
     add(
         "--height",
@@ -353,7 +361,7 @@ class EditPlan:
     height: int
     width: int
     num_frames: int | None  # None: the whole source
-    output: Path
+    output: Path | str  # a str: streamed (- or a URL)
     latent_output: Path | None
     input_latent_path: str | None
     input_text_embed_path: str | None
@@ -443,25 +451,36 @@ def _validate(plan: EditPlan, args: argparse.Namespace, vae: VAEConfig) -> None:
             print(f"note: --{name} {getattr(asked, name)} floored to {value} ({rule})", file=sys.stderr)
 
 
-def _output_paths(args: argparse.Namespace, video_path: str) -> tuple[Path, Path | None]:
-    """The output video (and `--save_latent` file) as absolute paths inside `--output_dir`."""
+def _output_paths(args: argparse.Namespace, video_path: str) -> tuple[Path | str, Path | None]:
+    """The output video (an absolute path inside `--output_dir`, or a streamed `--output`) and the
+    `--save_latent` file."""
     output = output_path(args, video_path)
-    if str(output) == STDOUT and args.save_latent:
-        raise UsageError("--save_latent needs an output file, not --output -")
+    if isinstance(output, str):
+        if args.save_latent:
+            raise UsageError(f"--save_latent needs an output file, not --output {output}")
+        return output, None
     latent_output = output.with_name(f"{output.stem}_latent.pt") if args.save_latent else None
     for path in (output, latent_output):
-        if path is not None and str(path) != STDOUT and path.exists() and not args.overwrite:
+        if path is not None and path.exists() and not args.overwrite:
             raise UsageError(f"{path} exists (use --overwrite to replace it)")
     return output, latent_output
 
 
-def output_path(args: argparse.Namespace, video_path: str) -> Path:
-    """Where the edit of `video_path` goes: `--output` (a file, or - for standard output), else
-    `--output_name` (or `<stem>_<mode>.mp4`) in `--output_dir`."""
+def output_path(args: argparse.Namespace, video_path: str) -> Path | str:
+    """Where the edit of `video_path` goes: `--output` (a file, or - or a URL to stream to, kept as
+    the string), else `--output_name` (or `<stem>_<mode>.mp4`) in `--output_dir`."""
     if args.output is not None:
         if args.output_name is not None:
-            raise UsageError("--output names the file itself: drop --output_name")
-        return Path(STDOUT) if args.output == STDOUT else Path(args.output).expanduser().resolve()
+            raise UsageError("--output names the output itself: drop --output_name")
+        if is_streamed(args.output):
+            from sana_streaming.video.writer import VideoWriteError, streamed_format
+
+            try:
+                streamed_format(args.output)
+            except VideoWriteError as exc:
+                raise UsageError(str(exc)) from None
+            return args.output
+        return Path(args.output).expanduser().resolve()
     name = args.output_name or f"{'stdin' if video_path == '-' else Path(video_path).stem}_{args.mode}.mp4"
     if Path(name).name != name or name in (".", ".."):
         raise UsageError(
@@ -493,8 +512,9 @@ def _edit(args: argparse.Namespace) -> int:
         result = run_plan(pipe, plan, args, inputs, progress, timer=timer if stats else None)
     if stats:
         _report_stats(log.summary(timer.seconds), args.stats_json)
-    if str(result.path) == STDOUT:
-        print(f"Streamed {result.frames} frames to standard output", file=sys.stderr)
+    if is_streamed(result.path):
+        where = "standard output" if result.path == STDOUT else result.path
+        print(f"Streamed {result.frames} frames to {where}", file=sys.stderr)
     else:
         print(f"Saved video to {result.path}")
     return 0

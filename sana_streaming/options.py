@@ -55,7 +55,7 @@ class EditOptions:
 class EditResult:
     """What `edit` wrote."""
 
-    path: Path
+    path: Path | str  # a str for a streamed output (- or a URL)
     frames: int
     fps: Fraction
     audio: bool

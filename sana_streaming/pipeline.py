@@ -309,5 +309,8 @@ class SanaStreamingPipeline:
         if record is not None:  # after the video: a failed edit leaves neither file
             save_latent_file(record.stacked(), Path(latent_path), overwrite)  # type: ignore[arg-type]
         return EditResult(
-            path=Path(output), frames=writer.frames_written, fps=writer.fps, audio=writer.has_audio
+            path=writer.target if writer.streamed else Path(output),
+            frames=writer.frames_written,
+            fps=writer.fps,
+            audio=writer.has_audio,
         )

@@ -335,6 +335,41 @@ def test_a_server_that_never_answers_times_out_in_one_line(workdir, capsys, monk
     assert len(err) == 1 and "no data from the source for 1 s" in err[0], err
 
 
+def test_output_to_a_tcp_url_streams_mpegts_to_a_listener(workdir, capsys):
+    import socket
+    import threading
+    import time
+
+    import av
+
+    with socket.socket() as probe_socket:  # a free port for the listener
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    received: list = []
+
+    def listen() -> None:
+        with av.open(f"tcp://127.0.0.1:{port}?listen=1", format="mpegts", timeout=60) as container:
+            received.extend(f.to_ndarray(format="rgb24") for f in container.decode(video=0))
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(0.5)
+    make_clip(workdir / "clip.mp4", num_frames=33, fps=24)
+    url = f"tcp://127.0.0.1:{port}"
+    assert main(tiny_args(workdir / "clip.mp4", "--num_frames", "all", "--output", url)) == 0
+    listener.join(60)
+    assert len(received) == 33 and received[0].shape == (64, 96, 3)
+    assert f"Streamed 33 frames to {url}" in capsys.readouterr().err
+    assert main(tiny_args(workdir / "clip.mp4", "--output", "ftp://example.com/x.ts")) == 2
+    assert "cannot stream to ftp://" in capsys.readouterr().err
+    no_listener = tiny_args(
+        workdir / "clip.mp4", "--num_frames", "all", "--output", f"tcp://127.0.0.1:{port}"
+    )
+    assert main(no_listener) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot stream there" in err[0], err
+
+
 def test_video_from_stdin_pipe(workdir):
     """`--video_path -` reads a pipe of unknown length, chunk by chunk."""
     from fractions import Fraction

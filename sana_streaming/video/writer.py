@@ -8,7 +8,8 @@ RGB -> YUV 4:2:0 conversion uses bicubic chroma filtering, the scaler flag the f
 The file is written under a hidden temporary name in the output folder and published when `close()`
 succeeds, so an interrupted or failed run leaves nothing at the output path (nor an output folder it
 made). Without `overwrite`, publishing never replaces a file, even one another run wrote meanwhile.
-The path `-` streams Matroska to standard output instead, as it is written (nothing to publish).
+The path `-` streams Matroska to standard output instead, and a udp://, srt://, tcp:// or rtmp:// URL
+streams MPEG-TS (FLV for RTMP) there, as it is written (nothing to publish, nothing to take back).
 
 Frame timing: by default frames are spaced at a constant `fps` (the release's writer). With `timestamps`
 (the reader's `frame_times()`), output frame i gets the presentation time of source frame i, counted from
@@ -49,7 +50,27 @@ X264_PRESETS = (
 PIXEL_FORMAT = "yuv420p"
 CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 STDOUT = "-"  # the output path that streams to standard output
-STDOUT_FORMAT = "matroska"  # streamable: a player or ffmpeg can read it from a pipe as it arrives
+STDOUT_FORMAT = "matroska"  # streamable: a player or ffmpeg reads it from the pipe as it arrives
+# Network outputs by URL scheme and their containers (written as they go): MPEG-TS for datagram and
+# stream sockets, FLV for RTMP.
+URL_FORMATS = {"udp": "mpegts", "srt": "mpegts", "tcp": "mpegts", "rtmp": "flv", "rtmps": "flv"}
+CONNECT_TIMEOUT_S = 15.0  # a network output that cannot be reached fails after this long
+
+
+def streamed_format(target: str) -> str | None:
+    """The container of a streamed output (`-` or a URL of a known scheme); None for a file path.
+    Raises VideoWriteError for a URL of another scheme."""
+    if target == STDOUT:
+        return STDOUT_FORMAT
+    if "://" not in target:
+        return None
+    scheme = target.split("://", 1)[0].lower()
+    if scheme not in URL_FORMATS:
+        known = ", ".join(f"{s}://" for s in URL_FORMATS)
+        raise VideoWriteError(f"{target}: cannot stream to {scheme}:// (use one of {known}, - or a file)")
+    return URL_FORMATS[scheme]
+
+
 AAC_FRAME_SIZE = 1024
 
 
@@ -76,8 +97,10 @@ def _check_output(
     overwrite: bool,
     audio_span: tuple[float, float] | None,
     preset: str,
+    streamed: str | None,
 ) -> str:
-    """The container format of `path`, after checking the writer's arguments (before any file exists)."""
+    """The container format of `path` (`streamed`'s for a streamed output), after checking the writer's
+    arguments (before any file exists)."""
     if preset not in X264_PRESETS:
         raise ValueError(f"unknown x264 preset {preset!r}; choose from {', '.join(X264_PRESETS)}")
     if fps <= 0:
@@ -86,8 +109,8 @@ def _check_output(
         raise ValueError(f"width and height must be positive and even for {PIXEL_FORMAT}: {width}x{height}")
     if audio_span is not None and not 0 <= audio_span[0] < audio_span[1]:
         raise ValueError(f"audio_span must be (start, end) with 0 <= start < end, got {audio_span}")
-    if str(path) == STDOUT:
-        return STDOUT_FORMAT
+    if streamed is not None:
+        return streamed
     container_format = CONTAINER_FORMATS.get(path.suffix.lower())
     if container_format is None:
         raise VideoWriteError(f"{path}: unsupported extension; use one of {sorted(CONTAINER_FORMATS)}")
@@ -102,6 +125,8 @@ def _check_output(
 
 class VideoWriter:
     """`with VideoWriter(path, fps, width, height) as out: out.write(chunk)`; published on close.
+
+    `path`: an .mp4/.mov/.mkv file, or `-` or a udp/srt/tcp/rtmp URL to stream to (`streamed_format`).
 
     `audio_from`: a reader's `audio_feed()` or a source file whose first audio track is copied;
     `audio_span`: `(start, end)` seconds of that source, measured from its first video frame (None: from
@@ -123,10 +148,14 @@ class VideoWriter:
         preset: str = X264_OPTIONS["preset"],
         metadata: dict[str, str] | None = None,
     ) -> None:
+        streamed = streamed_format(str(path))
+        self.streamed = streamed is not None
         self.path = Path(path).expanduser()
-        self.to_stdout = str(path) == STDOUT
+        self.target = str(path) if self.streamed else str(self.path)  # a URL keeps its "//"
         self.fps = Fraction(fps).limit_denominator(100_000)
-        container_format = _check_output(self.path, self.fps, width, height, overwrite, audio_span, preset)
+        container_format = _check_output(
+            self.path, self.fps, width, height, overwrite, audio_span, preset, streamed
+        )
         self.width, self.height = width, height
         self.frames_written = 0
         self.overwrite = overwrite
@@ -135,25 +164,34 @@ class VideoWriter:
         self._timestamps = timestamps
         self._last_pts = -1
         self._end = Fraction(0)  # output seconds at which the last written frame ends
-        self._folders, self._temp = ([], None) if self.to_stdout else _make_temp(self.path)
+        self._folders, self._temp = ([], None) if self.streamed else _make_temp(self.path)
         self._open_for_writing = True
         self._audio: _AudioCopier | None = None
         try:
             self._open(container_format, preset, metadata)
             if audio_from is not None:
                 self._audio = _AudioCopier(_audio_source(audio_from), self._container, audio_span)
+            if self.streamed and self.target != STDOUT:
+                self._connect()
         except BaseException:
             self.abort()
             raise
 
     def _open(self, container_format: str, preset: str, metadata: dict[str, str] | None) -> None:
-        """The temporary file's container (or standard output's, written as it goes: Matroska's live
-        mode never seeks back) and its H.264 stream (the source's time base when following its frame
-        times)."""
-        if self.to_stdout:
+        """The temporary file's container (or a streamed output's, written as it goes: standard output
+        in Matroska's live mode, which never seeks back, or a URL) and its H.264 stream (the source's
+        time base when following its frame times)."""
+        if self.target == STDOUT:
             self._container = av.open(
                 sys.stdout.buffer, mode="w", format=container_format, options={"live": "1"}
             )
+        elif self.streamed:
+            try:
+                self._container = av.open(
+                    self.target, mode="w", format=container_format, timeout=CONNECT_TIMEOUT_S
+                )
+            except av.error.FFmpegError as exc:
+                raise VideoWriteError(f"{self.target}: cannot stream there ({exc.strerror or exc})") from exc
         else:
             self._container = av.open(str(self._temp), mode="w", format=container_format)
         self._container.metadata.update(metadata or {})
@@ -164,6 +202,14 @@ class VideoWriter:
             self._stream.codec_context.time_base = self._stream.time_base = self._timestamps.time_base
         # x264's own threads; an explicit count is faster than FFmpeg's 0 ("auto") through PyAV
         self._stream.codec_context.thread_count = min(16, os.cpu_count() or 1)
+
+    def _connect(self) -> None:
+        """Open a URL output now (FFmpeg would at the first packet): a receiver that is not there fails
+        the edit before it starts."""
+        try:
+            self._container.start_encoding()
+        except av.error.FFmpegError as exc:
+            raise VideoWriteError(f"{self.target}: cannot stream there ({exc.strerror or exc})") from exc
 
     def write(self, frames: torch.Tensor) -> None:
         """Append decoded frames `[3, F, H, W]` (values about [-1, 1])."""
@@ -179,7 +225,7 @@ class VideoWriter:
             raise ValueError(f"expected uint8 images [F, {self.height}, {self.width}, 3], got {images.shape}")
         with self._lock:
             if not self._open_for_writing:
-                raise VideoWriteError(f"{self.path}: the writer is closed")
+                raise VideoWriteError(f"{self.target}: the writer is closed")
             self._encode_images(images)
 
     def _encode_images(self, images: np.ndarray) -> None:
@@ -193,7 +239,7 @@ class VideoWriter:
             if self._audio is not None:
                 self._audio.encode_until(self._end, final=False)
         except av.error.FFmpegError as exc:
-            raise VideoWriteError(f"{self.path}: encoding failed ({exc})") from exc
+            raise VideoWriteError(f"{self.target}: encoding failed ({exc})") from exc
 
     def _time(self, frame: av.VideoFrame) -> None:
         """Give the next frame its pts: the next source frame's time, or the constant `fps` spacing."""
@@ -204,7 +250,7 @@ class VideoWriter:
         try:
             pts, duration = self._timestamps.pop()
         except IndexError:
-            raise VideoWriteError(f"{self.path}: more frames written than the source gave") from None
+            raise VideoWriteError(f"{self.target}: more frames written than the source gave") from None
         pts = max(pts, self._last_pts + 1)  # the encoder needs strictly increasing times
         frame.pts, frame.duration, frame.time_base = pts, duration, self._timestamps.time_base
         self._last_pts = pts
@@ -234,7 +280,7 @@ class VideoWriter:
             ) from None
         except av.error.FFmpegError as exc:
             self._abort()
-            raise VideoWriteError(f"{self.path}: finishing the file failed ({exc})") from exc
+            raise VideoWriteError(f"{self.target}: finishing the file failed ({exc})") from exc
         except BaseException:
             self._abort()
             raise
