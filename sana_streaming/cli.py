@@ -499,18 +499,17 @@ def _edit(args: argparse.Namespace) -> int:
         return _dry_run(plan, needs)
     import torch
 
+    from sana_streaming.telemetry import LatencyLog
+    from sana_streaming.timing import StageTimer
+
     inputs = load_plan_inputs(plan, needs)
     pipe = load_pipeline(plan, args, text_encoder=inputs.prompts is None)
     stats = args.stats or args.stats_json is not None
-    with _progress_bar(plan.mode) as progress, torch.inference_mode():
-        if stats:
-            from sana_streaming.telemetry import LatencyLog
-            from sana_streaming.timing import StageTimer
-
-            progress = log = LatencyLog(then=progress)
-            timer = StageTimer(pipe.device)
-        result = run_plan(pipe, plan, args, inputs, progress, timer=timer if stats else None)
-    if stats:
+    timer = StageTimer(pipe.device) if stats else None
+    with _progress_bar(plan.mode) as bar, torch.inference_mode():
+        log = LatencyLog(then=bar) if stats else None
+        result = run_plan(pipe, plan, args, inputs, log or bar, timer=timer)
+    if log is not None and timer is not None:
         _report_stats(log.summary(timer.seconds), args.stats_json)
     if is_streamed(result.path):
         where = "standard output" if result.path == STDOUT else result.path
