@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from sana_streaming.pipeline import SanaStreamingPipeline
     from sana_streaming.stages import ProgressEvent, ProgressFn
     from sana_streaming.timing import StageTimer
+    from sana_streaming.video.reader import FormattedSource
 
 SUBCOMMANDS = ("edit", "batch", "convert", "bench")
 STDOUT = "-"  # --output - streams the edit to standard output (`video.writer.STDOUT`)
@@ -161,6 +162,11 @@ def _add_model_arguments(add: AddArgument) -> None:
 def _add_source_arguments(add: AddArgument) -> None:
     """Flags of the source video."""
     add("--video_path", help="source video: a file, hf://, a URL, pipe:N or - for stdin (default: the demo)")
+    add(
+        "--video_format", metavar="FORMAT",
+        help="FFmpeg's input format of --video_path, for devices and filter graphs (v4l2 /dev/video0 where "
+        "PyAV's FFmpeg has it, x11grab :0.0, lavfi testsrc) or unprobed streams (default: probed)",
+    )  # fmt: skip
     add(
         "--num_frames",
         type=_num_frames,
@@ -357,6 +363,7 @@ class EditPlan:
     config: str
     model_path: str | None  # None: random weights
     video_path: str
+    video_format: str | None  # FFmpeg's input format (devices, lavfi); None: probed
     prompt: str
     height: int
     width: int
@@ -397,6 +404,7 @@ def resolve_edit_plan(args: argparse.Namespace) -> EditPlan:
         config=str(config),
         model_path=None if args.random_weights else (args.model_path or preset.model_path),
         video_path=video_path,
+        video_format=args.video_format,
         prompt=args.prompt if args.prompt is not None else preset.demo_prompt,
         height=args.height // stride * stride,
         width=args.width // stride * stride,
@@ -432,6 +440,13 @@ def _validate(plan: EditPlan, args: argparse.Namespace, vae: VAEConfig) -> None:
 
     if args.fps is not None and args.fps <= 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
+    if args.video_format is not None:
+        import av
+
+        if args.video_format not in av.formats_available:
+            raise UsageError(
+                f"--video_format {args.video_format}: this FFmpeg (PyAV's) has no such input format"
+            )
     if args.prompt_schedule and args.input_text_embed_path:
         raise UsageError(
             "--prompt_schedule encodes its prompts, so it cannot go with --input_text_embed_path"
@@ -523,7 +538,7 @@ def _edit(args: argparse.Namespace) -> int:
 class PlanInputs:
     """An edit's source (a local path, URL or pipe, or debug latents) and any given prompt embeddings."""
 
-    source: str | SourceLatents
+    source: str | FormattedSource | SourceLatents
     prompts: PromptPair | None  # from --input_text_embed_path
 
 
@@ -541,10 +556,15 @@ def load_plan_inputs(plan: EditPlan, needs: list[Need] | None = None) -> PlanInp
     """Fetch what the plan needs (one error names everything missing) and read its debug files."""
     from sana_streaming.debug_files import load_latent_file, load_text_embed_file
     from sana_streaming.downloads import resolve_needs
+    from sana_streaming.video.reader import FormattedSource
 
     local = resolve_needs(_plan_needs(plan) if needs is None else needs)
     if plan.input_latent_path:  # the release then reads no video
-        source: str | SourceLatents = load_latent_file(local.get("input_latent_path", plan.input_latent_path))
+        source: str | FormattedSource | SourceLatents = load_latent_file(
+            local.get("input_latent_path", plan.input_latent_path)
+        )
+    elif plan.video_format is not None:  # a device, a filter graph or an unprobed stream
+        source = FormattedSource(plan.video_path, plan.video_format)
     else:  # local files, URLs, `pipe:` and `-` (stdin) go to the reader as they are
         source = local.get("video_path", plan.video_path)
     prompts = None

@@ -370,6 +370,17 @@ def test_output_to_a_tcp_url_streams_mpegts_to_a_listener(workdir, capsys):
     assert len(err) == 1 and "cannot stream there" in err[0], err
 
 
+def test_video_format_opens_a_filter_graph_as_a_live_source(workdir, capsys):
+    """`--video_format lavfi`: FFmpeg's test pattern stands in for a camera (a source of unknown length);
+    an input format this FFmpeg lacks is a usage error."""
+    graph = "testsrc=size=100x70:rate=24:duration=1.5"  # 36 frames: the last group of 8 is incomplete
+    args = tiny_args(graph, "--video_format", "lavfi", "--num_frames", "all", "--output_name", "cam.mp4")
+    assert main(args) == 0
+    assert probe(workdir / "outputs" / "cam.mp4")["frames"] == 33
+    assert main(tiny_args("/dev/video0", "--video_format", "no_such_device", "--num_frames", "all")) == 2
+    assert "has no such input format" in capsys.readouterr().err
+
+
 def test_video_from_stdin_pipe(workdir):
     """`--video_path -` reads a pipe of unknown length, chunk by chunk."""
     from fractions import Fraction

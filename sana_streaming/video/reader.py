@@ -45,7 +45,17 @@ from sana_streaming.hub import HubError, is_hub_uri, resolve_path
 
 logger = logging.getLogger(__name__)
 
-VideoSource = str | Path | BinaryIO
+
+@dataclass(frozen=True)
+class FormattedSource:
+    """A source FFmpeg must be told the input format of: a device (`v4l2` camera, `x11grab` screen)
+    or a filter graph (`lavfi`), or a stream whose container is not probed (`mpegts`)."""
+
+    path: str
+    format: str
+
+
+VideoSource = str | Path | BinaryIO | FormattedSource
 STDIN = "-"
 AUDIO_WAIT_FRAMES = 12  # decoded frames held back at most while their audio has not been demuxed yet
 AUDIO_BUFFER_SECONDS = 120  # audio the feed may hold before its consumer takes it
@@ -396,6 +406,8 @@ def _at_most(count: int | None, limit: int | None) -> int | None:
 
 
 def _source_name(source: VideoSource) -> str:
+    if isinstance(source, FormattedSource):
+        return f"{source.format}:{source.path}"
     if isinstance(source, (str, Path)):
         return "stdin" if str(source) == STDIN else str(source)
     return str(getattr(source, "name", "<stream>"))
@@ -426,6 +438,8 @@ def _open(source: VideoSource, local: Path | None, name: str) -> av.container.In
         source = _stdin_url()
     network = isinstance(source, (str, Path)) and "://" in str(source) and local is None
     try:
+        if isinstance(source, FormattedSource):
+            return av.open(source.path, mode="r", format=source.format, timeout=NETWORK_TIMEOUTS)
         if network:
             return av.open(str(source), mode="r", timeout=NETWORK_TIMEOUTS)
         return av.open(str(local) if local is not None else source, mode="r")
