@@ -28,6 +28,7 @@ from sana_streaming.conditioning import TextConditioning
 from sana_streaming.config import ConfigError, TextEncoderConfig
 from sana_streaming.downloads import text_encoder_source
 from sana_streaming.hub import resolve
+from sana_streaming.models.random_init import redraw_
 
 # The complex-human-instruction prefix, byte for byte.
 # Source: meefs/Sana @ 5498e5b, configs/sana_streaming/sana_streaming_2b_720p.yaml and
@@ -167,13 +168,13 @@ class TextEncoder:
         seed: int = 0,
     ) -> TextEncoder:
         """Random weights: `Gemma2Config(**config.architecture)` (None: the 2B defaults) with the committed
-        tokenizer; weights drawn from a private generator seeded with `seed`."""
+        tokenizer; weights drawn from a private generator seeded with `seed` (`random_init.redraw_`)."""
         gemma_config = Gemma2Config(**(config.architecture or {}))
         device = torch.device(device)
         cuda_devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices), device:
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=cuda_devices), device:  # leaves the caller's RNGs untouched
             model = AutoModel.from_config(gemma_config, dtype=dtype, attn_implementation=NO_SOFTCAP_ATTENTION)
+        redraw_(model, seed)
         return cls(load_tokenizer(packaged_tokenizer_dir()), model, config)
 
     # ---- encoding -----------------------------------------------------------------------------------

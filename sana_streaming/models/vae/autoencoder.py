@@ -24,6 +24,7 @@ from torch import Tensor
 from sana_streaming.config import VAEConfig
 from sana_streaming.downloads import vae_source
 from sana_streaming.hub import resolve
+from sana_streaming.models.random_init import redraw_
 from sana_streaming.models.vae.decoder import DecodeMode, IncrementalDecoder
 from sana_streaming.models.vae.encoder import ChunkedEncoder
 from sana_streaming.models.vae.normalise import LatentStatistics
@@ -230,8 +231,9 @@ def load_vae(
     """Load the VAE of `config` (weights from `vae_pretrained`), or build one with random weights.
 
     `dtype` defaults to `config.weight_dtype` (bf16 in the release configs). Random weights use
-    `config.architecture`, else the released architecture (`LTX2_RELEASE_ARCHITECTURE`), with a fixed
-    seed so runs repeat. In bidirectional mode the release's tiling settings are applied.
+    `config.architecture`, else the released architecture (`LTX2_RELEASE_ARCHITECTURE`), drawn from a
+    private generator with a fixed seed (`random_init.redraw_`) so runs repeat. In bidirectional mode
+    the release's tiling settings are applied.
     """
     if dtype is None:
         if config.weight_dtype not in _DTYPES:
@@ -242,8 +244,7 @@ def load_vae(
         target = torch.device(device)
         cuda_devices = [target.index or 0] if target.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices), target:  # leaves the caller's RNGs untouched
-            torch.manual_seed(0)
-            model = AutoencoderKLLTX2Video(**architecture)
+            model = redraw_(AutoencoderKLLTX2Video(**architecture), seed=0)
         if dtype != model.dtype:
             model = model.to(dtype=dtype)
     else:
