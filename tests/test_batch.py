@@ -213,7 +213,20 @@ def test_torchrun_two_processes_split_the_items_and_write_the_same_files(workdir
            "-m", "sana_streaming.cli", "batch", str(manifest), *FLAGS, "--output_dir", "two"]  # fmt: skip
     done = subprocess.run(run, env=env, cwd=workdir, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert main(["batch", str(manifest), *FLAGS, "--output_dir", "one"]) == 0
+    single = [
+        sys.executable,
+        "-m",
+        "sana_streaming.cli",
+        "batch",
+        str(manifest),
+        *FLAGS,
+        "--output_dir",
+        "one",
+    ]
+    done = subprocess.run(
+        single, env=env, cwd=workdir, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]  # one fresh process against two
     names = sorted(p.name for p in (workdir / "one").glob("*.mp4"))
     assert len(names) == 4 and names == sorted(p.name for p in (workdir / "two").glob("*.mp4"))
     for name in names:
