@@ -235,7 +235,7 @@ class ItemRunner:
                 output,
                 "failed",
                 _since(start),
-                error=_reason(exc),
+                error=cli.failure_line(exc),
                 rank=self.rank,
             )
         return LedgerRecord(
@@ -255,14 +255,6 @@ class ItemRunner:
 
 def _since(start: float) -> float:
     return round(time.perf_counter() - start, 3)
-
-
-def _reason(exc: BaseException) -> str:
-    """The failure as one line: the message of our own errors, else the type and first line."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, (cli.UsageError, argparse.ArgumentError, *cli.runtime_errors())):
-        return first
-    return f"unexpected {type(exc).__name__}: {first}"
 
 
 @contextmanager

@@ -723,17 +723,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report_failure(exc: Exception, show_traceback: bool) -> int:
-    """One line on stderr for a failure found while running: the message of a known error, or the type
-    and first line of an unexpected one (its traceback with `--traceback`)."""
-    if isinstance(exc, runtime_errors()):
-        print(f"sana-streaming: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    if show_traceback:
+    """One line on stderr for a failure found while running (`failure_line`; the traceback of an
+    unexpected one with `--traceback`)."""
+    known = isinstance(exc, runtime_errors())
+    if show_traceback and not known:
         raise exc
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    hint = "(rerun with --traceback for details)"
-    print(f"sana-streaming: error: unexpected {type(exc).__name__}: {first} {hint}", file=sys.stderr)
+    hint = "" if known else " (rerun with --traceback for details)"
+    print(f"sana-streaming: error: {failure_line(exc)}{hint}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def failure_line(exc: BaseException) -> str:
+    """A failure as one line: the message of a known error (usage or runtime), else the type and the
+    first line of an unexpected one."""
+    text = str(exc).strip()
+    if isinstance(exc, (UsageError, argparse.ArgumentError, *runtime_errors())):
+        return text
+    first = text.splitlines()[0] if text else ""
+    return f"unexpected {type(exc).__name__}: {first}"
 
 
 def _in_main_thread() -> bool:

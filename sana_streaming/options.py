@@ -20,7 +20,7 @@ from sana_streaming.config import (
 )
 from sana_streaming.errors import OptionError
 from sana_streaming.models.text_encoder import positive_prompt_text
-from sana_streaming.prompt_schedule import PromptChange
+from sana_streaming.prompt_schedule import PromptChange, PromptScheduleError, check_schedule
 from sana_streaming.stages import floor_8k1
 
 # The LTX-2 decoder reflect-pads each latent frame by one row and column before its convolutions
@@ -84,6 +84,10 @@ def validate_options(options: EditOptions, mode: str, vae: VAEConfig | None = No
         raise OptionError("compile", f"must be one of {', '.join(COMPILE_MODES)}, got {options.compile!r}")
     if options.prompt_schedule and not preset.chunked:
         raise OptionError("prompt_schedule", f"needs a streaming mode; {mode} edits the clip as one chunk")
+    try:
+        check_schedule(options.prompt_schedule)
+    except PromptScheduleError as exc:
+        raise OptionError("prompt_schedule", str(exc)) from None
     smallest = smallest_frame_side(vae.vae_downsample_rate)
     for name in ("height", "width"):
         if getattr(options, name) < smallest:

@@ -47,20 +47,22 @@ def read_prompt_schedule(path: str | Path) -> tuple[PromptChange, ...]:
         raise PromptScheduleError(f"{path}: not a JSON or YAML list ({first})") from None
     if not isinstance(entries, list) or not entries:
         raise PromptScheduleError(f"{path}: expected a non-empty list of {{frame, prompt}} entries")
-    return check_schedule([_change(path, n, entry) for n, entry in enumerate(entries, start=1)], str(path))
+    changes = [_change(path, n, entry) for n, entry in enumerate(entries, start=1)]
+    try:
+        return check_schedule(changes)
+    except PromptScheduleError as exc:
+        raise PromptScheduleError(f"{path}: {exc}") from None
 
 
-def check_schedule(
-    changes: list[PromptChange] | tuple[PromptChange, ...], name: str
-) -> tuple[PromptChange, ...]:
+def check_schedule(changes: list[PromptChange] | tuple[PromptChange, ...]) -> tuple[PromptChange, ...]:
     """The changes sorted by frame; two at one frame, a negative frame or an empty prompt are refused."""
     ordered = tuple(sorted(changes, key=lambda c: c.frame))
     for change in ordered:
         if change.frame < 0 or not change.prompt.strip():
-            raise PromptScheduleError(f"{name}: frame {change.frame}: a frame >= 0 and a non-empty prompt")
+            raise PromptScheduleError(f"frame {change.frame}: needs a frame >= 0 and a non-empty prompt")
     frames = [c.frame for c in ordered]
     if len(set(frames)) != len(frames):
-        raise PromptScheduleError(f"{name}: two prompts for one frame")
+        raise PromptScheduleError("two prompts for one frame")
     return ordered
 
 

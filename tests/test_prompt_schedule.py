@@ -141,3 +141,14 @@ def test_cli_flag(tmp_path, monkeypatch, capsys):
     bidirectional = [*flags, "--mode", "bidirectional_short", "--num_frames", "17", "--output_name", "c.mp4"]
     assert main([*bidirectional, "--prompt_schedule", "s.yaml"]) == 2
     assert "--prompt_schedule needs a streaming mode" in capsys.readouterr().err
+
+
+def test_validate_options_checks_a_schedule_given_in_python():
+    from sana_streaming.errors import OptionError
+    from sana_streaming.options import validate_options
+
+    validate_options(replace(OPTIONS, prompt_schedule=(PromptChange(9, RED),)), "long_streaming")
+    for bad, expected in (((PromptChange(-1, RED),), "frame >= 0"), ((PromptChange(3, " "),), "non-empty"),
+                          ((PromptChange(3, RED), PromptChange(3, "b")), "two prompts")):  # fmt: skip
+        with pytest.raises(OptionError, match=expected):
+            validate_options(replace(OPTIONS, prompt_schedule=bad), "long_streaming")
