@@ -8,7 +8,10 @@ forwards), the steady chunk time (median over the chunks after every forward kin
 DiT FPS, achieved TFLOP/s against the measured bf16 GEMM rate of the model's own GEMM shapes, kernel
 launches per forward and peak memory. The graph stream's latents are compared with the eager stream's,
 chunk by chunk. `--bidirectional` also times one 81-frame, 50-step, CFG 6 sample of the bidirectional
-model, op by op and with the fused kernels. Prints tables and writes JSON for `render_results.py`.
+model, op by op and with the fused kernels. A mode `MODE:PRECISION` (`max:fp8`, `max:mpq` with
+`--plan`) streams a copy of the model with its GEMMs quantised (`models.dit.quantize`), compared with
+the eager bf16 stream like the others; its peak memory includes the bf16 model kept beside it.
+Prints tables and writes JSON for `render_results.py`.
 
     PYTHONPATH=. python benchmarks/dit_stream.py --out benchmarks/results/dit_stream_h200.json
 """
@@ -16,6 +19,7 @@ model, op by op and with the fused kernels. Prints tables and writes JSON for `r
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import statistics
@@ -31,6 +35,7 @@ from sana_streaming import build_dit, load_config
 from sana_streaming.conditioning import TextConditioning
 from sana_streaming.config import MODE_PRESETS
 from sana_streaming.models.dit import randomize_dit_
+from sana_streaming.models.dit.quantize import quantize_dit_, resolve_precision
 from sana_streaming.sampling.dpm_solver import sample_flow_dpm_solver
 from sana_streaming.sampling.streaming import ChunkStreamer, SourceChunk
 
@@ -176,8 +181,10 @@ def main() -> None:
         "--chunks", type=int, default=12, help="chunks per stream (the first of 5 latent frames)"
     )
     parser.add_argument(
-        "--modes", nargs="+", default=["none", "graph", "max"], help="compile modes to measure, eager first"
-    )
+        "--modes", nargs="+", default=["none", "graph", "max"],
+        help="compile modes to measure, eager bf16 first; MODE:fp8 or MODE:mpq quantise the GEMMs",
+    )  # fmt: skip
+    parser.add_argument("--plan", help="the precision plan of MODE:mpq (default: the shipped one)")
     parser.add_argument("--gemm_repeats", type=int, default=20)
     parser.add_argument(
         "--bidirectional", action="store_true", help="also time a 50-step CFG bidirectional sample"
@@ -207,8 +214,16 @@ def main() -> None:
         ),
         "modes": {},
     }
+    variants = {"bf16": model}
+    for precision in {spec.partition(":")[2] or "bf16" for spec in args.modes} - {"bf16"}:
+        plan = resolve_precision(precision, config.dit.depth, args.plan if precision == "mpq" else None)
+        variants[precision] = copy.deepcopy(model)
+        results[f"{precision}_groups"] = len(quantize_dit_(variants[precision], plan))
     with torch.inference_mode():
-        streams = {mode: run_stream(model, config, prompt, source, noise, mode) for mode in args.modes}
+        streams = {}
+        for spec in args.modes:
+            mode, _, precision = spec.partition(":")
+            streams[spec] = run_stream(variants[precision or "bf16"], config, prompt, source, noise, mode)
         eager = streams[args.modes[0]]
         steady_x = torch.randn(1, 128, STEADY, H, W, device="cuda", generator=gen, dtype=torch.bfloat16)
         results["forward"] = {"flops": forward_flops(eager["forward"], steady_x, source[:, :, :STEADY])}
@@ -216,7 +231,7 @@ def main() -> None:
             results["modes"][mode] = summarise(stream, eager, 5 * results["forward"]["flops"])
             profiled = steady_forward_profile(stream["forward"], steady_x, source[:, :, :STEADY])
             results["modes"][mode]["forward_profile"] = profiled
-        del streams, eager, model
+        del streams, eager, model, variants
         torch.cuda.empty_cache()
     results["bidirectional"] = bidirectional_sample_s(gen) if args.bidirectional else None
     print_tables(results)
@@ -246,12 +261,12 @@ def print_tables(results: dict) -> None:
     rates = ", ".join(f"{k} {v:.0f}" for k, v in results["gemm_tflops"].items())
     print(f"bf16 GEMM TFLOP/s ({rates}); one steady forward: {results['forward']['flops'] / 1e12:.2f} "
           "TFLOP counted")  # fmt: skip
-    print(f"{'compile':<8} {'steady chunk ms':>16} {'DiT FPS':>8} {'TFLOP/s':>8} {'peak GiB':>9} "
+    print(f"{'compile':<10} {'steady chunk ms':>16} {'DiT FPS':>8} {'TFLOP/s':>8} {'peak GiB':>9} "
           f"{'rel err':>9} {'launches':>9} {'kernel ms':>10}")  # fmt: skip
     for mode, r in results["modes"].items():
         err = max(r["relative_error_vs_eager"])
         prof = r["forward_profile"]
-        print(f"{mode:<8} {r['steady_chunk_ms']:>16.1f} {r['dit_fps']:>8.1f} {r['achieved_tflops']:>8.0f} "
+        print(f"{mode:<10} {r['steady_chunk_ms']:>16.1f} {r['dit_fps']:>8.1f} {r['achieved_tflops']:>8.0f} "
               f"{r['peak_gib']:>9.2f} {err:>9.2e} {prof['launches']:>9} "
               f"{prof['gpu_busy_ms']:>10.1f}")  # fmt: skip
     for mode, r in results["modes"].items():

@@ -40,6 +40,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add("--x264_preset", default="medium", help="the writer's x264 preset (the release's)")
     add("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     add("--compile", choices=COMPILE_MODES, help="DiT forwards: none, graph or max (default: the fastest)")
+    add("--precision", choices=["bf16", "fp8", "mpq"], default="bf16", help="the DiT's GEMMs (see edit)")
+    add("--precision_plan", metavar="FILE", help="the plan of --precision mpq (default: the shipped one)")
     add("--out", default="bench.json", help="JSON file for the results")
 
 
@@ -50,6 +52,7 @@ def run_bench(args: argparse.Namespace) -> int:
     pipe = SanaStreamingPipeline.from_config(
         args.config or preset.config, args.mode, model_path=args.model_path,
         random_weights=args.model_path is None, device=args.device, decode=args.decode,
+        precision=args.precision, precision_plan=args.precision_plan,
     )  # fmt: skip
     options = EditOptions(prompt="Turn the scene into a watercolour painting", height=args.height,
                           width=args.width, compile=args.compile)  # fmt: skip
@@ -100,6 +103,7 @@ def _report(args: argparse.Namespace, device: torch.device, runs: list[dict]) ->
         "frames": out_frames,
         "x264_preset": args.x264_preset,
         "compile": args.compile,
+        "precision": args.precision,
         "repeats": args.repeats,
         "median": median,
         "fps_end_to_end": out_frames / median["wall_s"],

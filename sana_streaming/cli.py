@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sana_streaming.timing import StageTimer
     from sana_streaming.video.reader import FormattedSource
 
-SUBCOMMANDS = ("edit", "batch", "convert", "bench")
+SUBCOMMANDS = ("edit", "batch", "convert", "bench", "quantize")
 STDOUT = "-"  # --output - streams the edit to standard output (`video.writer.STDOUT`)
 
 
@@ -152,6 +152,16 @@ def _add_model_arguments(add: AddArgument) -> None:
         choices=["release_tiles", "exact"],
         default="release_tiles",
         help="streaming VAE decode: the release's temporal tiles (low latency) or the exact untiled decode",
+    )
+    add(
+        "--precision",
+        choices=["bf16", "fp8", "mpq"],
+        default="bf16",
+        help="the DiT's large GEMMs: bf16 (the release), fp8 (every one W8A8 e4m3) or mpq (FP8 where "
+        "the precision plan measured it faster; needs a GPU with FP8, sm_89+)",
+    )
+    add(
+        "--precision_plan", metavar="FILE", help="the plan of --precision mpq (default: the shipped H200 one)"
     )
     add("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     add(
@@ -320,7 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     add_bench_arguments(bench)
     bench.set_defaults(func=_bench)
+    from sana_streaming import quantize_command
+
+    quantize = sub.add_parser(
+        "quantize", parents=[common], formatter_class=HelpFormatter,
+        help="measure an MPQ precision plan on this device: per GEMM group, bf16 vs FP8 time and error",
+        description=(quantize_command.__doc__ or "").split("\n\n")[0],
+    )  # fmt: skip
+    quantize_command.add_quantize_arguments(quantize)
+    quantize.set_defaults(func=_quantize)
     return parser
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from sana_streaming.quantize_command import run_quantize
+
+    return run_quantize(args)
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -582,6 +607,7 @@ def load_pipeline(
     return SanaStreamingPipeline.from_config(
         plan.config, plan.mode, model_path=plan.model_path, random_weights=plan.model_path is None,
         device=args.device, decode=plan.decode, strict=args.strict, load_text_encoder=text_encoder,
+        precision=args.precision, precision_plan=args.precision_plan,
     )  # fmt: skip
 
 
@@ -792,13 +818,14 @@ def runtime_errors() -> tuple[type[BaseException], ...]:
     from sana_streaming.config import ConfigError
     from sana_streaming.errors import EditError
     from sana_streaming.hub import HubError
+    from sana_streaming.models.dit.quantize import PrecisionPlanError
     from sana_streaming.models.text_encoder import TextEncoderError
     from sana_streaming.models.vae import VAELoadError
     from sana_streaming.video.reader import VideoReadError
     from sana_streaming.video.writer import VideoWriteError
 
-    return (CheckpointError, ConfigError, EditError, HubError, TextEncoderError, VAELoadError,
-            VideoReadError, VideoWriteError, torch.OutOfMemoryError)  # fmt: skip
+    return (CheckpointError, ConfigError, EditError, HubError, PrecisionPlanError, TextEncoderError,
+            VAELoadError, VideoReadError, VideoWriteError, torch.OutOfMemoryError)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from sana_streaming.checkpoint import load_dit_checkpoint
 from sana_streaming.config import SanaStreamingConfig
 from sana_streaming.downloads import model_needs, resolve_needs
 from sana_streaming.models.dit import build_dit, randomize_dit_
+from sana_streaming.models.dit.quantize import PrecisionPlan, quantize_dit_
 from sana_streaming.models.text_encoder import TextEncoder
 from sana_streaming.models.vae import LTX2VAE, load_vae
 
@@ -40,9 +41,11 @@ def load_models(
     device: torch.device | str | None = None,
     strict: bool = False,
     load_text_encoder: bool = True,
+    precision: PrecisionPlan | None = None,
 ) -> Models:
     """Build every component of `config`: released weights from `model_path` and the config's
-    VAE/text-encoder sources, or random weights (`random_weights`). bf16 on CUDA, fp32 on a CPU."""
+    VAE/text-encoder sources, or random weights (`random_weights`). bf16 on CUDA, fp32 on a CPU.
+    `precision` puts the DiT GEMM groups it names in FP8 (`models.dit.quantize`)."""
     device = default_device(device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # bf16 is slow on CPUs
     text = None
@@ -65,6 +68,8 @@ def load_models(
             text = TextEncoder.from_pretrained(
                 config.text_encoder, local["text_encoder"], device=device, dtype=dtype
             )
+    if precision is not None:
+        quantize_dit_(dit, precision)
     vae_dtype = dtype if random_weights or device.type == "cpu" else None
     vae = load_vae(vae_config, device=device, dtype=vae_dtype, random_weights=random_weights)
     return Models(dit, vae, text, device, dtype)

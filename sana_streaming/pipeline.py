@@ -30,6 +30,7 @@ from sana_streaming.config import MODE_PRESETS, SamplerConfig, SanaStreamingConf
 from sana_streaming.debug_files import SourceLatents, save_latent_file
 from sana_streaming.loading import load_models
 from sana_streaming.models.dit.graphs import resolve_compile
+from sana_streaming.models.dit.quantize import resolve_precision
 from sana_streaming.models.text_encoder import TextEncoder
 from sana_streaming.models.vae import LTX2VAE, IncrementalDecoder
 from sana_streaming.options import EditOptions, EditResult, prompt_texts, sampler_settings
@@ -84,17 +85,21 @@ class SanaStreamingPipeline:
         decode: str | None = None,
         strict: bool = False,
         load_text_encoder: bool = True,
+        precision: str = "bf16",
+        precision_plan: str | None = None,
     ) -> SanaStreamingPipeline:
         """Build every component of `config` (`loading.load_models`): released weights from `model_path`
         and the config's VAE/text-encoder sources, or random weights (`random_weights`, for smoke runs
-        and benchmarks). `decode` overrides the config's VAE decode."""
+        and benchmarks). `decode` overrides the config's VAE decode; `precision` (bf16, fp8 or mpq
+        with `precision_plan`, see `models.dit.quantize.resolve_precision`) the DiT's GEMMs."""
         if isinstance(config, str):
             config = load_config(config)
         if decode is not None:
             config = replace(config, vae=replace(config.vae, decode=decode))
+        plan = resolve_precision(precision, config.dit.depth, precision_plan)
         models = load_models(
             config, model_path=model_path, random_weights=random_weights, device=device, strict=strict,
-            load_text_encoder=load_text_encoder,
+            load_text_encoder=load_text_encoder, precision=plan,
         )  # fmt: skip
         return cls(mode, config, models.dit, models.vae, models.text_encoder, models.device, models.dtype)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sana_streaming.models.dit.kernels import EAGER, BlockKernels
+from sana_streaming.models.dit.kernels import EAGER, BlockKernels, apply_linear
 from sana_streaming.models.dit.layers import RMSNorm
 
 MASK_BIAS = -10000.0  # additive bias of padded text tokens, as the release (not -inf)
@@ -82,7 +82,8 @@ class CrossAttention(nn.Module):
     def forward(self, x: Tensor, kv: TextKV, mask_bias: Tensor, kernels: BlockKernels = EAGER) -> Tensor:
         """x: (B, N, C); kv: the caption's `text_kv`; mask_bias: (B, 1, 1, L)."""
         B, N, C = x.shape
-        q = kernels.rms_norm(self.q_linear(x), self.q_norm.weight, self.q_norm.eps)
+        q = apply_linear(x, self.q_linear, kernels.quantize_rows)
+        q = kernels.rms_norm(q, self.q_norm.weight, self.q_norm.eps)
         q = q.view(B, N, self.heads, self.head_dim).transpose(1, 2)  # (B, heads, N, D)
         o = F.scaled_dot_product_attention(q, kv.keys, kv.values, attn_mask=mask_bias.to(q.dtype))
-        return self.proj(o.transpose(1, 2).reshape(B, N, C))
+        return apply_linear(o.transpose(1, 2).reshape(B, N, C), self.proj, kernels.quantize_rows)

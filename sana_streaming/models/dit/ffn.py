@@ -6,10 +6,10 @@ chosen per block kind, see `cache`); the right edge is zero-padded."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sana_streaming.models.dit.kernels import EAGER, BlockKernels
+from sana_streaming.models.dit.kernels import EAGER, BlockKernels, apply_linear, temporal_conv_fp8
+from sana_streaming.ops.quant import FP8Linear
 
 
 class ConvLayer(nn.Module):
@@ -38,12 +38,11 @@ class GLUMBConvTemp(nn.Module):
     ) -> Tensor:
         """Steps 1–4: (B, N, C) → p (B, T, S, C)."""
         B, N, C = m.shape
-        inv = self.inverted_conv.conv
-        h = F.linear(m, inv.weight.flatten(1), inv.bias)  # (B, N, 2F): 1×1 conv
+        h = apply_linear(m, self.inverted_conv.conv, kernels.quantize_rows)  # (B, N, 2F): 1×1 conv
         glu = kernels.silu_glu_conv(
             h.view(B * frames, height, width, -1), self.depth_conv.conv
         )  # (B·T, H, W, F)
-        p = F.linear(glu.reshape(B, N, -1), self.point_conv.conv.weight.flatten(1))  # (B, N, C)
+        p = apply_linear(glu.reshape(B, N, -1), self.point_conv.conv, kernels.quantize_rows)  # (B, N, C)
         return p.view(B, frames, height * width, C)
 
     def forward(
@@ -60,7 +59,10 @@ class GLUMBConvTemp(nn.Module):
         pre-conv frame), overwritten with this chunk's last frame when `save`."""
         p = self.spatial(m, frames, height, width, kernels)  # (B, T, S, C)
         left = torch.zeros_like(p[:, :1]) if tail is None else tail[:, None].to(p.dtype)
-        out = kernels.temporal_conv(p, left, self.t_conv.weight)  # (B, T, S, C)
+        if isinstance(self.t_conv, FP8Linear):
+            out = temporal_conv_fp8(p, left, self.t_conv, kernels.quantize_rows)  # (B, T, S, C)
+        else:
+            out = kernels.temporal_conv(p, left, self.t_conv.weight)
         if save and tail is not None:
             tail.copy_(p[:, -1])
         B, T, S, C = out.shape

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sana_streaming.models.dit.kernels import EAGER, BlockKernels
+from sana_streaming.models.dit.kernels import EAGER, BlockKernels, apply_linear
 from sana_streaming.models.dit.layers import RMSNorm, TapLinear
 from sana_streaming.models.dit.rope import RopeTables
 from sana_streaming.numerics import compute_dtype
@@ -37,6 +37,7 @@ class GDNAttention(nn.Module):
         # 3. Output gate and projection.
         self.output_gate = nn.Linear(hidden_size, hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
+        self.stacked = None  # FP8Projections of q, k, v, output gate and β when quantised
         self.backend = check_backend(backend)
 
     def decay(self, u: Tensor, frames: int) -> Tensor:
@@ -60,9 +61,12 @@ class GDNAttention(nn.Module):
     ) -> Tensor:
         """u: modulated input (B, N, C). With `save`, the final forward state is written into `state`."""
         N = u.shape[1]
-        q, k, v, gate, beta = kernels.projections(
-            u, (self.q, self.k, self.v, self.output_gate, self.beta_proj)
-        )
+        if self.stacked is not None:
+            q, k, v, gate, beta = apply_linear(u, self.stacked, kernels.quantize_rows)
+        else:
+            q, k, v, gate, beta = kernels.projections(
+                u, (self.q, self.k, self.v, self.output_gate, self.beta_proj)
+            )
         key_scale = (self.head_dim * (N // frames)) ** -0.5  # κ = (D·S)^(-1/2), S of this call
         inputs = GDNInputs(
             q, k, v, gate, torch.sigmoid(beta), self.decay(u, frames),
@@ -70,4 +74,4 @@ class GDNAttention(nn.Module):
             frames=frames, heads=self.heads, key_scale=key_scale,
         )  # fmt: skip
         y = gdn_core(inputs, state=state, update_state=save and state is not None, backend=self.backend)
-        return self.proj(y)
+        return apply_linear(y, self.proj, kernels.quantize_rows)

@@ -24,6 +24,7 @@ from torch import Tensor
 from sana_streaming.models.dit.layers import TapLinear, derived_weight, modulate
 from sana_streaming.models.dit.rope import RopeTables, apply_rope
 from sana_streaming.numerics import rms_normalise
+from sana_streaming.ops.quant import FP8Linear, RowQuantizer, quantize_rows
 
 Projection = torch.nn.Linear | TapLinear  # a per-token linear map of a block's input
 LN_EPS = 1e-6  # the blocks' LayerNorm (no affine), as the release
@@ -97,6 +98,23 @@ def prepared_temporal_conv(
     return run
 
 
+def apply_linear(x: Tensor, layer: torch.nn.Module, quantize: RowQuantizer = quantize_rows):
+    """A block's per-token GEMM: a Linear, a 1×1 Conv2d (weight (out, in, 1, 1)) applied as one, or
+    an FP8 layer of `models.dit.quantize` (its activation rows made by `quantize`)."""
+    if isinstance(layer, torch.nn.Conv2d):
+        return F.linear(x, layer.weight.flatten(1), layer.bias)
+    if isinstance(layer, FP8Linear) or hasattr(layer, "sizes"):  # FP8Linear or FP8Projections
+        return layer(x, quantize)
+    return layer(x)
+
+
+def temporal_conv_fp8(p: Tensor, left: Tensor, layer: FP8Linear, quantize: RowQuantizer) -> Tensor:
+    """`temporal_conv_taps` with the taps-outer matrix as an FP8 layer."""
+    padded = torch.cat([left, p, torch.zeros_like(p[:, :1])], dim=1)  # (B, T+2, S, C)
+    neighbours = torch.cat([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], dim=-1)  # (B, T, S, 3C)
+    return p + layer(neighbours, quantize)
+
+
 def separate_projections(x: Tensor, layers: tuple[Projection, ...]) -> tuple[Tensor, ...]:
     """Each layer applied to x on its own, as the release."""
     return tuple(layer(x) for layer in layers)
@@ -157,11 +175,13 @@ class BlockKernels:
     silu_glu_conv: Callable[[Tensor, torch.nn.Conv2d], Tensor]
     temporal_conv: Callable[[Tensor, Tensor, Tensor], Tensor]
     projections: Callable[[Tensor, tuple[Projection, ...]], tuple[Tensor, ...]]
+    quantize_rows: RowQuantizer  # an FP8 GEMM's activation rows and scales
 
 
 EAGER = BlockKernels(
-    ln_modulate, gated_add, rms_norm, norm_rope, silu_glu_conv_eager, temporal_conv, separate_projections
-)
+    ln_modulate, gated_add, rms_norm, norm_rope, silu_glu_conv_eager, temporal_conv, separate_projections,
+    quantize_rows,
+)  # fmt: skip
 
 
 @functools.cache
@@ -179,4 +199,5 @@ def fused_kernels() -> BlockKernels:
         silu_glu_conv_fused,
         prepared_temporal_conv(compiled(temporal_conv_taps)),
         stacked_projections,
+        compiled(quantize_rows),
     )

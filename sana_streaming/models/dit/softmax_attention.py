@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sana_streaming.models.dit.cache import KVWindow
-from sana_streaming.models.dit.kernels import EAGER, BlockKernels
+from sana_streaming.models.dit.kernels import EAGER, BlockKernels, apply_linear
 from sana_streaming.models.dit.layers import RMSNorm, TapLinear
 from sana_streaming.models.dit.rope import RopeTables
 from sana_streaming.numerics import compute_dtype
@@ -33,6 +33,7 @@ class SoftmaxAttention(nn.Module):
         self.k_norm = RMSNorm(hidden_size, eps=1e-5)
         self.output_gate = nn.Linear(hidden_size, hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
+        self.stacked = None  # FP8Projections of q, k, v and the output gate when quantised
 
     def forward(
         self,
@@ -45,7 +46,10 @@ class SoftmaxAttention(nn.Module):
         """u: (B, N, C). With a window, the current K/V are written at [cached_tokens, cached_tokens+N)
         and the queries attend to the whole prefix [0, cached_tokens+N)."""
         B, N, C = u.shape
-        q, k, v, gate = kernels.projections(u, (self.q, self.k, self.v, self.output_gate))
+        if self.stacked is not None:
+            q, k, v, gate = apply_linear(u, self.stacked, kernels.quantize_rows)
+        else:
+            q, k, v, gate = kernels.projections(u, (self.q, self.k, self.v, self.output_gate))
         q = kernels.norm_rope(q, self.q_norm.weight, self.q_norm.eps, self.heads, rope.cos, rope.sin)
         k = kernels.norm_rope(k, self.k_norm.weight, self.k_norm.eps, self.heads, rope.cos, rope.sin)
         v = v.view(B, N, self.heads, self.head_dim)
@@ -58,4 +62,4 @@ class SoftmaxAttention(nn.Module):
         o = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, D), scale 1/sqrt(D)
         o = o.transpose(1, 2).reshape(B, N, C)
         gate = F.silu(gate.to(compute_dtype(u.dtype))).to(o.dtype)  # SiLU in ≥ fp32
-        return self.proj(o * gate)
+        return apply_linear(o * gate, self.proj, kernels.quantize_rows)

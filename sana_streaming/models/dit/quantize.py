@@ -1,0 +1,168 @@
+"""Mixed precision for the DiT: which GEMMs run in FP8 (a `PrecisionPlan`) and the model rewrite
+that makes them so (`quantize_dit_`).
+
+A plan names GEMM groups, seven per block (`GROUPS`), each "bf16" or "fp8". Quantised are only the
+large token-wise GEMMs of ../shared/spec/kernels.md §4.4; the embedders, the timestep MLP, the final
+layer, the caption K/V (computed once per prompt), the decay gate, the norms, the depthwise conv and
+the GDN and attention cores stay in the checkpoint's dtype. `attn.qkv` is the projections of the
+block's modulated input stacked as one FP8 GEMM (q, k, v, output gate, and in GDN blocks β), rows
+padded to `STACK_ROWS`; the bf16 layers it replaces are dropped, so the FP8 weights halve the memory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor, nn
+
+from sana_streaming.files import publish_text
+from sana_streaming.models.dit.kernels import STACK_ROWS, _matrix, _stacked_bias, _stacked_weight, taps_outer
+from sana_streaming.ops.quant import FP8Linear, RowQuantizer, fp8_eligible, quantize_rows
+
+Precision = Literal["bf16", "fp8"]
+PRECISIONS = ("bf16", "fp8", "mpq")  # `--precision`: none, every group, or a measured plan
+DEFAULT_PLAN = Path(__file__).resolve().parents[2] / "configs" / "mpq" / "h200.json"  # made on an H200
+GROUPS = (
+    "attn.qkv", "attn.proj", "cross_attn.q_linear", "cross_attn.proj",
+    "mlp.inverted_conv", "mlp.point_conv", "mlp.t_conv",
+)  # fmt: skip
+PLAN_VERSION = 1
+
+
+class PrecisionPlanError(ValueError):
+    """A precision plan that cannot be read or applied (shown as one line)."""
+
+
+class FP8Projections(nn.Module):
+    """Several projections of one input as one FP8 GEMM over their stacked weights; returns views of
+    its output, one per projection (widths `sizes`)."""
+
+    def __init__(self, linear: FP8Linear, sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.linear = linear
+        self.sizes = sizes
+
+    def forward(self, x: Tensor, quantize: RowQuantizer = quantize_rows) -> tuple[Tensor, ...]:
+        out = self.linear(x, quantize)  # (…, Σsizes padded to STACK_ROWS)
+        return tuple(out.split([*self.sizes, out.shape[-1] - sum(self.sizes)], dim=-1)[:-1])
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """Per GEMM group (`blocks.{i}.{group}`), its precision; groups not named run in bf16. `notes`
+    records how the plan was made (device, timings, errors)."""
+
+    layers: dict[str, Precision]
+    notes: dict = field(default_factory=dict)
+
+    @classmethod
+    def uniform(cls, depth: int, precision: Precision) -> PrecisionPlan:
+        """Every group of every block in `precision`."""
+        return cls({f"blocks.{i}.{g}": precision for i in range(depth) for g in GROUPS})
+
+    @classmethod
+    def read(cls, path: str | Path) -> PrecisionPlan:
+        """A plan written by `write` (`sana-streaming quantize --plan`); one-line errors for bad files."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise PrecisionPlanError(f"cannot read the precision plan {path}: {exc}") from None
+        layers = data.get("layers") if isinstance(data, dict) else None
+        if data.get("version") != PLAN_VERSION or not isinstance(layers, dict):
+            raise PrecisionPlanError(
+                f"{path} is not a version-{PLAN_VERSION} precision plan (keys: version, layers)"
+            )
+        for name, value in layers.items():
+            if value not in get_args(Precision):
+                raise PrecisionPlanError(f"{path}: {name} has precision {value!r}; expected bf16 or fp8")
+            if name.split(".", 2)[-1] not in GROUPS or not name.startswith("blocks."):
+                raise PrecisionPlanError(f"{path}: unknown GEMM group {name!r}")
+        return cls(layers, data.get("notes", {}))
+
+    def write(self, path: str | Path) -> None:
+        """Write the plan whole or not at all (a temporary file renamed)."""
+        data = {"version": PLAN_VERSION, "layers": self.layers, "notes": self.notes}
+        publish_text(Path(path), json.dumps(data, indent=1) + "\n")
+
+    def fp8_groups(self) -> list[str]:
+        return [name for name, p in self.layers.items() if p == "fp8"]
+
+
+def _fp8(matrix: Tensor, bias: Tensor | None) -> FP8Linear | None:
+    return FP8Linear.from_matrix(matrix, bias) if fp8_eligible(matrix.shape[1], matrix.shape[0]) else None
+
+
+def _stack_projections(attn: nn.Module) -> FP8Projections | None:
+    names = ("q", "k", "v", "output_gate") + (("beta_proj",) if hasattr(attn, "beta_proj") else ())
+    layers = tuple(getattr(attn, n) for n in names)
+    weight = _stacked_weight(layers)  # (ΣO padded to STACK_ROWS, C)
+    linear = _fp8(weight, _stacked_bias(layers, weight.shape[0]))
+    if linear is None:
+        return None
+    for n in names:
+        setattr(attn, n, None)  # the stacked FP8 weight replaces them
+    assert weight.shape[0] % STACK_ROWS == 0
+    return FP8Projections(linear, tuple(_matrix(layer).shape[0] for layer in layers))
+
+
+@torch.no_grad()
+def quantize_group_(block: nn.Module, group: str) -> bool:
+    """Rewrite one GEMM group of a `SanaBlock` to FP8 in place; False if its sizes do not allow it
+    (left in bf16) or it is quantised already."""
+    owner_name, layer_name = group.split(".")
+    owner = getattr(block, owner_name)
+    if group == "attn.qkv":
+        if getattr(owner, "stacked", None) is not None:
+            return False
+        owner.stacked = _stack_projections(owner)
+        return owner.stacked is not None
+    if owner_name == "mlp" and layer_name != "t_conv":
+        holder = getattr(owner, layer_name)  # ConvLayer: keeps the `<name>.conv` key layout
+        if isinstance(holder.conv, FP8Linear):
+            return False
+        new = _fp8(holder.conv.weight.flatten(1), holder.conv.bias)
+        if new is not None:
+            holder.conv = new
+        return new is not None
+    layer = getattr(owner, layer_name)
+    if isinstance(layer, FP8Linear):
+        return False
+    matrix = taps_outer(layer.weight) if layer_name == "t_conv" else layer.weight
+    new = _fp8(matrix, getattr(layer, "bias", None))
+    if new is not None:
+        setattr(owner, layer_name, new)
+    return new is not None
+
+
+def quantize_dit_(model: nn.Module, plan: PrecisionPlan) -> list[str]:
+    """Apply `plan` to a `SanaStreamingDiT` in place; returns the groups now in FP8. Unknown block
+    indices are refused, so a plan for another depth does not half-apply."""
+    depth = len(model.blocks)
+    done = []
+    for name in plan.fp8_groups():
+        _, index, group = name.split(".", 2)
+        if not index.isdigit() or int(index) >= depth:
+            raise PrecisionPlanError(f"the plan names {name}, but the DiT has {depth} blocks")
+        if quantize_group_(model.blocks[int(index)], group):
+            done.append(name)
+    return done
+
+
+def resolve_precision(
+    precision: str, depth: int, plan_path: str | Path | None = None
+) -> PrecisionPlan | None:
+    """The plan of `--precision`: None for bf16, every group for fp8, for mpq the plan at `plan_path`
+    (default: the shipped H200 plan, `sana-streaming quantize` makes one for another device)."""
+    if precision not in PRECISIONS:
+        raise PrecisionPlanError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if plan_path is not None and precision != "mpq":
+        raise PrecisionPlanError("--precision_plan needs --precision mpq")
+    if precision == "bf16":
+        return None
+    if precision == "fp8":
+        return PrecisionPlan.uniform(depth, "fp8")
+    return PrecisionPlan.read(plan_path or DEFAULT_PLAN)

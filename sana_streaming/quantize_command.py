@@ -1,0 +1,181 @@
+"""`sana-streaming quantize --plan out.json`: an MPQ precision plan measured on this device.
+
+Per GEMM group (`models.dit.quantize.GROUPS`) it measures the bf16 and the FP8 time at the shape of
+a steady streaming chunk (3 latent frames at the edit size; the activation quantisation included,
+compiled on CUDA as `--compile max` runs it), and the velocity error that quantising this group
+alone causes in one forward against the bf16 forward. A group goes to FP8 when it is at least
+`--min_speedup` faster and its error is at most `--max_error`; the whole plan's error is then
+measured and written with the timings into the plan's notes. Random full-size weights unless
+`--model_path` is given: their errors say how the arithmetic behaves, not how an edit looks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sana_streaming.models.dit.quantize import GROUPS, PrecisionPlan, quantize_dit_, quantize_group_
+from sana_streaming.ops.quant import FP8Linear, fp8_eligible, quantize_rows
+
+FRAMES = 3  # latent frames of a steady streaming chunk
+
+
+def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", required=True, help="JSON file to write the plan to")
+    parser.add_argument("--config", default="sana_streaming_2b_720p", help="YAML config of the DiT")
+    parser.add_argument("--model_path", help="measure the errors on these weights (default: random ones)")
+    parser.add_argument("--device", help="cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--height", type=int, default=704, help="edit height in pixels")
+    parser.add_argument("--width", type=int, default=1280, help="edit width in pixels")
+    parser.add_argument("--repeats", type=int, default=30, help="timed GEMMs per shape (median)")
+    parser.add_argument("--min_speedup", type=float, default=1.05, help="FP8 must be this much faster")
+    parser.add_argument("--max_error", type=float, default=1e-2, help="largest relative velocity error")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing plan file")
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], object], int], float]:
+    """Median milliseconds of `fn` over `repeats` calls after two warm-ups (CUDA events on a GPU)."""
+
+    def median_ms(fn: Callable[[], object], repeats: int) -> float:
+        for _ in range(2):
+            fn()
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append(1e3 * (time.perf_counter() - t0))
+        return statistics.median(times)
+
+    return median_ms
+
+
+def _group_matrix(block: torch.nn.Module, group: str) -> Tensor:
+    """The (out, in) matrix a group multiplies by (the stacked projections for attn.qkv)."""
+    from sana_streaming.models.dit.kernels import _stacked_weight, taps_outer
+
+    attn, ffn = block.attn, block.mlp
+    if group == "attn.qkv":
+        names = ("q", "k", "v", "output_gate") + (("beta_proj",) if hasattr(attn, "beta_proj") else ())
+        return _stacked_weight(tuple(getattr(attn, n) for n in names))
+    owner, name = group.split(".")
+    if owner == "mlp" and name != "t_conv":
+        return getattr(ffn, name).conv.weight.flatten(1)
+    layer = getattr(getattr(block, owner), name)
+    return taps_outer(layer.weight) if name == "t_conv" else layer.weight
+
+
+def time_groups(model: torch.nn.Module, tokens: int, repeats: int, device: torch.device) -> dict[str, dict]:
+    """bf16 and FP8 milliseconds per distinct (kind, in, out) GEMM, M = `tokens` rows."""
+    quantize = torch.compile(quantize_rows, dynamic=False) if device.type == "cuda" else quantize_rows
+    median_ms = _timer(device)
+    shapes: dict[str, dict] = {}
+    for block in (model.blocks[0], model.blocks[min(model.config.softmax_layer_indices)]):
+        kind = "softmax" if block.softmax else "gdn"
+        for group in GROUPS:
+            weight = _group_matrix(block, group)
+            key = f"{kind}.{group}" if group == "attn.qkv" else group
+            if key in shapes or not fp8_eligible(weight.shape[1], weight.shape[0]):
+                continue
+            x = torch.randn(tokens, weight.shape[1], device=device, dtype=weight.dtype)
+            fp8 = FP8Linear.from_matrix(weight)
+            bf16_ms = median_ms(lambda w=weight, x=x: F.linear(x, w), repeats)
+            fp8_ms = median_ms(lambda f=fp8, x=x: f(x, quantize), repeats)
+            shapes[key] = {
+                "in": weight.shape[1],
+                "out": weight.shape[0],
+                "bf16_ms": bf16_ms,
+                "fp8_ms": fp8_ms,
+            }
+    return shapes
+
+
+def _relative(a: Tensor, b: Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def measure_plan(model: torch.nn.Module, args: argparse.Namespace, device: torch.device) -> PrecisionPlan:
+    """Time the group shapes, measure each group's error alone, choose, and measure the whole plan."""
+    config = model.config
+    H, W = args.height // 32, args.width // 32  # latent tokens per frame: the VAE's 32x space
+    shapes = time_groups(model, FRAMES * H * W, args.repeats, device)
+    gen = torch.Generator(device).manual_seed(0)
+    dtype = next(model.parameters()).dtype
+    x = torch.randn(1, config.in_channels, FRAMES, H, W, generator=gen, device=device, dtype=dtype)
+    source = torch.randn(x.shape, generator=gen, device=device, dtype=dtype)
+    L = config.model_max_length
+    caption = torch.randn(1, 1, L, config.caption_channels, generator=gen, device=device, dtype=dtype)
+    mask = torch.ones(1, L, device=device)
+    timestep = torch.tensor([961.0], device=device)  # the second of the release's four steps
+    with torch.no_grad():
+        want = model(x, timestep, caption, mask, source)
+        errors: dict[str, float] = {}
+        layers: dict[str, str] = {}
+        for i, block in enumerate(model.blocks):
+            kind = "softmax" if block.softmax else "gdn"
+            for group in GROUPS:
+                name, key = f"blocks.{i}.{group}", f"{kind}.{group}" if group == "attn.qkv" else group
+                trial = copy.deepcopy(block)
+                if key not in shapes or not quantize_group_(trial, group):
+                    layers[name] = "bf16"
+                    continue
+                model.blocks[i] = trial
+                errors[name] = _relative(model(x, timestep, caption, mask, source), want)
+                model.blocks[i] = block
+                fast = shapes[key]["bf16_ms"] >= args.min_speedup * shapes[key]["fp8_ms"]
+                layers[name] = "fp8" if fast and errors[name] <= args.max_error else "bf16"
+        plan = PrecisionPlan(layers)
+        quantized = copy.deepcopy(model)
+        quantize_dit_(quantized, plan)
+        whole = _relative(quantized(x, timestep, caption, mask, source), want)
+    notes = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+        "torch": torch.__version__, "weights": args.model_path or "random", "tokens": FRAMES * H * W,
+        "min_speedup": args.min_speedup, "max_error": args.max_error, "gemm_ms": shapes,
+        "group_error": errors, "whole_forward_error": whole,
+    }  # fmt: skip
+    return PrecisionPlan(layers, notes)
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from sana_streaming.cli import UsageError
+    from sana_streaming.config import load_config
+    from sana_streaming.loading import default_device, load_models
+
+    path = Path(args.plan)
+    if path.exists() and not args.overwrite:
+        raise UsageError(f"{path} exists; pass --overwrite to replace it")
+    if args.repeats < 1:
+        raise UsageError("--repeats must be at least 1")
+    device = default_device(args.device)
+    models = load_models(
+        load_config(args.config), model_path=args.model_path, random_weights=args.model_path is None,
+        device=device, load_text_encoder=False,
+    )  # fmt: skip
+    plan = measure_plan(models.dit, args, device)
+    plan.write(path)
+    fp8 = len(plan.fp8_groups())
+    print(f"{path}: {fp8} of {len(plan.layers)} GEMM groups in FP8; whole-forward velocity error "
+          f"{plan.notes['whole_forward_error']:.2e} against bf16")  # fmt: skip
+    for key, row in plan.notes["gemm_ms"].items():
+        print(
+            f"  {key:22s} {row['in']:>5}->{row['out']:<5} "
+            f"bf16 {row['bf16_ms']:.3f} ms  fp8 {row['fp8_ms']:.3f} ms"
+        )
+    return 0
