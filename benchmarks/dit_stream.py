@@ -184,7 +184,7 @@ def main() -> None:
         "--modes", nargs="+", default=["none", "graph", "max"],
         help="compile modes to measure, eager bf16 first; MODE:fp8 or MODE:mpq quantise the GEMMs",
     )  # fmt: skip
-    parser.add_argument("--plan", help="the precision plan of MODE:mpq (default: the shipped one)")
+    parser.add_argument("--plan", help="the precision plan of MODE:mpq (required with it)")
     parser.add_argument("--gemm_repeats", type=int, default=20)
     parser.add_argument(
         "--bidirectional", action="store_true", help="also time a 50-step CFG bidirectional sample"

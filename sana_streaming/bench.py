@@ -41,7 +41,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     add("--compile", choices=COMPILE_MODES, help="DiT forwards: none, graph or max (default: the fastest)")
     add("--precision", choices=["bf16", "fp8", "mpq"], default="bf16", help="the DiT's GEMMs (see edit)")
-    add("--precision_plan", metavar="FILE", help="the plan of --precision mpq (default: the shipped one)")
+    add(
+        "--precision_plan",
+        metavar="FILE",
+        help="the plan of --precision mpq (from `sana-streaming quantize`)",
+    )
     add("--out", default="bench.json", help="JSON file for the results")
 
 

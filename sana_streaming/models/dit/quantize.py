@@ -25,7 +25,6 @@ from sana_streaming.ops.quant import FP8Linear, RowQuantizer, fp8_eligible, quan
 
 Precision = Literal["bf16", "fp8"]
 PRECISIONS = ("bf16", "fp8", "mpq")  # `--precision`: none, every group, or a measured plan
-DEFAULT_PLAN = Path(__file__).resolve().parents[2] / "configs" / "mpq" / "h200.json"  # made on an H200
 GROUPS = (
     "attn.qkv", "attn.proj", "cross_attn.q_linear", "cross_attn.proj",
     "mlp.inverted_conv", "mlp.point_conv", "mlp.t_conv",
@@ -156,7 +155,7 @@ def resolve_precision(
     precision: str, depth: int, plan_path: str | Path | None = None
 ) -> PrecisionPlan | None:
     """The plan of `--precision`: None for bf16, every group for fp8, for mpq the plan at `plan_path`
-    (default: the shipped H200 plan, `sana-streaming quantize` makes one for another device)."""
+    (made by `sana-streaming quantize --plan`; no measured plan is shipped yet)."""
     if precision not in PRECISIONS:
         raise PrecisionPlanError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if plan_path is not None and precision != "mpq":
@@ -165,4 +164,8 @@ def resolve_precision(
         return None
     if precision == "fp8":
         return PrecisionPlan.uniform(depth, "fp8")
-    return PrecisionPlan.read(plan_path or DEFAULT_PLAN)
+    if plan_path is None:
+        raise PrecisionPlanError(
+            "--precision mpq needs --precision_plan FILE; make one with `sana-streaming quantize --plan FILE`"
+        )
+    return PrecisionPlan.read(plan_path)
