@@ -41,6 +41,8 @@ _EXPORTS = {
     "VAELoadError": "sana_streaming.models.vae",
     "VideoReadError": "sana_streaming.video.reader",
     "VideoWriteError": "sana_streaming.video.writer",
+    "PrecisionPlan": "sana_streaming.models.dit.quantize",
+    "PrecisionPlanError": "sana_streaming.models.dit.quantize",
     "SanaStreamingPipeline": "sana_streaming.pipeline",
     "StreamRun": "sana_streaming.stages",
     "ProgressEvent": "sana_streaming.stages",
