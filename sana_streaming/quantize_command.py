@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sana_streaming.models.dit.quantize import GROUPS, PrecisionPlan, quantize_dit_, quantize_group_
+from sana_streaming.models.dit.quantize import (
+    GROUPS,
+    PrecisionPlan,
+    group_matrix,
+    quantize_dit_,
+    quantize_group_,
+)
 from sana_streaming.ops.quant import FP8Linear, fp8_eligible, quantize_rows
 
 FRAMES = 3  # latent frames of a steady streaming chunk
@@ -71,21 +77,6 @@ def _timer(device: torch.device) -> Callable[[Callable[[], object], int], float]
     return median_ms
 
 
-def _group_matrix(block: torch.nn.Module, group: str) -> Tensor:
-    """The (out, in) matrix a group multiplies by (the stacked projections for attn.qkv)."""
-    from sana_streaming.models.dit.kernels import _stacked_weight, taps_outer
-
-    attn, ffn = block.attn, block.mlp
-    if group == "attn.qkv":
-        names = ("q", "k", "v", "output_gate") + (("beta_proj",) if hasattr(attn, "beta_proj") else ())
-        return _stacked_weight(tuple(getattr(attn, n) for n in names))
-    owner, name = group.split(".")
-    if owner == "mlp" and name != "t_conv":
-        return getattr(ffn, name).conv.weight.flatten(1)
-    layer = getattr(getattr(block, owner), name)
-    return taps_outer(layer.weight) if name == "t_conv" else layer.weight
-
-
 def time_groups(model: torch.nn.Module, tokens: int, repeats: int, device: torch.device) -> dict[str, dict]:
     """bf16 and FP8 milliseconds per distinct (kind, in, out) GEMM, M = `tokens` rows."""
     quantize = torch.compile(quantize_rows, dynamic=False) if device.type == "cuda" else quantize_rows
@@ -94,7 +85,7 @@ def time_groups(model: torch.nn.Module, tokens: int, repeats: int, device: torch
     for block in (model.blocks[0], model.blocks[min(model.config.softmax_layer_indices)]):
         kind = "softmax" if block.softmax else "gdn"
         for group in GROUPS:
-            weight = _group_matrix(block, group)
+            weight, _ = group_matrix(block, group)
             key = f"{kind}.{group}" if group == "attn.qkv" else group
             if key in shapes or not fp8_eligible(weight.shape[1], weight.shape[0]):
                 continue

@@ -10,8 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from sana_streaming import build_dit, load_config
 from sana_streaming.models.dit import randomize_dit_
-from sana_streaming.models.dit.quantize import GROUPS, FP8Projections, PrecisionPlan, quantize_dit_
-from sana_streaming.ops.quant import FP8, FP8Linear, fp8_linear_reference, quantize_rows
+from sana_streaming.models.dit.quantize import GROUPS, PrecisionPlan, quantize_dit_
+from sana_streaming.ops.quant import FP8, FP8Linear, FP8Projections, fp8_linear_reference, quantize_rows
 
 
 def test_quantize_rows_maps_each_rows_amax_to_448_and_bounds_the_error():

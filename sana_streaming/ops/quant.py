@@ -97,3 +97,17 @@ def fp8_linear_reference(x: Tensor, layer: FP8Linear) -> Tensor:
     if layer.bias is not None:
         out = out + layer.bias.double()
     return out.view(*x.shape[:-1], layer.out_features)
+
+
+class FP8Projections(nn.Module):
+    """Several projections of one input as one FP8 GEMM over their stacked weights; returns views of
+    its output, one per projection (widths `sizes`)."""
+
+    def __init__(self, linear: FP8Linear, sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.linear = linear
+        self.sizes = sizes
+
+    def forward(self, x: Tensor, quantize: RowQuantizer = quantize_rows) -> tuple[Tensor, ...]:
+        out = self.linear(x, quantize)  # (…, Σsizes padded to STACK_ROWS)
+        return tuple(out.split([*self.sizes, out.shape[-1] - sum(self.sizes)], dim=-1)[:-1])

@@ -24,7 +24,7 @@ from torch import Tensor
 from sana_streaming.models.dit.layers import TapLinear, derived_weight, modulate
 from sana_streaming.models.dit.rope import RopeTables, apply_rope
 from sana_streaming.numerics import rms_normalise
-from sana_streaming.ops.quant import FP8Linear, RowQuantizer, quantize_rows
+from sana_streaming.ops.quant import FP8Linear, FP8Projections, RowQuantizer, quantize_rows
 
 Projection = torch.nn.Linear | TapLinear  # a per-token linear map of a block's input
 LN_EPS = 1e-6  # the blocks' LayerNorm (no affine), as the release
@@ -70,9 +70,14 @@ def temporal_conv_taps(p: Tensor, left: Tensor, kernel: Tensor) -> Tensor:
     """p + the FFN's temporal conv (kernel 3, zero right edge) of p (B, T, S, C), whose frame before
     the first is `left` (B, 1, S, C); kernel: `taps_outer` of the weight. One GEMM over the three
     neighbours: c_t = K0 p_{t-1} + K1 p_t + K2 p_{t+1}."""
+    return p + F.linear(temporal_neighbours(p, left), kernel)
+
+
+def temporal_neighbours(p: Tensor, left: Tensor) -> Tensor:
+    """[p_{t-1} | p_t | p_{t+1}] per frame of p (B, T, S, C), `left` before the first and zeros after
+    the last: (B, T, S, 3C), the temporal conv's GEMM input."""
     padded = torch.cat([left, p, torch.zeros_like(p[:, :1])], dim=1)  # (B, T+2, S, C)
-    neighbours = torch.cat([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], dim=-1)  # (B, T, S, 3C)
-    return p + F.linear(neighbours, kernel)
+    return torch.cat([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], dim=-1)  # (B, T, S, 3C)
 
 
 def temporal_conv(p: Tensor, left: Tensor, weight: Tensor) -> Tensor:
@@ -103,16 +108,14 @@ def apply_linear(x: Tensor, layer: torch.nn.Module, quantize: RowQuantizer = qua
     an FP8 layer of `models.dit.quantize` (its activation rows made by `quantize`)."""
     if isinstance(layer, torch.nn.Conv2d):
         return F.linear(x, layer.weight.flatten(1), layer.bias)
-    if isinstance(layer, FP8Linear) or hasattr(layer, "sizes"):  # FP8Linear or FP8Projections
+    if isinstance(layer, (FP8Linear, FP8Projections)):
         return layer(x, quantize)
     return layer(x)
 
 
 def temporal_conv_fp8(p: Tensor, left: Tensor, layer: FP8Linear, quantize: RowQuantizer) -> Tensor:
     """`temporal_conv_taps` with the taps-outer matrix as an FP8 layer."""
-    padded = torch.cat([left, p, torch.zeros_like(p[:, :1])], dim=1)  # (B, T+2, S, C)
-    neighbours = torch.cat([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], dim=-1)  # (B, T, S, 3C)
-    return p + layer(neighbours, quantize)
+    return p + layer(temporal_neighbours(p, left), quantize)
 
 
 def separate_projections(x: Tensor, layers: tuple[Projection, ...]) -> tuple[Tensor, ...]:
@@ -132,32 +135,32 @@ def stacked_projections(x: Tensor, layers: tuple[Projection, ...]) -> tuple[Tens
     sources = tuple(
         t for layer in layers for t in (layer.weight, getattr(layer, "bias", None)) if t is not None
     )
-    weight = derived_weight(sources, "stacked_weight", lambda *_: _stacked_weight(layers))
-    bias = derived_weight(sources, "stacked_bias", lambda *_: _stacked_bias(layers, weight.shape[0]))
+    weight = derived_weight(sources, "stacked_weight", lambda *_: stacked_weight(layers))
+    bias = derived_weight(sources, "stacked_bias", lambda *_: stacked_bias(layers, weight.shape[0]))
     out = F.linear(x, weight, bias)  # (…, ΣO padded to STACK_ROWS)
-    sizes = [_matrix(layer).shape[0] for layer in layers]
+    sizes = [projection_matrix(layer).shape[0] for layer in layers]
     starts = itertools.accumulate(sizes, initial=0)
     return tuple(out.narrow(-1, start, size) for start, size in zip(starts, sizes, strict=False))
 
 
-def _matrix(layer: Projection) -> Tensor:
+def projection_matrix(layer: Projection) -> Tensor:
     return layer.matrix if isinstance(layer, TapLinear) else layer.weight
 
 
 @torch.no_grad()
-def _stacked_weight(layers: tuple[Projection, ...]) -> Tensor:
-    stacked = torch.cat([_matrix(layer) for layer in layers])  # (ΣO, in)
+def stacked_weight(layers: tuple[Projection, ...]) -> Tensor:
+    stacked = torch.cat([projection_matrix(layer) for layer in layers])  # (ΣO, in)
     pad = -stacked.shape[0] % STACK_ROWS
     return F.pad(stacked, (0, 0, 0, pad))  # zero rows: unused outputs
 
 
 @torch.no_grad()
-def _stacked_bias(layers: tuple[Projection, ...], rows: int) -> Tensor:
+def stacked_bias(layers: tuple[Projection, ...], rows: int) -> Tensor:
     """The layers' biases (zeros for a layer without one) over the padded rows."""
     bias = torch.zeros(rows, dtype=layers[0].weight.dtype, device=layers[0].weight.device)
     start = 0
     for layer in layers:
-        size = _matrix(layer).shape[0]
+        size = projection_matrix(layer).shape[0]
         if getattr(layer, "bias", None) is not None:
             bias[start : start + size] = layer.bias
         start += size

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from sana_streaming.files import publish_text
-from sana_streaming.models.dit.kernels import STACK_ROWS, _matrix, _stacked_bias, _stacked_weight, taps_outer
-from sana_streaming.ops.quant import FP8Linear, RowQuantizer, fp8_eligible, quantize_rows
+from sana_streaming.models.dit.kernels import projection_matrix, stacked_bias, stacked_weight, taps_outer
+from sana_streaming.ops.quant import FP8Linear, FP8Projections, fp8_eligible
 
 Precision = Literal["bf16", "fp8"]
 PRECISIONS = ("bf16", "fp8", "mpq")  # `--precision`: none, every group, or a measured plan
@@ -34,20 +34,6 @@ PLAN_VERSION = 1
 
 class PrecisionPlanError(ValueError):
     """A precision plan that cannot be read or applied (shown as one line)."""
-
-
-class FP8Projections(nn.Module):
-    """Several projections of one input as one FP8 GEMM over their stacked weights; returns views of
-    its output, one per projection (widths `sizes`)."""
-
-    def __init__(self, linear: FP8Linear, sizes: tuple[int, ...]) -> None:
-        super().__init__()
-        self.linear = linear
-        self.sizes = sizes
-
-    def forward(self, x: Tensor, quantize: RowQuantizer = quantize_rows) -> tuple[Tensor, ...]:
-        out = self.linear(x, quantize)  # (…, Σsizes padded to STACK_ROWS)
-        return tuple(out.split([*self.sizes, out.shape[-1] - sum(self.sizes)], dim=-1)[:-1])
 
 
 @dataclass(frozen=True)
@@ -91,50 +77,60 @@ class PrecisionPlan:
         return [name for name, p in self.layers.items() if p == "fp8"]
 
 
-def _fp8(matrix: Tensor, bias: Tensor | None) -> FP8Linear | None:
-    return FP8Linear.from_matrix(matrix, bias) if fp8_eligible(matrix.shape[1], matrix.shape[0]) else None
+def _projection_names(attn: nn.Module) -> tuple[str, ...]:
+    """The projections of a self-attention's input that `attn.qkv` stacks."""
+    return ("q", "k", "v", "output_gate") + (("beta_proj",) if hasattr(attn, "beta_proj") else ())
 
 
-def _stack_projections(attn: nn.Module) -> FP8Projections | None:
-    names = ("q", "k", "v", "output_gate") + (("beta_proj",) if hasattr(attn, "beta_proj") else ())
-    layers = tuple(getattr(attn, n) for n in names)
-    weight = _stacked_weight(layers)  # (ΣO padded to STACK_ROWS, C)
-    linear = _fp8(weight, _stacked_bias(layers, weight.shape[0]))
-    if linear is None:
-        return None
-    for n in names:
-        setattr(attn, n, None)  # the stacked FP8 weight replaces them
-    assert weight.shape[0] % STACK_ROWS == 0
-    return FP8Projections(linear, tuple(_matrix(layer).shape[0] for layer in layers))
+def group_matrix(block: nn.Module, group: str) -> tuple[Tensor, Tensor | None]:
+    """The (out, in) matrix and bias a bf16 GEMM group of a `SanaBlock` applies (for `attn.qkv` the
+    stacked projections, rows padded to STACK_ROWS; for `mlp.t_conv` the taps-outer matrix)."""
+    owner_name, layer_name = group.split(".")
+    owner = getattr(block, owner_name)
+    if group == "attn.qkv":
+        layers = tuple(getattr(owner, n) for n in _projection_names(owner))
+        weight = stacked_weight(layers)  # (ΣO padded to STACK_ROWS, C)
+        return weight, stacked_bias(layers, weight.shape[0])
+    layer = getattr(owner, layer_name)
+    if owner_name == "mlp" and layer_name != "t_conv":
+        layer = layer.conv  # ConvLayer: keeps the `<name>.conv` key layout
+    matrix = taps_outer(layer.weight) if layer_name == "t_conv" else layer.weight.flatten(1)
+    return matrix, getattr(layer, "bias", None)
+
+
+def is_quantized(block: nn.Module, group: str) -> bool:
+    """Whether the GEMM group of a `SanaBlock` is FP8 already."""
+    owner_name, layer_name = group.split(".")
+    owner = getattr(block, owner_name)
+    if group == "attn.qkv":
+        return owner.stacked is not None
+    layer = getattr(owner, layer_name)
+    return isinstance(layer.conv if owner_name == "mlp" and layer_name != "t_conv" else layer, FP8Linear)
 
 
 @torch.no_grad()
 def quantize_group_(block: nn.Module, group: str) -> bool:
     """Rewrite one GEMM group of a `SanaBlock` to FP8 in place; False if its sizes do not allow it
     (left in bf16) or it is quantised already."""
+    if is_quantized(block, group):
+        return False
+    matrix, bias = group_matrix(block, group)
+    if not fp8_eligible(matrix.shape[1], matrix.shape[0]):
+        return False
+    linear = FP8Linear.from_matrix(matrix, bias)
     owner_name, layer_name = group.split(".")
     owner = getattr(block, owner_name)
     if group == "attn.qkv":
-        if getattr(owner, "stacked", None) is not None:
-            return False
-        owner.stacked = _stack_projections(owner)
-        return owner.stacked is not None
-    if owner_name == "mlp" and layer_name != "t_conv":
-        holder = getattr(owner, layer_name)  # ConvLayer: keeps the `<name>.conv` key layout
-        if isinstance(holder.conv, FP8Linear):
-            return False
-        new = _fp8(holder.conv.weight.flatten(1), holder.conv.bias)
-        if new is not None:
-            holder.conv = new
-        return new is not None
-    layer = getattr(owner, layer_name)
-    if isinstance(layer, FP8Linear):
-        return False
-    matrix = taps_outer(layer.weight) if layer_name == "t_conv" else layer.weight
-    new = _fp8(matrix, getattr(layer, "bias", None))
-    if new is not None:
-        setattr(owner, layer_name, new)
-    return new is not None
+        names = _projection_names(owner)
+        sizes = tuple(projection_matrix(getattr(owner, n)).shape[0] for n in names)
+        for n in names:
+            setattr(owner, n, None)  # the stacked FP8 weight replaces them
+        owner.stacked = FP8Projections(linear, sizes)
+    elif owner_name == "mlp" and layer_name != "t_conv":
+        getattr(owner, layer_name).conv = linear
+    else:
+        setattr(owner, layer_name, linear)
+    return True
 
 
 def quantize_dit_(model: nn.Module, plan: PrecisionPlan) -> list[str]:
