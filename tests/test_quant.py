@@ -10,8 +10,15 @@ from safetensors.torch import load_file, save_file
 
 from sana_streaming import build_dit, load_config
 from sana_streaming.models.dit import randomize_dit_
-from sana_streaming.models.dit.quantize import GROUPS, PrecisionPlan, quantize_dit_
-from sana_streaming.ops.quant import FP8, FP8Linear, FP8Projections, fp8_linear_reference, quantize_rows
+from sana_streaming.models.dit.quantize import (
+    DEFAULT_PLAN,
+    GROUPS,
+    PrecisionPlan,
+    quantize_dit_,
+    resolve_precision,
+)
+from sana_streaming.ops.nvfp4 import E2M1_GRID, NVFP4EmulatedLinear, nvfp4_parts, round_e2m1
+from sana_streaming.ops.quant import FP8, FP8Linear, QuantizedProjections, fp8_linear_reference, quantize_rows
 
 
 def test_quantize_rows_maps_each_rows_amax_to_448_and_bounds_the_error():
@@ -90,7 +97,7 @@ def test_stacked_fp8_projections_drop_the_bf16_layers_and_their_views_match_the_
     attn = model.blocks[0].attn
     layers = [copy.deepcopy(getattr(attn, n)) for n in ("q", "k", "v", "output_gate", "beta_proj")]
     quantize_dit_(model, PrecisionPlan({"blocks.0.attn.qkv": "fp8"}))
-    assert isinstance(attn.stacked, FP8Projections) and attn.q is None and attn.beta_proj is None
+    assert isinstance(attn.stacked, QuantizedProjections) and attn.q is None and attn.beta_proj is None
     u = torch.randn(1, 6, 224, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         exact = fp8_linear_reference(u, attn.stacked.linear)
@@ -162,7 +169,7 @@ def test_cli_edits_with_fp8_and_with_a_measured_plan_and_refuses_a_bad_plan(tmp_
     assert main([*quantize, "--height", "64", "--width", "96", "--repeats", "2", "--min_speedup", "0",
                  "--max_error", "1"]) == 0  # fmt: skip
     read = PrecisionPlan.read(plan)
-    assert len(read.fp8_groups()) == 28 and 0 < read.notes["whole_forward_error"] < 5e-2
+    assert len(read.groups("fp8")) == 28 and 0 < read.notes["whole_forward_error"] < 5e-2
     assert set(read.notes["gemm_ms"]) >= {"gdn.attn.qkv", "softmax.attn.qkv", "mlp.t_conv"}
     assert main(quantize) == 2  # the plan exists: not replaced without --overwrite
     assert cli_edit(tmp_path, "--precision", "mpq", "--precision_plan", str(plan)) == 0
@@ -174,3 +181,67 @@ def test_cli_edits_with_fp8_and_with_a_measured_plan_and_refuses_a_bad_plan(tmp_
                     "--output_name", "bad.mp4") == 1  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert "int4" in err[-1] and not (tmp_path / "bad.mp4").exists()
+
+
+def test_e2m1_rounding_takes_the_nearest_value_and_ties_to_the_even_mantissa():
+    x = torch.tensor([0.1, 0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, -5.0, 5.9, -0.3, 6.0, 0.0])
+    want = torch.tensor([0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0, -4.0, 6.0, -0.5, 6.0, 0.0])
+    assert torch.equal(round_e2m1(x), want)
+
+
+def test_nvfp4_parts_are_e2m1_codes_times_e4m3_block_scales_exact_in_bf16_and_near_x():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(9, 64, generator=gen) * torch.logspace(-2, 2, 9)[:, None]  # rows of different range
+    parts, scale = nvfp4_parts(x)
+    assert torch.equal(parts.bfloat16().float(), parts)  # the GEMM operand loses nothing in bf16
+    blocks = parts.double().view(9, 4, 16)  # code · block scale; the tensor scale applies after the GEMM
+    grid = torch.tensor(E2M1_GRID, dtype=torch.float64)
+    block_max = (x / scale).view(9, 4, 16).abs().amax(-1, keepdim=True)
+    e4m3 = (block_max / 6).clamp(max=448).to(FP8).double()  # the block scales NVFP4 stores
+    codes = blocks / e4m3
+    assert torch.isin(codes.abs(), grid).all()  # every value is an e2m1 code times its block's scale
+    rel = ((parts * scale - x).norm() / x.norm()).item()
+    assert 0.02 < rel < 0.15  # e2m1 keeps one mantissa bit: ~1e-1 (e4m3: ~2e-2)
+    zeros, zero_scale = nvfp4_parts(torch.zeros(2, 16))
+    assert torch.equal(zeros, torch.zeros(2, 16)) and zero_scale > 0
+
+
+def test_nvfp4_emulated_linear_is_the_product_of_the_dequantised_operands():
+    gen = torch.Generator().manual_seed(6)
+    weight = torch.randn(48, 96, generator=gen) / 96**0.5
+    bias = torch.randn(48, generator=gen)
+    layer = NVFP4EmulatedLinear.from_matrix(weight, bias)
+    x = torch.randn(2, 5, 96, generator=gen)
+    parts, scale = nvfp4_parts(x)
+    want = (parts.double() * scale.double()) @ layer.dequantized().double().T + bias.double()
+    got = layer(x)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    fp8 = FP8Linear.from_matrix(weight, bias)(x)
+    exact = x.double() @ weight.double().T + bias.double()
+    assert relative(fp8, exact) < relative(got, exact) < 0.2  # coarser than FP8, still near
+
+
+def test_a_plan_mixing_fp8_and_emulated_nvfp4_rewrites_both_and_warns(caplog):
+    base = tiny()
+    args = inputs()
+    plan = PrecisionPlan(
+        {"blocks.0.attn.qkv": "nvfp4", "blocks.1.mlp.t_conv": "nvfp4", "blocks.2.attn.proj": "fp8"}
+    )
+    model = copy.deepcopy(base)
+    with caplog.at_level("WARNING"):
+        done = quantize_dit_(model, plan)
+    assert sorted(done) == sorted(plan.layers) and "NVFP4 emulated" in caplog.text
+    assert isinstance(model.blocks[0].attn.stacked.linear, NVFP4EmulatedLinear)
+    assert isinstance(model.blocks[1].mlp.t_conv, NVFP4EmulatedLinear)
+    with torch.no_grad():
+        assert 1e-4 < relative(model(*args), base(*args)) < 0.1
+
+
+def test_mpq_defaults_to_the_shipped_h200_plan_and_says_when_it_does_not_fit(tmp_path):
+    plan = resolve_precision("mpq", 20)
+    assert plan == PrecisionPlan.read(DEFAULT_PLAN) and plan.groups("fp8")
+    assert plan.notes["device"] == "NVIDIA H200" and plan.notes["whole_forward_error"] < 3e-2
+    with pytest.raises(ValueError, match="shipped plan is for the 20-block DiT"):
+        resolve_precision("mpq", 4)
+    with pytest.raises(ValueError, match="needs --precision mpq"):
+        resolve_precision("fp8", 20, tmp_path / "plan.json")

@@ -24,9 +24,11 @@ RowQuantizer = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
 def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
-    """x (M, K) → (e4m3 (M, K), fp32 scales (M, 1)) with x ≈ q·scale, each row's amax mapped to 448."""
+    """x (M, K) → (e4m3 (M, K), fp32 scales (M, 1)) with x ≈ q·scale, each row's amax mapped to 448.
+    Values are multiplied by the scale's fp32 reciprocal (one division per row: a division per value
+    made the Triton kernel compute-bound), so the Triton pass gives the same bits."""
     scale = (x.abs().amax(dim=-1, keepdim=True).float() / FP8_MAX).clamp_min(MIN_SCALE)
-    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+    return (x.float() * scale.reciprocal()).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
 
 
 def fp8_eligible(in_features: int, out_features: int) -> bool:
@@ -71,12 +73,14 @@ class FP8Linear(nn.Module):
         """x (…, in) → (…, out) in x's dtype; `quantize` makes the activation's e4m3 rows and scales (a fused
         kernel under `--compile max`)."""
         rows = x.reshape(-1, self.in_features)  # (M, K)
-        data, scale = quantize(rows)
-        out = torch._scaled_mm(
+        return self.product(*quantize(rows), x.dtype).view(*x.shape[:-1], self.out_features)
+
+    def product(self, data: Tensor, scale: Tensor, out_dtype: torch.dtype) -> Tensor:
+        """The layer applied to quantised rows: e4m3 `data` (M, in) with fp32 `scale` (M, 1) → (M, out)."""
+        return torch._scaled_mm(
             data, self.weight.t(), scale_a=scale, scale_b=self.weight_scale[None],
-            bias=self.bias, out_dtype=x.dtype,
+            bias=self.bias, out_dtype=out_dtype,
         )  # fmt: skip
-        return out.view(*x.shape[:-1], self.out_features)
 
     def dequantized(self) -> Tensor:
         """The weight the layer applies, as float32 (out, in)."""
@@ -99,11 +103,12 @@ def fp8_linear_reference(x: Tensor, layer: FP8Linear) -> Tensor:
     return out.view(*x.shape[:-1], layer.out_features)
 
 
-class FP8Projections(nn.Module):
-    """Several projections of one input as one FP8 GEMM over their stacked weights; returns views of
-    its output, one per projection (widths `sizes`)."""
+class QuantizedProjections(nn.Module):
+    """Several projections of one input as one quantised GEMM over their stacked weights (an
+    `FP8Linear`, or an `ops.nvfp4.NVFP4EmulatedLinear`); returns views of its output, one per
+    projection (widths `sizes`)."""
 
-    def __init__(self, linear: FP8Linear, sizes: tuple[int, ...]) -> None:
+    def __init__(self, linear: nn.Module, sizes: tuple[int, ...]) -> None:
         super().__init__()
         self.linear = linear
         self.sizes = sizes

@@ -8,8 +8,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sana_streaming.models.dit.kernels import EAGER, BlockKernels, apply_linear, temporal_conv_fp8
-from sana_streaming.ops.quant import FP8Linear
+from sana_streaming.models.dit.kernels import (
+    EAGER,
+    QUANTIZED,
+    BlockKernels,
+    apply_linear,
+    temporal_conv_quantized,
+)
 
 
 class ConvLayer(nn.Module):
@@ -59,8 +64,8 @@ class GLUMBConvTemp(nn.Module):
         pre-conv frame), overwritten with this chunk's last frame when `save`."""
         p = self.spatial(m, frames, height, width, kernels)  # (B, T, S, C)
         left = torch.zeros_like(p[:, :1]) if tail is None else tail[:, None].to(p.dtype)
-        if isinstance(self.t_conv, FP8Linear):
-            out = temporal_conv_fp8(p, left, self.t_conv, kernels.quantize_rows)  # (B, T, S, C)
+        if isinstance(self.t_conv, QUANTIZED):
+            out = temporal_conv_quantized(p, left, self.t_conv, kernels.quantize_neighbours)  # (B, T, S, C)
         else:
             out = kernels.temporal_conv(p, left, self.t_conv.weight)
         if save and tail is not None:

@@ -37,7 +37,7 @@ class GDNAttention(nn.Module):
         # 3. Output gate and projection.
         self.output_gate = nn.Linear(hidden_size, hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
-        self.stacked = None  # FP8Projections of q, k, v, output gate and β when quantised
+        self.stacked = None  # QuantizedProjections of q, k, v, output gate and β when quantised
         self.backend = check_backend(backend)
 
     def decay(self, u: Tensor, frames: int) -> Tensor:

@@ -6,8 +6,9 @@ and residual adds as separate PyTorch kernels, each a full pass over a (B, N, C)
 against ~14 ms of GEMMs. `BlockKernels` names that work once; `EAGER` runs it op by op (the release's
 rounding, every intermediate in the activation dtype), `fused_kernels()` as one compiled kernel per
 function (torch.compile / inductor: fp32 inside, rounded once), the Triton FFN kernel of
-`ops.glu_conv_triton`, and the projections of one input as one stacked GEMM. The fused set needs
-CUDA and a compiler toolchain; `--compile max` selects it.
+`ops.glu_conv_triton`, the one-pass FP8 activation quantiser of `ops.quant_triton`, and the
+projections of one input as one stacked GEMM. The fused set needs CUDA and a compiler toolchain;
+`--compile max` selects it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from torch import Tensor
 from sana_streaming.models.dit.layers import TapLinear, derived_weight, modulate
 from sana_streaming.models.dit.rope import RopeTables, apply_rope
 from sana_streaming.numerics import rms_normalise
-from sana_streaming.ops.quant import FP8Linear, FP8Projections, RowQuantizer, quantize_rows
+from sana_streaming.ops.nvfp4 import NVFP4EmulatedLinear
+from sana_streaming.ops.quant import FP8Linear, QuantizedProjections, RowQuantizer, quantize_rows
 
 Projection = torch.nn.Linear | TapLinear  # a per-token linear map of a block's input
 LN_EPS = 1e-6  # the blocks' LayerNorm (no affine), as the release
@@ -92,6 +94,13 @@ def silu_glu_conv_fused(x: Tensor, conv: torch.nn.Conv2d) -> Tensor:
     return glu_conv_triton(x, conv.weight, conv.bias)
 
 
+def quantize_rows_fused(x: Tensor) -> tuple[Tensor, Tensor]:
+    """`quantize_rows` as one Triton pass (CUDA)."""
+    from sana_streaming.ops.quant_triton import quantize_rows_triton  # Triton: imported when first used
+
+    return quantize_rows_triton(x)
+
+
 def prepared_temporal_conv(
     conv: Callable[[Tensor, Tensor, Tensor], Tensor],
 ) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
@@ -105,17 +114,40 @@ def prepared_temporal_conv(
 
 def apply_linear(x: Tensor, layer: torch.nn.Module, quantize: RowQuantizer = quantize_rows):
     """A block's per-token GEMM: a Linear, a 1×1 Conv2d (weight (out, in, 1, 1)) applied as one, or
-    an FP8 layer of `models.dit.quantize` (its activation rows made by `quantize`)."""
+    a quantised layer of `models.dit.quantize` (an FP8 one's activation rows made by `quantize`)."""
     if isinstance(layer, torch.nn.Conv2d):
         return F.linear(x, layer.weight.flatten(1), layer.bias)
-    if isinstance(layer, (FP8Linear, FP8Projections)):
+    if isinstance(layer, QUANTIZED):
         return layer(x, quantize)
     return layer(x)
 
 
-def temporal_conv_fp8(p: Tensor, left: Tensor, layer: FP8Linear, quantize: RowQuantizer) -> Tensor:
-    """`temporal_conv_taps` with the taps-outer matrix as an FP8 layer."""
-    return p + layer(temporal_neighbours(p, left), quantize)
+QUANTIZED = (FP8Linear, NVFP4EmulatedLinear, QuantizedProjections)  # what `models.dit.quantize` installs
+
+
+NeighbourQuantizer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def quantize_neighbours(p: Tensor, left: Tensor) -> tuple[Tensor, Tensor]:
+    """`quantize_rows` of `temporal_neighbours(p, left)`: the FP8 temporal conv's input rows (B·T·S, 3C)."""
+    return quantize_rows(temporal_neighbours(p, left).flatten(0, 2))
+
+
+def quantize_neighbours_fused(p: Tensor, left: Tensor) -> tuple[Tensor, Tensor]:
+    """`quantize_neighbours` as one Triton pass over p (CUDA): the (B, T, S, 3C) input is never stored."""
+    from sana_streaming.ops.quant_triton import quantize_neighbours_triton  # Triton: imported when first used
+
+    return quantize_neighbours_triton(p, left)
+
+
+def temporal_conv_quantized(
+    p: Tensor, left: Tensor, layer: FP8Linear | NVFP4EmulatedLinear, quantize: NeighbourQuantizer
+) -> Tensor:
+    """`temporal_conv_taps` with the taps-outer matrix as a quantised layer; an FP8 one's input rows
+    made by `quantize`, straight from p."""
+    if isinstance(layer, FP8Linear):
+        return p + layer.product(*quantize(p, left), p.dtype).view(p.shape)
+    return p + layer(temporal_neighbours(p, left))
 
 
 def separate_projections(x: Tensor, layers: tuple[Projection, ...]) -> tuple[Tensor, ...]:
@@ -179,11 +211,12 @@ class BlockKernels:
     temporal_conv: Callable[[Tensor, Tensor, Tensor], Tensor]
     projections: Callable[[Tensor, tuple[Projection, ...]], tuple[Tensor, ...]]
     quantize_rows: RowQuantizer  # an FP8 GEMM's activation rows and scales
+    quantize_neighbours: NeighbourQuantizer  # the FP8 temporal conv's rows, from p and its left frame
 
 
 EAGER = BlockKernels(
     ln_modulate, gated_add, rms_norm, norm_rope, silu_glu_conv_eager, temporal_conv, separate_projections,
-    quantize_rows,
+    quantize_rows, quantize_neighbours,
 )  # fmt: skip
 
 
@@ -202,5 +235,6 @@ def fused_kernels() -> BlockKernels:
         silu_glu_conv_fused,
         prepared_temporal_conv(compiled(temporal_conv_taps)),
         stacked_projections,
-        compiled(quantize_rows),
+        quantize_rows_fused,
+        quantize_neighbours_fused,
     )

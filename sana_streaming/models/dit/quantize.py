@@ -1,17 +1,20 @@
 """Mixed precision for the DiT: which GEMMs run in FP8 (a `PrecisionPlan`) and the model rewrite
 that makes them so (`quantize_dit_`).
 
-A plan names GEMM groups, seven per block (`GROUPS`), each "bf16" or "fp8". Quantised are only the
+A plan names GEMM groups, seven per block (`GROUPS`), each "bf16", "fp8" or "nvfp4" (emulated by
+quantise-dequantise, `ops.nvfp4`: for error studies, slower than bf16). Quantised are only the
 large token-wise GEMMs of ../shared/spec/kernels.md §4.4; the embedders, the timestep MLP, the final
 layer, the caption K/V (computed once per prompt), the decay gate, the norms, the depthwise conv and
 the GDN and attention cores stay in the checkpoint's dtype. `attn.qkv` is the projections of the
 block's modulated input stacked as one FP8 GEMM (q, k, v, output gate, and in GDN blocks β), rows
 padded to `STACK_ROWS`; the bf16 layers it replaces are dropped, so the FP8 weights halve the memory.
+`--precision mpq` without a plan file takes `DEFAULT_PLAN`, measured on an H200.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -21,15 +24,21 @@ from torch import Tensor, nn
 
 from sana_streaming.files import publish_text
 from sana_streaming.models.dit.kernels import projection_matrix, stacked_bias, stacked_weight, taps_outer
-from sana_streaming.ops.quant import FP8Linear, FP8Projections, fp8_eligible
+from sana_streaming.ops.nvfp4 import NVFP4EmulatedLinear, nvfp4_eligible
+from sana_streaming.ops.quant import FP8Linear, QuantizedProjections, fp8_eligible
 
-Precision = Literal["bf16", "fp8"]
+logger = logging.getLogger(__name__)
+
+Precision = Literal["bf16", "fp8", "nvfp4"]
 PRECISIONS = ("bf16", "fp8", "mpq")  # `--precision`: none, every group, or a measured plan
 GROUPS = (
     "attn.qkv", "attn.proj", "cross_attn.q_linear", "cross_attn.proj",
     "mlp.inverted_conv", "mlp.point_conv", "mlp.t_conv",
 )  # fmt: skip
 PLAN_VERSION = 1
+DEFAULT_PLAN = (
+    Path(__file__).resolve().parents[2] / "configs" / "plans" / "mpq_h200.json"
+)  # `quantize` on an H200
 
 
 class PrecisionPlanError(ValueError):
@@ -63,8 +72,10 @@ class PrecisionPlan:
             )
         for name, value in layers.items():
             if value not in get_args(Precision):
-                raise PrecisionPlanError(f"{path}: {name} has precision {value!r}; expected bf16 or fp8")
-            if name.split(".", 2)[-1] not in GROUPS or not name.startswith("blocks."):
+                known = ", ".join(get_args(Precision))
+                raise PrecisionPlanError(f"{path}: {name} has precision {value!r}; expected one of {known}")
+            parts = name.split(".", 2)
+            if len(parts) != 3 or parts[0] != "blocks" or not parts[1].isdigit() or parts[2] not in GROUPS:
                 raise PrecisionPlanError(f"{path}: unknown GEMM group {name!r}")
         return cls(layers, data.get("notes", {}))
 
@@ -73,8 +84,9 @@ class PrecisionPlan:
         data = {"version": PLAN_VERSION, "layers": self.layers, "notes": self.notes}
         publish_text(Path(path), json.dumps(data, indent=1) + "\n")
 
-    def fp8_groups(self) -> list[str]:
-        return [name for name, p in self.layers.items() if p == "fp8"]
+    def groups(self, precision: Precision) -> list[str]:
+        """The groups the plan puts in `precision`."""
+        return [name for name, p in self.layers.items() if p == precision]
 
 
 def _projection_names(attn: nn.Module) -> tuple[str, ...]:
@@ -99,33 +111,37 @@ def group_matrix(block: nn.Module, group: str) -> tuple[Tensor, Tensor | None]:
 
 
 def is_quantized(block: nn.Module, group: str) -> bool:
-    """Whether the GEMM group of a `SanaBlock` is FP8 already."""
+    """Whether the GEMM group of a `SanaBlock` is quantised already."""
     owner_name, layer_name = group.split(".")
     owner = getattr(block, owner_name)
     if group == "attn.qkv":
         return owner.stacked is not None
     layer = getattr(owner, layer_name)
-    return isinstance(layer.conv if owner_name == "mlp" and layer_name != "t_conv" else layer, FP8Linear)
+    layer = layer.conv if owner_name == "mlp" and layer_name != "t_conv" else layer
+    return isinstance(layer, (FP8Linear, NVFP4EmulatedLinear))
 
 
 @torch.no_grad()
-def quantize_group_(block: nn.Module, group: str) -> bool:
-    """Rewrite one GEMM group of a `SanaBlock` to FP8 in place; False if its sizes do not allow it
-    (left in bf16) or it is quantised already."""
-    if is_quantized(block, group):
+def quantize_group_(block: nn.Module, group: str, precision: Precision = "fp8") -> bool:
+    """Rewrite one GEMM group of a `SanaBlock` to `precision` (fp8 or nvfp4) in place; False if its
+    sizes do not allow it (left in bf16) or it is quantised already."""
+    if is_quantized(block, group) or precision == "bf16":
         return False
     matrix, bias = group_matrix(block, group)
-    if not fp8_eligible(matrix.shape[1], matrix.shape[0]):
+    if precision == "fp8" and fp8_eligible(matrix.shape[1], matrix.shape[0]):
+        linear: nn.Module = FP8Linear.from_matrix(matrix, bias)
+    elif precision == "nvfp4" and nvfp4_eligible(matrix.shape[1]):
+        linear = NVFP4EmulatedLinear.from_matrix(matrix, bias)
+    else:
         return False
-    linear = FP8Linear.from_matrix(matrix, bias)
     owner_name, layer_name = group.split(".")
     owner = getattr(block, owner_name)
     if group == "attn.qkv":
         names = _projection_names(owner)
         sizes = tuple(projection_matrix(getattr(owner, n)).shape[0] for n in names)
         for n in names:
-            setattr(owner, n, None)  # the stacked FP8 weight replaces them
-        owner.stacked = FP8Projections(linear, sizes)
+            setattr(owner, n, None)  # the stacked weight replaces them
+        owner.stacked = QuantizedProjections(linear, sizes)
     elif owner_name == "mlp" and layer_name != "t_conv":
         getattr(owner, layer_name).conv = linear
     else:
@@ -134,16 +150,24 @@ def quantize_group_(block: nn.Module, group: str) -> bool:
 
 
 def quantize_dit_(model: nn.Module, plan: PrecisionPlan) -> list[str]:
-    """Apply `plan` to a `SanaStreamingDiT` in place; returns the groups now in FP8. Unknown block
+    """Apply `plan` to a `SanaStreamingDiT` in place; returns the groups now quantised. Unknown block
     indices are refused, so a plan for another depth does not half-apply."""
     depth = len(model.blocks)
-    done = []
-    for name in plan.fp8_groups():
-        _, index, group = name.split(".", 2)
+    for name in plan.layers:
+        _, index, _ = name.split(".", 2)
         if not index.isdigit() or int(index) >= depth:
             raise PrecisionPlanError(f"the plan names {name}, but the DiT has {depth} blocks")
-        if quantize_group_(model.blocks[int(index)], group):
+    done = []
+    for name, precision in plan.layers.items():
+        _, index, group = name.split(".", 2)
+        if quantize_group_(model.blocks[int(index)], group, precision):
             done.append(name)
+    emulated = plan.groups("nvfp4")
+    if emulated:
+        logger.warning(
+            "%d GEMM groups run NVFP4 emulated (quantise-dequantise): for error studies, slower than bf16",
+            len(emulated),
+        )
     return done
 
 
@@ -151,7 +175,7 @@ def resolve_precision(
     precision: str, depth: int, plan_path: str | Path | None = None
 ) -> PrecisionPlan | None:
     """The plan of `--precision`: None for bf16, every group for fp8, for mpq the plan at `plan_path`
-    (made by `sana-streaming quantize --plan`; no measured plan is shipped yet)."""
+    (made by `sana-streaming quantize --plan`), by default `DEFAULT_PLAN`."""
     if precision not in PRECISIONS:
         raise PrecisionPlanError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if plan_path is not None and precision != "mpq":
@@ -160,8 +184,10 @@ def resolve_precision(
         return None
     if precision == "fp8":
         return PrecisionPlan.uniform(depth, "fp8")
-    if plan_path is None:
+    plan = PrecisionPlan.read(DEFAULT_PLAN if plan_path is None else plan_path)
+    if plan_path is None and any(int(name.split(".")[1]) >= depth for name in plan.layers):
         raise PrecisionPlanError(
-            "--precision mpq needs --precision_plan FILE; make one with `sana-streaming quantize --plan FILE`"
+            f"the shipped plan is for the 20-block DiT, this one has {depth} blocks; make one with "
+            "`sana-streaming quantize --plan FILE` and pass --precision_plan FILE"
         )
-    return PrecisionPlan.read(plan_path)
+    return plan

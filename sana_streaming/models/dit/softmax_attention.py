@@ -33,7 +33,7 @@ class SoftmaxAttention(nn.Module):
         self.k_norm = RMSNorm(hidden_size, eps=1e-5)
         self.output_gate = nn.Linear(hidden_size, hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
-        self.stacked = None  # FP8Projections of q, k, v and the output gate when quantised
+        self.stacked = None  # QuantizedProjections of q, k, v and the output gate when quantised
 
     def forward(
         self,
