@@ -1,8 +1,9 @@
-"""Decoded-frame PSNR of the FP8 precisions against bf16 over a whole streaming edit (6 chunks).
+"""Decoded-frame PSNR of the FP8 precisions against bf16 over a whole streaming edit (6 DiT chunks).
 
 One pipeline (random full-size weights, a synthetic clip) edits the clip in bf16; then copies of its
-DiT quantised by each `--precision` edit the same clip with the same noise, and every chunk of
-frames is compared with bf16's. Random weights show how the arithmetic's error carries through six
+DiT quantised by each `--precision` edit the same clip with the same noise, and every piece of
+frames the decoder yields (7: one per DiT chunk and the decoder's final flush) is compared with
+bf16's. Random weights show how the arithmetic's error carries through six
 chunks of streaming state and the VAE decode, not how an edit with the released weights looks.
 
     PYTHONPATH=. python benchmarks/mpq_quality.py --plan sana_streaming/configs/plans/mpq_h200.json \
@@ -25,7 +26,7 @@ from sana_streaming import EditOptions, SanaStreamingPipeline
 from sana_streaming.models.dit.quantize import quantize_dit_, resolve_precision
 from sana_streaming.video.synthetic import write_synthetic_clip
 
-FRAMES = 145  # 19 latent frames: a first chunk of 4, then five of 3
+FRAMES = 145  # 19 latent frames: DiT chunks of 4, 3, 3, 3, 3, 3
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -65,8 +66,8 @@ def main() -> None:
             per_chunk = [psnr(c, r) for c, r in zip(chunks, reference, strict=True)]
             whole = psnr(torch.cat(chunks, 1), torch.cat(reference, 1))
             report["psnr_db"][precision] = {"chunks": per_chunk, "whole": whole}
-            print(f"{precision:<4} PSNR vs bf16: {whole:5.1f} dB over {len(chunks)} chunks "
-                  f"(per chunk {', '.join(f'{p:.1f}' for p in per_chunk)})", flush=True)  # fmt: skip
+            print(f"{precision:<4} PSNR vs bf16: {whole:5.1f} dB over {len(chunks)} decoded pieces "
+                  f"(per piece {', '.join(f'{p:.1f}' for p in per_chunk)})", flush=True)  # fmt: skip
             del pipe.dit  # free this copy before the next is made
     Path(args.out).write_text(json.dumps(report, indent=1))
 

@@ -1,5 +1,6 @@
 """Render benchmarks/RESULTS.md from the JSON files in benchmarks/results/ (written by
-`benchmarks/dit_forward.py`, `benchmarks/dit_stream.py` and `sana-streaming bench`). Run after copying
+`benchmarks/dit_forward.py`, `benchmarks/dit_stream.py`, `benchmarks/mpq_quality.py`,
+`benchmarks/batch_throughput.py`, `benchmarks/x264_presets.py` and `sana-streaming bench`). Run after copying
 new results in:
 
     python benchmarks/render_results.py
@@ -65,8 +66,24 @@ def preset_rows(name: str, data: dict) -> list[str]:
     ]
 
 
+def quality_rows(name: str, data: dict) -> list[str]:
+    return [
+        f"| {name} | {precision} | {len(r['chunks'])} | {r['whole']:.1f} | {min(r['chunks']):.1f} |"
+        for precision, r in data["psnr_db"].items()
+    ]
+
+
+def batch_rows(name: str, data: dict) -> list[str]:
+    frames = data["items"] * data["num_frames"]
+    return [
+        f"| {name} | {data['items']} x {data['num_frames']} @ {data['size'][0]}x{data['size'][1]} | "
+        f"{data['separate_total_s']:.1f} | {data['batch_total_s']:.1f} | {data['speedup']:.2f} | "
+        f"{frames / data['separate_total_s']:.1f} | {frames / data['batch_total_s']:.1f} |"
+    ]
+
+
 def main() -> None:
-    dit, stream, bidirectional, bench, presets = [], [], [], [], []
+    dit, stream, bidirectional, bench, presets, quality, batch = [], [], [], [], [], [], []
     for path in sorted((HERE / "results").glob("*.json")):
         data = json.loads(path.read_text())
         if "presets" in data:  # benchmarks/x264_presets.py (CPU only)
@@ -74,6 +91,12 @@ def main() -> None:
             continue
         device = data.get("gpu") or data.get("device")
         label = f"{path.stem} ({device}, torch {data['torch']})"
+        if "psnr_db" in data:  # benchmarks/mpq_quality.py
+            quality.extend(quality_rows(label, data))
+            continue
+        if "speedup" in data:  # benchmarks/batch_throughput.py
+            batch.extend(batch_rows(label, data))
+            continue
         if "modes" in data:  # benchmarks/dit_stream.py
             stream.extend(stream_rows(label, data))
             bidirectional.extend(bidirectional_rows(label, data))
@@ -112,6 +135,28 @@ def main() -> None:
         "| run | latent frames | steps | CFG | op by op s | fused s |",
         "|---|---|---|---|---|---|",
         *bidirectional,
+        "",
+        "MODE:fp8 quantises every large GEMM to FP8 (W8A8 e4m3), MODE:mpq the groups of the run's "
+        "precision plan (`sana-streaming quantize`).",
+        "",
+        "## Decoded frames of the FP8 precisions against bf16 (`benchmarks/mpq_quality.py`)",
+        "",
+        "A whole streaming edit (145 frames: 6 DiT chunks, 1280x704, random weights, synthetic clip) in "
+        "bf16 and in each precision with the same noise; PSNR of the decoded frames (peak-to-peak 2) over "
+        "the edit and over the worst of the decoder's pieces.",
+        "",
+        "| run | precision | decoded pieces | PSNR dB | worst piece dB |",
+        "|---|---|---|---|---|",
+        *quality,
+        "",
+        "## Many edits: one batch against separate processes (`benchmarks/batch_throughput.py`)",
+        "",
+        "Wall seconds of N `sana-streaming edit` runs one after another against one batch of the same "
+        "N items (models built once); random weights, so model loading is cheaper than from disk.",
+        "",
+        "| run | items x frames @ HxW | separate s | batch s | speed-up | separate FPS | batch FPS |",
+        "|---|---|---|---|---|---|---|",
+        *batch,
         "",
         "## Whole edits (`sana-streaming bench`, random weights, synthetic clip)",
         "",

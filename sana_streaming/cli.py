@@ -158,10 +158,12 @@ def _add_model_arguments(add: AddArgument) -> None:
         choices=["bf16", "fp8", "mpq"],
         default="bf16",
         help="the DiT's large GEMMs: bf16 (the release), fp8 (every one W8A8 e4m3) or mpq (FP8 where "
-        "the precision plan measured it faster; needs a GPU with FP8, sm_89+)",
+        "the precision plan puts it; fp8 and mpq need a GPU with FP8, sm_89+)",
     )
     add(
-        "--precision_plan", metavar="FILE", help="the plan of --precision mpq (default: the shipped H200 one)"
+        "--precision_plan",
+        metavar="FILE",
+        help="the plan of --precision mpq, from `sana-streaming quantize` (default: the shipped H200 one)",
     )
     add("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     add(
