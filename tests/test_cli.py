@@ -1,5 +1,6 @@
 """The command line end to end on the tiny config with random weights, and its error handling."""
 
+import json
 import os
 import subprocess
 import sys
@@ -425,6 +426,25 @@ def test_mistyped_config_path_is_not_replaced_by_a_packaged_one(workdir, capsys)
 def test_bench_usage_errors_exit_2(workdir, capsys, extra):
     assert main(["bench", "--config", "tiny_random", *extra]) == 2
     assert "must be" in capsys.readouterr().err
+
+
+def test_bench_reports_serialised_stages_and_an_overlapped_edit_with_first_frame_and_latency(workdir, capsys):
+    out = workdir / "bench.json"
+    assert main(["bench", "--config", "tiny_random", "--device", "cpu", "--height", "64", "--width", "96",
+                 "--num_frames", "49", "--warmup_frames", "25", "--out", str(out)]) == 0  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["frames"] == 49
+    median = report["median"]
+    stages = sum(median[k] for k in ("text_s", "encode_s", "dit_s", "decode_s", "write_s", "other_s"))
+    assert stages == pytest.approx(median["wall_s"]) and median["dit_s"] > 0
+    overlapped = report["overlapped"]
+    run = overlapped["runs"][0]
+    assert 0 < overlapped["first_frame_s"] < overlapped["wall_s"]
+    assert overlapped["fps_end_to_end"] == pytest.approx(49 / overlapped["wall_s"])
+    latency = overlapped["chunk_latency_s"]
+    assert 0 < latency["median"] <= latency["p95"] <= latency["max"] < overlapped["wall_s"]
+    assert run["host_stage_s"]["dit"] > 0 and run["gpu_stage_s"] == {}  # no CUDA events on a CPU
+    assert "first frame after" in capsys.readouterr().out
 
 
 def folder_files(folder: Path, prefix: str = "") -> dict[str, bytes]:
