@@ -34,13 +34,15 @@ def edit_flags(args: argparse.Namespace) -> list[str]:
             "--width", str(args.width), "--overwrite", *args.edit_flags]  # fmt: skip
 
 
-def wall_seconds(command: list[str]) -> float:
-    """Run `command` (its output discarded unless it fails) and return its wall time."""
+def wall_seconds(command: list[str], label: str) -> float:
+    """Run `command` (its output discarded unless it fails), print and return its wall time."""
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-2000:]}")
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    print(f"  {label:<20} {seconds:7.1f} s", flush=True)
+    return seconds
 
 
 def main() -> None:
@@ -63,19 +65,21 @@ def main() -> None:
         manifest = folder / "manifest.jsonl"
         rows = [{"video_path": str(c), "prompt": PROMPTS[i % len(PROMPTS)]} for i, c in enumerate(clips)]
         manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        warmup = wall_seconds([*cli, "edit", "--video_path", str(clips[0]), "--prompt", PROMPTS[0],
-                               "--output", str(folder / "warmup.mp4"), *edit_flags(args)])  # fmt: skip
+        warm = [*cli, "edit", "--video_path", str(clips[0]), "--prompt", PROMPTS[0],
+                "--output", str(folder / "warmup.mp4"), *edit_flags(args)]  # fmt: skip
+        warmup = wall_seconds(warm, "warm-up edit")
         separate, batch = [], []
         for round_ in range(args.repeats):
             runs = [
                 wall_seconds([*cli, "edit", "--video_path", row["video_path"], "--prompt", row["prompt"],
-                              "--output", str(folder / f"separate{round_}_{i}.mp4"), *edit_flags(args)])
+                              "--output", str(folder / f"separate{round_}_{i}.mp4"), *edit_flags(args)],
+                             f"separate edit {i}")
                 for i, row in enumerate(rows)
             ]  # fmt: skip
             separate.append(runs)
             out_dir = folder / f"batch{round_}"
             batch.append(wall_seconds([*cli, "batch", str(manifest), "--output_dir", str(out_dir),
-                                       *edit_flags(args)]))  # fmt: skip
+                                       *edit_flags(args)], f"batch of {args.items}"))  # fmt: skip
             written = sorted(p.name for p in out_dir.glob("*.mp4"))
             if len(written) != args.items:
                 sys.exit(f"the batch wrote {len(written)} of {args.items} outputs: {written}")

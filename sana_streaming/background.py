@@ -44,12 +44,15 @@ class _Failure:
 class Prefetch(Generic[T]):
     """Iterate `items` produced by a daemon thread up to `depth` ahead.
 
-    `close(timeout)` stops the producer at its next item and says whether it stopped in time: a
-    producer blocked inside a read of a stalled live source cannot be interrupted, and the caller must
-    then leave what it reads from alone (see `VideoReader.abandon`)."""
+    With `drop`, an item that finds `depth` items already waiting is handed to `drop` and skipped
+    instead of waiting for room (a live source the consumer cannot keep up with). `close(timeout)`
+    stops the producer at its next item and says whether it stopped in time: a producer blocked inside
+    a read of a stalled live source cannot be interrupted, and the caller must then leave what it reads
+    from alone (see `VideoReader.abandon`)."""
 
-    def __init__(self, items: Iterator[T], depth: int = 2) -> None:
+    def __init__(self, items: Iterator[T], depth: int = 2, drop: Callable[[T], None] | None = None) -> None:
         self._items = items
+        self._drop = drop
         self._slots: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._finished = False
@@ -59,6 +62,9 @@ class Prefetch(Generic[T]):
     def _produce(self) -> None:
         try:
             for item in self._items:
+                if self._drop is not None and self._slots.full():
+                    self._drop(item)  # only this thread adds items: room stays short until it does
+                    continue
                 if not self._offer(item):
                     return
             self._offer(_DONE)

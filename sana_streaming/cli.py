@@ -191,6 +191,14 @@ def _add_source_arguments(add: AddArgument) -> None:
     )
     add("--duration", type=float, help="stop after this many seconds of the source, at its average rate")
     add(
+        "--live_frame_drop",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="while the edit runs behind a live source, drop its newest 24-frame chunks (counted and "
+        "reported) instead of letting a queue grow: auto for network streams and capture devices, on "
+        "also for pipes, off never (default: auto)",
+    )
+    add(
         "--input_latent_path",
         help="debug: a --save_latent file whose noise and source latents replace the video",
     )
@@ -552,7 +560,7 @@ def _edit(args: argparse.Namespace) -> int:
         log = LatencyLog(then=bar) if stats else None
         result = run_plan(pipe, plan, args, inputs, log or bar, timer=timer)
     if log is not None and timer is not None:
-        _report_stats(log.summary(timer.seconds), args.stats_json)
+        _report_stats(log.summary(timer.seconds) | {"dropped_frames": result.dropped_frames}, args.stats_json)
     if is_streamed(result.path):
         where = "standard output" if result.path == STDOUT else result.path
         print(f"Streamed {result.frames} frames to {where}", file=sys.stderr)
@@ -667,6 +675,7 @@ def _edit_options(plan: EditPlan, args: argparse.Namespace) -> EditOptions:
         num_cached_blocks=args.num_cached_blocks, sink_token=plan.sink_token,
         max_frames=args.max_frames, max_seconds=args.duration, compile=args.compile,
         prompt_schedule=read_prompt_schedule(args.prompt_schedule) if args.prompt_schedule else (),
+        live_frame_drop=args.live_frame_drop,
     )  # fmt: skip
 
 

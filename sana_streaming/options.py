@@ -23,6 +23,8 @@ from sana_streaming.models.text_encoder import positive_prompt_text
 from sana_streaming.prompt_schedule import PromptChange, PromptScheduleError, check_schedule
 from sana_streaming.stages import floor_8k1
 
+FRAME_DROP_POLICIES = ("auto", "on", "off")  # `EditOptions.live_frame_drop`
+
 # The LTX-2 decoder reflect-pads each latent frame by one row and column before its convolutions
 # (`decoder_spatial_padding_mode: reflect`), which needs at least 2 latent rows and columns.
 MIN_LATENT_SIDE = 2
@@ -49,6 +51,9 @@ class EditOptions:
     compile: CompileMode | None = None  # DiT forwards: "none" (eager), "graph" (CUDA graphs), "max" (graphs +
     # fused kernels); None: "graph" on CUDA, "none" elsewhere (`resolve_compile`)
     prompt_schedule: tuple[PromptChange, ...] = ()  # later prompts by video frame (long_streaming)
+    live_frame_drop: str = "auto"  # a live source's newest chunk is dropped while the editor is behind:
+    # "auto" for sources that run in real time (network streams, capture devices), "on" for any source
+    # of unknown length (pipes too), "off" never (the source then waits, or loses data in its buffers)
 
 
 @dataclass
@@ -59,6 +64,7 @@ class EditResult:
     frames: int
     fps: Fraction
     audio: bool
+    dropped_frames: int = 0  # source frames skipped because the edit ran behind a live source
 
 
 def smallest_frame_side(stride: int = 32) -> int:
@@ -82,6 +88,11 @@ def validate_options(options: EditOptions, mode: str, vae: VAEConfig | None = No
         raise OptionError("cfg_scale", f"must be 1 in {mode} (the release's streaming sampler has no CFG)")
     if options.compile is not None and options.compile not in COMPILE_MODES:
         raise OptionError("compile", f"must be one of {', '.join(COMPILE_MODES)}, got {options.compile!r}")
+    if options.live_frame_drop not in FRAME_DROP_POLICIES:
+        raise OptionError(
+            "live_frame_drop",
+            f"must be one of {', '.join(FRAME_DROP_POLICIES)}, got {options.live_frame_drop!r}",
+        )
     if options.prompt_schedule and not preset.chunked:
         raise OptionError("prompt_schedule", f"needs a streaming mode; {mode} edits the clip as one chunk")
     try:

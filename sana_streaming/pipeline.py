@@ -318,4 +318,5 @@ class SanaStreamingPipeline:
             frames=writer.frames_written,
             fps=writer.fps,
             audio=writer.has_audio,
+            dropped_frames=reader.dropped_frames if isinstance(reader, VideoReader) else 0,
         )

@@ -60,5 +60,5 @@ def open_latents(
             source = stack.enter_context(reader)
         encoder = SourceEncoder(vae, device, whole_clip=whole_clip)
         latent_hw = (options.height // stride, options.width // stride)
-        with encoder.open(source, latent_hw, options.num_frames, run) as feed:
+        with encoder.open(source, latent_hw, options.num_frames, run, options.live_frame_drop) as feed:
             yield feed

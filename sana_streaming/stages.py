@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -24,6 +25,8 @@ from sana_streaming.models.vae import LTX2VAE, ChunkedEncoder, IncrementalDecode
 from sana_streaming.sampling.streaming import ChunkStreamer, LatentRecord, SourceChunk
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.reader import VideoReader, VideoSource, open_video
+
+logger = logging.getLogger(__name__)
 
 Stage = Literal["text", "read", "encode", "denoise", "decode", "write"]
 
@@ -157,21 +160,34 @@ class SourceEncoder:
         latent_hw: tuple[int, int],
         num_frames: int | None,
         run: StreamRun,
+        frame_drop: str = "auto",
     ) -> Iterator[LatentFeed]:
         """The video `source` (an open `VideoReader` of the latents' size is used as is), at most
-        `num_frames` frames of it (None: all), as latents; the reader is open while the feed is."""
+        `num_frames` frames of it (None: all), as latents; the reader is open while the feed is.
+
+        `frame_drop` (`EditOptions.live_frame_drop`): while two decoded chunks of 24 frames wait for
+        the encoder, a newly read chunk of a live source is dropped whole, so the latency stays
+        bounded and the source is read at its own pace; the output then jumps over those frames (with
+        the source's timing it keeps its place in time, in sync with the audio)."""
         h, w = latent_hw
         if isinstance(source, VideoReader):
             opened = contextlib.nullcontext(source)
         else:
             opened = open_video(source, 32 * h, 32 * w, chunk_frames=24, max_frames=num_frames)
         with opened as reader:
-            decoded = Prefetch(iter(reader), depth=2)  # decode ahead on a thread
+            dropping = reader.paced if frame_drop == "auto" else frame_drop == "on" and reader.is_live
+            drop = reader.drop_chunk if dropping else None
+            decoded = Prefetch(iter(reader), depth=2, drop=drop)  # decode ahead on a thread
             try:
                 yield self._feed(reader, decoded, num_frames, latent_hw, run)
             finally:
                 if not decoded.close():  # stuck in a read of a stalled live source
                     reader.abandon()
+                if reader.dropped_frames:
+                    logger.warning(
+                        "%s: dropped %d source frames (whole chunks of %d) while the edit ran behind it",
+                        reader.name, reader.dropped_frames, reader.chunk_frames,
+                    )  # fmt: skip
 
     def _feed(
         self,

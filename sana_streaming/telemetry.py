@@ -107,6 +107,10 @@ def format_summary(summary: dict) -> list[str]:
         f"p95 {lat_new['p95']:.2f} s, max {lat_new['max']:.2f} s; oldest: median {lat_old['median']:.2f} s, "
         f"max {lat_old['max']:.2f} s",
     ]
+    if summary.get("dropped_frames"):
+        lines.append(
+            f"stats: {summary['dropped_frames']} source frames dropped (the edit ran behind the source)"
+        )
     if summary["stage_seconds"]:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in sorted(summary["stage_seconds"].items()))
         lines.append(f"stats: stage seconds (the GPU synchronised at each): {stages}")

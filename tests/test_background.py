@@ -95,3 +95,26 @@ def test_sink_cancel_drops_pending_items():
     gate.set()
     canceller.join()
     assert seen == [0]
+
+
+def test_prefetch_with_drop_skips_what_finds_the_queue_full_and_keeps_the_rest_in_order():
+    """A producer faster than its consumer: items that arrive while `depth` wait go to `drop`; every
+    item is either received, in order, or dropped, and the end and errors still arrive."""
+    dropped = []
+    received = []
+    for item in Prefetch(iter(range(40)), depth=2, drop=dropped.append):
+        received.append(item)
+        time.sleep(0.01)  # the consumer is the slow side
+    assert dropped and received == sorted(received)
+    assert sorted(received + dropped) == list(range(40))
+    assert received[:2] == [0, 1]  # the first items found room
+
+    def failing():
+        yield from range(5)
+        raise OSError("source gone")
+
+    out = Prefetch(failing(), depth=1, drop=lambda _: None)
+    time.sleep(0.05)  # the producer fills the queue, drops, and then must still deliver its error
+    assert next(out) == 0
+    with pytest.raises(OSError, match="source gone"):
+        list(out)

@@ -15,7 +15,7 @@ from helpers_video import clip_frames
 from sana_streaming.options import EditOptions
 from sana_streaming.pipeline import SanaStreamingPipeline
 from sana_streaming.sampling import ChunkStreamer, LatentRecord, SourceChunk
-from sana_streaming.stages import StreamRun
+from sana_streaming.stages import StreamRun, floor_8k1
 from sana_streaming.video.reader import open_video
 
 OPTIONS = EditOptions(prompt="make it blue", height=64, width=96)
@@ -187,3 +187,47 @@ def test_edit_to_a_file_is_unchanged(tmp_path, pipe):
     pixels, times = decoded_digest(output)
     assert times == [round(1000 * i / 24) for i in range(41)]
     assert (pixels, digest(torch.load(latents))) == PINNED_EDIT
+
+
+def test_a_live_source_the_edit_falls_behind_loses_whole_chunks_counted_and_the_rest_is_edited(
+    tmp_path, pipe
+):
+    """`live_frame_drop="on"` with a pipe of unknown length and an editor slowed down: whole 24-frame
+    chunks are dropped and counted; what remains is written with the source times of the frames kept.
+    "auto" does not drop for a pipe (it waits for its reader)."""
+    import time
+
+    source_frames = 24 * 8
+    data = lossless_mkv(clip_frames(source_frames, 70, 100, seed=8))
+
+    def slow(event):
+        if event.stage == "denoise":
+            time.sleep(0.15)
+
+    for policy, out in (("on", tmp_path / "dropped.mp4"), ("auto", tmp_path / "kept.mp4")):
+        options = replace(OPTIONS, live_frame_drop=policy)
+        result = pipe.edit(io.BytesIO(data), out, options, audio=False, progress=slow)
+        with av.open(str(out)) as container:
+            stream = container.streams.video[0]
+            pts = [frame.pts * stream.time_base for frame in container.decode(stream)]
+        assert result.frames == len(pts)
+        if policy == "auto":
+            assert result.dropped_frames == 0 and result.frames == floor_8k1(source_frames)
+            continue
+        assert result.dropped_frames > 0 and result.dropped_frames % 24 == 0
+        assert result.frames == floor_8k1(source_frames - result.dropped_frames)  # a live end: 8k+1
+        # each output frame keeps its source frame's time (Matroska's ms, rounded), and whole chunks
+        # went: output frame j is a source frame at the same place in its 24-frame chunk
+        source_index = [round(t * 24) for t in pts]
+        assert all(abs(t * 24 - i) < Fraction(1, 20) for t, i in zip(pts, source_index, strict=True))
+        assert source_index[0] == 0 and source_index == sorted(
+            set(source_index)
+        )  # the first chunk found room
+        assert all(i % 24 == j % 24 for j, i in enumerate(source_index))
+
+
+def test_an_unknown_frame_drop_policy_is_an_option_error(pipe):
+    from sana_streaming.errors import OptionError
+
+    with pytest.raises(OptionError, match="live_frame_drop"):
+        list(pipe.stream(io.BytesIO(b""), replace(OPTIONS, live_frame_drop="sometimes")))

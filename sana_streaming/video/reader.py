@@ -102,6 +102,11 @@ class FrameTimes:
         """The next frame's `(pts, duration)`; IndexError when the reader has given out no more."""
         return self._times.popleft()
 
+    def retract(self, count: int) -> None:
+        """Forget the `count` newest frames (a dropped chunk: never written)."""
+        for _ in range(count):
+            self._times.pop()
+
 
 class AudioFeed:
     """The source's first audio track, demuxed by the reader with the video and handed packet by packet
@@ -195,6 +200,8 @@ class VideoReader:
         self.chunk_frames = chunk_frames
         self.max_frames = max_frames
         self.name = _source_name(source)
+        self.realtime_source = _realtime(source)
+        self.dropped_frames = 0  # source frames read but never edited (`drop_chunk`)
         self._abandoned = False
         self._local_path = _local_file(source, self.name)
         self._container = _open(source, self._local_path, self.name)
@@ -331,6 +338,19 @@ class VideoReader:
         where the edit ends, not a failure."""
         return self.info.num_frames is None
 
+    @property
+    def paced(self) -> bool:
+        """A live source that produces frames in real time (a network stream, a capture device), as
+        opposed to a pipe, which waits for its reader: the editor can fall behind it."""
+        return self.is_live and self.realtime_source
+
+    def drop_chunk(self, chunk: torch.Tensor) -> None:
+        """Give up the newest chunk read (`[3, F, H, W]`, not yet edited): its frames are counted in
+        `dropped_frames` and get no output frame, their times leave `frame_times()`."""
+        if self._times is not None:
+            self._times.retract(chunk.shape[1])
+        self.dropped_frames += chunk.shape[1]
+
     def frames(self) -> Iterator[np.ndarray]:
         """uint8 RGB frames `[H, W, 3]`, upright, in presentation order (PyAV's rgb24 conversion, as
         imageio's pyav plugin in the release), at most `max_frames`; readable once."""
@@ -411,6 +431,22 @@ def _source_name(source: VideoSource) -> str:
     if isinstance(source, (str, Path)):
         return "stdin" if str(source) == STDIN else str(source)
     return str(getattr(source, "name", "<stream>"))
+
+
+# Sources that produce frames at their own pace whether or not they are read: capture devices and
+# network streams (FFmpeg's input formats and URL protocols). A lavfi graph or a pipe waits instead.
+REALTIME_FORMATS = frozenset(
+    {"v4l2", "video4linux2", "x11grab", "avfoundation", "dshow", "gdigrab", "kmsgrab", "decklink"}
+)
+REALTIME_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "udp", "tcp", "http", "https"})
+
+
+def _realtime(source: VideoSource) -> bool:
+    if isinstance(source, FormattedSource):
+        return source.format in REALTIME_FORMATS
+    if isinstance(source, str) and "://" in source:
+        return source.split("://", 1)[0].lower() in REALTIME_SCHEMES
+    return False
 
 
 def _local_file(source: VideoSource, name: str) -> Path | None:
