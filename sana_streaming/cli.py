@@ -283,6 +283,12 @@ def _add_output_arguments(add: AddArgument) -> None:
     )
     add("--overwrite", action="store_true", help="replace an existing output file")
     add(
+        "--fragmented",
+        action="store_true",
+        help="write the .mp4/.mov output in place as fragmented MP4, playable while it grows (a failed "
+        "edit still removes it)",
+    )
+    add(
         "--save_latent",
         action="store_true",
         help="also save [noise, source, result] latents as <name>_latent.pt",
@@ -505,6 +511,8 @@ def _output_paths(args: argparse.Namespace, video_path: str) -> tuple[Path | str
     """The output video (an absolute path inside `--output_dir`, or a streamed `--output`) and the
     `--save_latent` file."""
     output = output_path(args, video_path)
+    if args.fragmented and (isinstance(output, str) or output.suffix.lower() not in (".mp4", ".mov")):
+        raise UsageError(f"--fragmented needs an .mp4 or .mov output file, not {output}")
     if isinstance(output, str):
         if args.save_latent:
             raise UsageError(f"--save_latent needs an output file, not --output {output}")
@@ -634,6 +642,7 @@ def run_plan(
         inputs.source, plan.output, _edit_options(plan, args), fps=args.fps, audio=not args.no_audio,
         overwrite=args.overwrite, preset=args.x264_preset, prompts=inputs.prompts,
         latent_path=plan.latent_output, progress=progress, timer=timer, metadata=_provenance(plan),
+        fragmented=args.fragmented,
     )  # fmt: skip
 
 

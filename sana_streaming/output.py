@@ -30,6 +30,7 @@ def open_writer(
     overwrite: bool,
     preset: str,
     settings: dict[str, str],
+    fragmented: bool = False,
 ) -> VideoWriter:
     """The output writer: the source's frame times and audio when it has them, else `fps` (16 fps for
     latents). The audio is dropped when `fps` differs from the source's rate."""
@@ -49,7 +50,7 @@ def open_writer(
         output, out_fps, width, height, overwrite=overwrite, preset=preset,
         audio_from=reader.audio_feed() if keep_audio else None,  # type: ignore[union-attr]
         timestamps=reader.frame_times() if follow else None,  # type: ignore[union-attr]
-        metadata=settings,
+        metadata=settings, fragmented=fragmented,
     )  # fmt: skip
 
 

@@ -283,12 +283,14 @@ class SanaStreamingPipeline:
         progress: ProgressFn | None = None,
         timer: StageTimer | None = None,
         metadata: dict[str, object] | None = None,
+        fragmented: bool = False,
     ) -> EditResult:
         """Edit `source` into the MP4 `output` (written atomically). Without `fps`, output frame i keeps
         source frame i's presentation time (a variable-rate source keeps its timing; 16 fps for
         latents); an explicit `fps` spaces the frames evenly. The source audio of the edited span is
         copied (from the reader's own demuxer) unless `audio` is off or `fps` differs from the source's.
-        `preset` is x264's (the release's: medium). `latent_path` also saves the release's debug
+        `preset` is x264's (the release's: medium). `fragmented` writes an .mp4/.mov in place as
+        fragmented MP4, playable while it grows. `latent_path` also saves the release's debug
         latents. The edit's settings (and `metadata`) are written into the file's `comment` tag.
 
         A file source that fails leaves nothing; a live source (unknown length) that is interrupted
@@ -302,7 +304,7 @@ class SanaStreamingPipeline:
         with opened as reader:
             record = LatentRecord() if latent_path is not None else None
             writer = open_writer(reader, output, options, fps=fps, audio=audio, overwrite=overwrite,
-                                 preset=preset, settings=settings)  # fmt: skip
+                                 preset=preset, settings=settings, fragmented=fragmented)  # fmt: skip
             live = isinstance(reader, VideoReader) and reader.is_live
             with writer:
                 stream = self.stream(reader, options, prompts=prompts, record=record, progress=progress,

@@ -447,6 +447,22 @@ def test_bench_reports_serialised_stages_and_an_overlapped_edit_with_first_frame
     assert "first frame after" in capsys.readouterr().out
 
 
+def test_fragmented_output_is_a_finished_playable_mp4_and_is_refused_for_streams(workdir, capsys):
+    src = workdir / "clip.mp4"
+    make_clip(src, num_frames=30, fps=24)
+    out = workdir / "live.mp4"
+    assert main(tiny_args(src, "--num_frames", "25", "--output", str(out), "--fragmented")) == 0
+    assert probe(out)["frames"] == 25 and sorted(p.name for p in workdir.iterdir()) == [
+        "clip.mp4",
+        "live.mp4",
+    ]
+    capsys.readouterr()
+    for target in ("-", str(workdir / "live.mkv")):
+        assert main(tiny_args(src, "--output", target, "--fragmented")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--fragmented needs an .mp4 or .mov" in err[0]
+
+
 def folder_files(folder: Path, prefix: str = "") -> dict[str, bytes]:
     return {f"{prefix}{p.relative_to(folder)}": p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 

@@ -593,3 +593,40 @@ def test_an_aborted_write_removes_the_folders_it_made(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), VideoWriter(tmp_path / "kept" / "new" / "out.mp4", 16, 64, 32):
         raise RuntimeError("stopped")
     assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*")] == [Path("kept")]
+
+
+def _decodable_frames(path: Path) -> int:
+    try:
+        with av.open(str(path)) as container:
+            return sum(1 for _ in container.decode(video=0))
+    except av.error.InvalidDataError:  # not even the header yet
+        return 0
+
+
+def test_a_fragmented_mp4_plays_while_it_grows_and_a_failed_one_is_removed(tmp_path: Path) -> None:
+    """Written in place (no hidden temporary name): while chunks arrive the file at the path decodes,
+    with more frames each time (x264's look-ahead behind); closed, it holds every frame at their
+    times. An aborted one is deleted, folders and all; streams and Matroska are refused."""
+    path = tmp_path / "live" / "out.mp4"
+    frames = clip_frames(24 * 6, 64, 96, seed=3)
+    seen = []
+    with VideoWriter(path, 24, 96, 64, fragmented=True, preset="ultrafast") as writer:
+        for chunk in np.split(frames, 6):
+            writer.write(transform_frames(chunk, 64, 96))
+            assert [p.name for p in path.parent.iterdir()] == ["out.mp4"]
+            seen.append(_decodable_frames(path))
+    assert seen == sorted(seen) and 0 < seen[-1] < len(frames)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        pts = [frame.pts * stream.time_base for frame in container.decode(stream)]
+    assert len(pts) == len(frames) and pts[-1] == pytest.approx((len(frames) - 1) / 24, abs=1e-3)
+    with (
+        pytest.raises(RuntimeError),
+        VideoWriter(tmp_path / "gone" / "x.mp4", 24, 96, 64, fragmented=True) as w,
+    ):
+        w.write(transform_frames(frames[:24], 64, 96))
+        raise RuntimeError("stopped")
+    assert not (tmp_path / "gone").exists()
+    for target in ("-", str(tmp_path / "x.mkv")):
+        with pytest.raises(VideoWriteError, match="fragmented"):
+            VideoWriter(target, 24, 96, 64, fragmented=True)

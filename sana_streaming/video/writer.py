@@ -8,7 +8,9 @@ RGB -> YUV 4:2:0 conversion uses bicubic chroma filtering, the scaler flag the f
 The file is written under a hidden temporary name in the output folder and published when `close()`
 succeeds, so an interrupted or failed run leaves nothing at the output path (nor an output folder it
 made). Without `overwrite`, publishing never replaces a file, even one another run wrote meanwhile.
-The path `-` streams Matroska to standard output instead, and a udp://, srt://, tcp:// or rtmp:// URL
+With `fragmented`, an .mp4/.mov file is written in place as fragmented MP4 (a fragment about every
+second) so players can open it while it grows; a failed edit still deletes it. The path `-` streams
+Matroska to standard output instead, and a udp://, srt://, tcp:// or rtmp:// URL
 streams MPEG-TS (FLV for RTMP) there, as it is written (nothing to publish, nothing to take back).
 
 Frame timing: by default frames are spaced at a constant `fps` (the release's writer). With `timestamps`
@@ -55,6 +57,13 @@ STDOUT_FORMAT = "matroska"  # streamable: a player or ffmpeg reads it from the p
 # stream sockets, FLV for RTMP.
 URL_FORMATS = {"udp": "mpegts", "srt": "mpegts", "tcp": "mpegts", "rtmp": "flv", "rtmps": "flv"}
 CONNECT_TIMEOUT_S = 15.0  # a network output that cannot be reached fails after this long
+# Fragmented MP4 that plays while it grows (FFmpeg's mov muxer options): the header first (empty
+# moov), then self-contained fragments of about one second, each flushed to the file as it is muxed.
+FRAGMENTED_OPTIONS = {
+    "movflags": "empty_moov+default_base_moof+frag_keyframe",
+    "frag_duration": "1000000",
+    "flush_packets": "1",
+}
 
 
 def streamed_format(target: str) -> str | None:
@@ -98,6 +107,7 @@ def _check_output(
     audio_span: tuple[float, float] | None,
     preset: str,
     streamed: str | None,
+    fragmented: bool = False,
 ) -> str:
     """The container format of `path` (`streamed`'s for a streamed output), after checking the writer's
     arguments (before any file exists)."""
@@ -110,10 +120,14 @@ def _check_output(
     if audio_span is not None and not 0 <= audio_span[0] < audio_span[1]:
         raise ValueError(f"audio_span must be (start, end) with 0 <= start < end, got {audio_span}")
     if streamed is not None:
+        if fragmented:
+            raise VideoWriteError(f"{path}: fragmented MP4 is written to a file, not streamed")
         return streamed
     container_format = CONTAINER_FORMATS.get(path.suffix.lower())
     if container_format is None:
         raise VideoWriteError(f"{path}: unsupported extension; use one of {sorted(CONTAINER_FORMATS)}")
+    if fragmented and container_format not in ("mp4", "mov"):
+        raise VideoWriteError(f"{path}: fragmented output needs an .mp4 or .mov file (Matroska grows as is)")
     if path.exists() and not overwrite:
         raise VideoWriteError(
             f"{path} already exists (--overwrite, or overwrite=True in Python, replaces it)"
@@ -132,7 +146,7 @@ class VideoWriter:
     `audio_span`: `(start, end)` seconds of that source, measured from its first video frame (None: from
     0 for as long as the written video). `timestamps`: a reader's `frame_times()` to follow the source's
     frame times instead of the constant `fps`. `metadata`: container tags (e.g. `comment`) written into
-    the file's header."""
+    the file's header. `fragmented`: write an .mp4/.mov in place as fragmented MP4 (see above)."""
 
     def __init__(
         self,
@@ -147,6 +161,7 @@ class VideoWriter:
         timestamps: FrameTimes | None = None,
         preset: str = X264_OPTIONS["preset"],
         metadata: dict[str, str] | None = None,
+        fragmented: bool = False,
     ) -> None:
         streamed = streamed_format(str(path))
         self.streamed = streamed is not None
@@ -154,8 +169,9 @@ class VideoWriter:
         self.target = str(path) if self.streamed else str(self.path)  # a URL keeps its "//"
         self.fps = Fraction(fps).limit_denominator(100_000)
         container_format = _check_output(
-            self.path, self.fps, width, height, overwrite, audio_span, preset, streamed
+            self.path, self.fps, width, height, overwrite, audio_span, preset, streamed, fragmented
         )
+        self.fragmented = fragmented
         self.width, self.height = width, height
         self.frames_written = 0
         self.overwrite = overwrite
@@ -164,7 +180,10 @@ class VideoWriter:
         self._timestamps = timestamps
         self._last_pts = -1
         self._end = Fraction(0)  # output seconds at which the last written frame ends
-        self._folders, self._temp = ([], None) if self.streamed else _make_temp(self.path)
+        if self.streamed:
+            self._folders, self._temp = [], None
+        else:  # a fragmented file grows where it is seen; any other is published when done
+            self._folders, self._temp = _in_place(self.path) if fragmented else _make_temp(self.path)
         self._open_for_writing = True
         self._audio: _AudioCopier | None = None
         try:
@@ -193,7 +212,8 @@ class VideoWriter:
             except av.error.FFmpegError as exc:
                 raise VideoWriteError(f"{self.target}: cannot stream there ({exc.strerror or exc})") from exc
         else:
-            self._container = av.open(str(self._temp), mode="w", format=container_format)
+            options = FRAGMENTED_OPTIONS if self.fragmented else {}
+            self._container = av.open(str(self._temp), mode="w", format=container_format, options=options)
         self._container.metadata.update(metadata or {})
         options = {**X264_OPTIONS, "preset": preset}
         self._stream = self._container.add_stream("libx264", rate=self.fps, options=options)
@@ -257,7 +277,8 @@ class VideoWriter:
         self._end = (pts + duration) * self._timestamps.time_base
 
     def close(self) -> None:
-        """Finish encoding and move the file into place. Nothing is left at the output path on failure."""
+        """Finish encoding and move the file into place (a fragmented file is there already). Nothing is
+        left at the output path on failure."""
         with self._lock:
             if self._open_for_writing:
                 self._finish()
@@ -269,9 +290,9 @@ class VideoWriter:
                 self._audio.encode_until(self._end, final=True)
             self._container.close()
             self._open_for_writing = False
-            if self._temp is not None:
+            if self._temp is not None and not self.fragmented:
                 publish(self._temp, self.path, overwrite=self.overwrite)
-                self._temp = None
+            self._temp = None
         except FileExistsError:
             self._abort()
             raise VideoWriteError(
@@ -311,6 +332,18 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def _in_place(path: Path) -> tuple[list[Path], Path]:
+    """The folders made for `path`, and `path` itself, created empty (replacing a file there)."""
+    folders: list[Path] = []
+    try:
+        folders = make_folders(path.parent)
+        path.write_bytes(b"")
+        return folders, path
+    except OSError as exc:
+        remove_folders(folders)
+        raise VideoWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _make_temp(path: Path) -> tuple[list[Path], Path]:
