@@ -42,7 +42,7 @@ def edited_chunks(pipe: SanaStreamingPipeline, clip: Path, options: EditOptions)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="sana_streaming_2b_720p")
-    parser.add_argument("--plan", help="the mpq plan (default: mpq is left out)")
+    parser.add_argument("--plan", help="the mpq plan (default: the shipped H200 plan)")
     parser.add_argument("--height", type=int, default=704)
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--compile", default="max", choices=["none", "graph", "max"])
@@ -51,7 +51,7 @@ def main() -> None:
     pipe = SanaStreamingPipeline.from_config(args.config, random_weights=True)
     options = EditOptions(prompt="make it winter", num_frames=FRAMES, height=args.height, width=args.width,
                           compile=args.compile)  # fmt: skip
-    precisions = {"fp8": None} | ({"mpq": args.plan} if args.plan else {})
+    precisions = {"fp8": None, "mpq": args.plan}
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     report = {"gpu": gpu, "torch": torch.__version__, "frames": FRAMES, "size": [args.height, args.width],
               "compile": args.compile, "plan": args.plan, "psnr_db": {}}  # fmt: skip

@@ -62,6 +62,8 @@ class Prefetch(Generic[T]):
     def _produce(self) -> None:
         try:
             for item in self._items:
+                if self._stop.is_set():
+                    return
                 if self._drop is not None and self._slots.full():
                     self._drop(item)  # only this thread adds items: room stays short until it does
                     continue

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import get_args
 
 from sana_streaming.config import (
     COMPILE_MODES,
@@ -21,9 +22,9 @@ from sana_streaming.config import (
 from sana_streaming.errors import OptionError
 from sana_streaming.models.text_encoder import positive_prompt_text
 from sana_streaming.prompt_schedule import PromptChange, PromptScheduleError, check_schedule
-from sana_streaming.stages import floor_8k1
+from sana_streaming.stages import FrameDropPolicy, floor_8k1
 
-FRAME_DROP_POLICIES = ("auto", "on", "off")  # `EditOptions.live_frame_drop`
+FRAME_DROP_POLICIES = get_args(FrameDropPolicy)
 
 # The LTX-2 decoder reflect-pads each latent frame by one row and column before its convolutions
 # (`decoder_spatial_padding_mode: reflect`), which needs at least 2 latent rows and columns.
@@ -51,7 +52,9 @@ class EditOptions:
     compile: CompileMode | None = None  # DiT forwards: "none" (eager), "graph" (CUDA graphs), "max" (graphs +
     # fused kernels); None: "graph" on CUDA, "none" elsewhere (`resolve_compile`)
     prompt_schedule: tuple[PromptChange, ...] = ()  # later prompts by video frame (long_streaming)
-    live_frame_drop: str = "auto"  # a live source's newest chunk is dropped while the editor is behind:
+    live_frame_drop: FrameDropPolicy = (
+        "auto"  # a live source's newest chunk is dropped while the editor is behind:
+    )
     # "auto" for sources that run in real time (network streams, capture devices), "on" for any source
     # of unknown length (pipes too), "off" never (the source then waits, or loses data in its buffers)
 

@@ -29,6 +29,7 @@ from sana_streaming.video.reader import VideoReader, VideoSource, open_video
 logger = logging.getLogger(__name__)
 
 Stage = Literal["text", "read", "encode", "denoise", "decode", "write"]
+FrameDropPolicy = Literal["auto", "on", "off"]  # `EditOptions.live_frame_drop`
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class SourceEncoder:
         latent_hw: tuple[int, int],
         num_frames: int | None,
         run: StreamRun,
-        frame_drop: str = "auto",
+        frame_drop: FrameDropPolicy = "auto",
     ) -> Iterator[LatentFeed]:
         """The video `source` (an open `VideoReader` of the latents' size is used as is), at most
         `num_frames` frames of it (None: all), as latents; the reader is open while the feed is.
@@ -168,7 +169,9 @@ class SourceEncoder:
         `frame_drop` (`EditOptions.live_frame_drop`): while two decoded chunks of 24 frames wait for
         the encoder, a newly read chunk of a live source is dropped whole, so the latency stays
         bounded and the source is read at its own pace; the output then jumps over those frames (with
-        the source's timing it keeps its place in time, in sync with the audio)."""
+        the source's timing it keeps its place in time, in sync with the audio). While dropping, the
+        length is treated as unknown: `num_frames` still bounds the frames read (dropped ones count),
+        and the edit takes what was kept, floored to 8k+1."""
         h, w = latent_hw
         if isinstance(source, VideoReader):
             opened = contextlib.nullcontext(source)
@@ -179,7 +182,7 @@ class SourceEncoder:
             drop = reader.drop_chunk if dropping else None
             decoded = Prefetch(iter(reader), depth=2, drop=drop)  # decode ahead on a thread
             try:
-                yield self._feed(reader, decoded, num_frames, latent_hw, run)
+                yield self._feed(reader, decoded, None if dropping else num_frames, latent_hw, run)
             finally:
                 if not decoded.close():  # stuck in a read of a stalled live source
                     reader.abandon()

@@ -1,5 +1,6 @@
 """Thread helpers: order, back-pressure, errors and early stops."""
 
+import itertools
 import threading
 import time
 
@@ -112,6 +113,10 @@ def test_prefetch_with_drop_skips_what_finds_the_queue_full_and_keeps_the_rest_i
     def failing():
         yield from range(5)
         raise OSError("source gone")
+
+    endless = Prefetch(itertools.count(), depth=2, drop=lambda _: None)
+    assert next(endless) == 0
+    assert endless.close()  # a dropping producer still stops when asked
 
     out = Prefetch(failing(), depth=1, drop=lambda _: None)
     time.sleep(0.05)  # the producer fills the queue, drops, and then must still deliver its error

@@ -243,5 +243,7 @@ def test_mpq_defaults_to_the_shipped_h200_plan_and_says_when_it_does_not_fit(tmp
     assert plan.notes["device"] == "NVIDIA H200" and plan.notes["whole_forward_error"] < 3e-2
     with pytest.raises(ValueError, match="shipped plan is for the 20-block DiT"):
         resolve_precision("mpq", 4)
+    with pytest.raises(ValueError, match="shipped plan is for the 20-block DiT"):
+        resolve_precision("mpq", 28)  # a deeper DiT would run its last blocks in bf16 unannounced
     with pytest.raises(ValueError, match="needs --precision mpq"):
         resolve_precision("fp8", 20, tmp_path / "plan.json")

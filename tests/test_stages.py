@@ -226,6 +226,19 @@ def test_a_live_source_the_edit_falls_behind_loses_whole_chunks_counted_and_the_
         assert all(i % 24 == j % 24 for j, i in enumerate(source_index))
 
 
+def test_dropping_with_a_frame_count_edits_what_was_kept(pipe, tmp_path):
+    """`num_frames` bounds the frames read, dropped ones included: the edit takes what was kept
+    (8k+1) instead of failing as a source shorter than asked."""
+    import time
+
+    data = lossless_mkv(clip_frames(24 * 8, 70, 100, seed=9))
+    options = replace(OPTIONS, live_frame_drop="on", num_frames=24 * 8)
+    result = pipe.edit(io.BytesIO(data), tmp_path / "out.mp4", options, audio=False,
+                       progress=lambda e: time.sleep(0.15) if e.stage == "denoise" else None)  # fmt: skip
+    assert result.dropped_frames > 0 and result.frames == floor_8k1(result.frames)
+    assert result.frames + result.dropped_frames <= 24 * 8
+
+
 def test_an_unknown_frame_drop_policy_is_an_option_error(pipe):
     from sana_streaming.errors import OptionError
 

@@ -9,7 +9,8 @@ The file is written under a hidden temporary name in the output folder and publi
 succeeds, so an interrupted or failed run leaves nothing at the output path (nor an output folder it
 made). Without `overwrite`, publishing never replaces a file, even one another run wrote meanwhile.
 With `fragmented`, an .mp4/.mov file is written in place as fragmented MP4 (a fragment about every
-second) so players can open it while it grows; a failed edit still deletes it. The path `-` streams
+second) so players can open it while it grows; a failed edit still deletes it (and, with `overwrite`,
+the file it replaced is gone from the start). The path `-` streams
 Matroska to standard output instead, and a udp://, srt://, tcp:// or rtmp:// URL
 streams MPEG-TS (FLV for RTMP) there, as it is written (nothing to publish, nothing to take back).
 
@@ -183,7 +184,9 @@ class VideoWriter:
         if self.streamed:
             self._folders, self._temp = [], None
         else:  # a fragmented file grows where it is seen; any other is published when done
-            self._folders, self._temp = _in_place(self.path) if fragmented else _make_temp(self.path)
+            self._folders, self._temp = (
+                _in_place(self.path, overwrite) if fragmented else _make_temp(self.path)
+            )
         self._open_for_writing = True
         self._audio: _AudioCopier | None = None
         try:
@@ -334,13 +337,20 @@ class VideoWriter:
             self.abort()
 
 
-def _in_place(path: Path) -> tuple[list[Path], Path]:
-    """The folders made for `path`, and `path` itself, created empty (replacing a file there)."""
+def _in_place(path: Path, overwrite: bool) -> tuple[list[Path], Path]:
+    """The folders made for `path`, and `path` itself, created empty: a file there is replaced only
+    with `overwrite` (at once, so a failed edit leaves neither)."""
     folders: list[Path] = []
     try:
         folders = make_folders(path.parent)
-        path.write_bytes(b"")
+        with path.open("wb" if overwrite else "xb"):
+            pass
         return folders, path
+    except FileExistsError:
+        remove_folders(folders)
+        raise VideoWriteError(
+            f"{path} already exists (--overwrite, or overwrite=True in Python, replaces it)"
+        ) from None
     except OSError as exc:
         remove_folders(folders)
         raise VideoWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc

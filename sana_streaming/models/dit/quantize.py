@@ -162,7 +162,7 @@ def quantize_dit_(model: nn.Module, plan: PrecisionPlan) -> list[str]:
         _, index, group = name.split(".", 2)
         if quantize_group_(model.blocks[int(index)], group, precision):
             done.append(name)
-    emulated = plan.groups("nvfp4")
+    emulated = [name for name in done if plan.layers[name] == "nvfp4"]
     if emulated:
         logger.warning(
             "%d GEMM groups run NVFP4 emulated (quantise-dequantise): for error studies, slower than bf16",
@@ -185,7 +185,7 @@ def resolve_precision(
     if precision == "fp8":
         return PrecisionPlan.uniform(depth, "fp8")
     plan = PrecisionPlan.read(DEFAULT_PLAN if plan_path is None else plan_path)
-    if plan_path is None and any(int(name.split(".")[1]) >= depth for name in plan.layers):
+    if plan_path is None and 1 + max(int(name.split(".")[1]) for name in plan.layers) != depth:
         raise PrecisionPlanError(
             f"the shipped plan is for the 20-block DiT, this one has {depth} blocks; make one with "
             "`sana-streaming quantize --plan FILE` and pass --precision_plan FILE"
