@@ -25,9 +25,10 @@ RowQuantizer = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     """x (M, K) → (e4m3 (M, K), fp32 scales (M, 1)) with x ≈ q·scale, each row's amax mapped to 448.
-    Values are multiplied by the scale's fp32 reciprocal (one division per row: a division per value
-    made the Triton kernel compute-bound), so the Triton pass gives the same bits."""
-    scale = (x.abs().amax(dim=-1, keepdim=True).float() / FP8_MAX).clamp_min(MIN_SCALE)
+    The scale is amax times fp32(1/448) (what PyTorch's CUDA division by a scalar computes, spelled
+    out), values are multiplied by the scale's IEEE fp32 reciprocal (one division per row: a division
+    per value made the Triton kernel compute-bound), so the Triton pass gives the same bits."""
+    scale = (x.abs().amax(dim=-1, keepdim=True).float() * (1.0 / FP8_MAX)).clamp_min(MIN_SCALE)
     return (x.float() * scale.reciprocal()).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
 
 

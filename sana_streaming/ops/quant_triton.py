@@ -5,9 +5,9 @@ its amax in fp32 and stores the e4m3 codes and the row's scale.
 temporal conv's GEMM input [p_{t-1} | p_t | p_{t+1}] read straight from p, so that (M, 3C) bf16
 tensor is never written (on an H200 its concatenation took ~0.5 ms of a 1280x704 streaming forward).
 torch.compile's `quantize_rows` measured ~19 µs a call there, several times the time of reading the
-rows once. The arithmetic is the PyTorch function's: scale = max(amax / 448, 1e-12), codes =
-round-to-nearest-even of clamp(x · (1 / scale), ±448), both divisions IEEE-rounded, so both give the
-same bits.
+rows once. The arithmetic is the PyTorch function's: scale = max(amax · fp32(1/448), 1e-12), codes =
+round-to-nearest-even of clamp(x · (1 / scale), ±448) with the reciprocal IEEE-rounded, so both give
+the same bits.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ MAX_ROW = 16384  # widest row held in one program's registers (the DiT's widest 
 
 @triton.jit
 def _scale_of(amax, LIMIT: tl.constexpr, FLOOR: tl.constexpr):
-    return tl.maximum(tl.div_rn(amax, LIMIT), FLOOR)  # IEEE division: Triton's `/` is approximate
+    return tl.maximum(amax * (1.0 / LIMIT), FLOOR)  # an fp32 product, as quantize_rows
 
 
 @triton.jit
