@@ -75,7 +75,8 @@ def bench_rows(name: str, data: dict) -> list[str]:
 
 def preset_rows(name: str, data: dict) -> list[str]:
     return [
-        f"| {name} | {data['host']} | {data['size'][0]}x{data['size'][1]} | {r['preset']} | {r['fps']:.1f} | "
+        f"| {name} | {data['host']} | {data['size'][0]}x{data['size'][1]} | {r['preset']} | "
+        f"{r.get('path', 'swscale')} | {r['fps']:.1f} | "  # swscale, the only path before the flag
         f"{r['bytes'] / data['frames'] / 1e3:.1f} |"
         for r in data["presets"]
     ]
@@ -194,11 +195,12 @@ def main() -> None:
         "",
         "## The writer per x264 preset (`benchmarks/x264_presets.py`, crf 25, synthetic frames)",
         "",
-        "Frames per second through `VideoWriter` (uint8 conversion, YUV 4:2:0, x264), median of repeats "
-        "after a warm-up; medium is the release's preset (`--x264_preset`).",
+        "Frames per second through `VideoWriter` (YUV 4:2:0, x264), median of repeats after a warm-up; "
+        "medium is the release's preset (`--x264_preset`). Path `device`: the writer gets yuv420p planes "
+        "converted on the GPU (the edit's path); `swscale`: it gets uint8 RGB and converts it itself.",
         "",
-        "| run | host | HxW | preset | FPS | kB per frame |",
-        "|---|---|---|---|---|---|",
+        "| run | host | HxW | preset | path | FPS | kB per frame |",
+        "|---|---|---|---|---|---|---|",
         *presets,
         "",
     ]

@@ -21,7 +21,13 @@ from pathlib import Path
 
 import torch
 
-from sana_streaming.config import COMPILE_MODES, MODE_PRESETS, RELEASE_HEIGHT, RELEASE_WIDTH
+from sana_streaming.config import (
+    COMPILE_MODES,
+    DEFAULT_X264_PRESET,
+    MODE_PRESETS,
+    RELEASE_HEIGHT,
+    RELEASE_WIDTH,
+)
 from sana_streaming.options import EditOptions
 from sana_streaming.pipeline import SanaStreamingPipeline
 from sana_streaming.stages import ProgressEvent
@@ -50,7 +56,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "edit runs, with time to first frame and chunk latency (default: both)",
     )
     add("--decode", choices=["release_tiles", "exact"], help="streaming VAE decode (default: release_tiles)")
-    add("--x264_preset", default="medium", help="the writer's x264 preset (the release's)")
+    add(
+        "--x264_preset",
+        default=DEFAULT_X264_PRESET,
+        help=f"the writer's x264 preset (default {DEFAULT_X264_PRESET})",
+    )
     add("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     add("--compile", choices=COMPILE_MODES, help="DiT forwards: none, graph or max (default: the fastest)")
     add("--precision", choices=["bf16", "fp8", "mpq"], default="bf16", help="the DiT's GEMMs (see edit)")

@@ -192,6 +192,11 @@ class SamplerConfig:
 DEMO_SOURCE = "hf://Efficient-Large-Model/SANA-Streaming/source"
 RELEASE_HEIGHT, RELEASE_WIDTH = 704, 1280  # the release CLI's default frame size (pixels)
 RELEASE_FPS = Fraction(16)  # the release writes every output at 16 fps
+# Our default preset, chosen by measurement (benchmarks/RESULTS.md, `x264_presets.py` on the H200's
+# 16-core host, 1280x704): superfast writes 258 FPS against medium's 84, so the writer stays at least
+# twice as fast as the fastest edit even beside the pipeline's threads, for about 10 % larger files at
+# the same crf; `preset="medium"` (`--x264_preset medium`) writes release-like files.
+DEFAULT_X264_PRESET = "superfast"
 CHUNK_VIDEO_FRAMES = 24  # a streaming chunk: 24 video frames = 24 // vae_stride[0] latent frames
 
 

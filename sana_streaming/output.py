@@ -1,12 +1,20 @@
 """The output video of an edit: a writer set up from the source's frame times and audio
-(`open_writer`), fed the stream's frames on a background thread (`write_frames`)."""
+(`open_writer`), fed the stream's frames on a background thread (`write_frames`).
+
+Frames become yuv420p planes where they were decoded (`frames_to_yuv420`) and are copied to pinned host
+memory without waiting (`HostPlanes`): the editing thread never synchronises with the GPU for the
+writer, and the writer's thread waits for each copy, then only encodes."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from sana_streaming.background import BackgroundSink
 from sana_streaming.config import RELEASE_FPS
@@ -15,7 +23,8 @@ from sana_streaming.options import EditOptions
 from sana_streaming.stages import StreamRun
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.reader import VideoReader
-from sana_streaming.video.writer import VideoWriter, frames_to_uint8
+from sana_streaming.video.writer import VideoWriter
+from sana_streaming.video.yuv import frames_to_yuv420
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +69,11 @@ def write_frames(
     """Feed the stream's frames to `writer` on a background thread (x264 runs beside the GPU work).
     A live source's interrupt is returned after the frames already edited were written, so the
     caller can publish them; anything else aborts and propagates."""
-    sink = BackgroundSink(writer.write_images, depth=2)
+    sink = BackgroundSink(lambda planes: writer.write_yuv(planes.numpy()), depth=2)
     try:
         for frames in stream:
-            with _stage(timer, "write"):  # the uint8 conversion and any wait for the writer
-                sink.put(frames_to_uint8(frames))
+            with _stage(timer, "write"):  # the conversion's launch and any wait for the writer
+                sink.put(HostPlanes.copy_of(frames_to_yuv420(frames)))
             stream.count_frames("write", frames.shape[1])  # handed to the writer's thread
         with _stage(timer, "write"):
             sink.close()
@@ -82,6 +91,32 @@ def write_frames(
             sink.cancel()  # and the writer's thread before the writer aborts
         raise
     return None
+
+
+@dataclass(frozen=True)
+class HostPlanes:
+    """Planes on their way to host memory: `copied` is recorded after the copy on a GPU (None once
+    there); `numpy()` waits for it."""
+
+    planes: torch.Tensor
+    copied: torch.cuda.Event | None
+
+    @classmethod
+    def copy_of(cls, planes: torch.Tensor) -> HostPlanes:
+        """Start copying `planes` to the host: into pinned memory without blocking from a GPU (PyTorch's
+        pinned allocator keeps the buffer until the copy is done), at once from the CPU."""
+        if planes.device.type != "cuda":
+            return cls(planes, None)
+        host = torch.empty(planes.shape, dtype=planes.dtype, pin_memory=True)
+        host.copy_(planes, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        return cls(host, copied)
+
+    def numpy(self) -> np.ndarray:
+        if self.copied is not None:
+            self.copied.synchronize()  # releases the GIL while it waits
+        return self.planes.numpy()
 
 
 def _stage(timer: StageTimer | None, name: str) -> contextlib.AbstractContextManager:

@@ -26,7 +26,13 @@ import torch
 from torch import Tensor
 
 from sana_streaming.conditioning import PromptPair, TextConditioning
-from sana_streaming.config import MODE_PRESETS, SamplerConfig, SanaStreamingConfig, load_config
+from sana_streaming.config import (
+    DEFAULT_X264_PRESET,
+    MODE_PRESETS,
+    SamplerConfig,
+    SanaStreamingConfig,
+    load_config,
+)
 from sana_streaming.debug_files import SourceLatents, save_latent_file
 from sana_streaming.loading import load_models
 from sana_streaming.models.dit.graphs import resolve_compile
@@ -42,7 +48,6 @@ from sana_streaming.sources import open_latents, open_source
 from sana_streaming.stages import LatentFeed, ProgressFn, StreamRun
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.reader import VideoReader, VideoSource
-from sana_streaming.video.writer import X264_OPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +282,7 @@ class SanaStreamingPipeline:
         fps: float | None = None,
         audio: bool = True,
         overwrite: bool = False,
-        preset: str = X264_OPTIONS["preset"],
+        preset: str = DEFAULT_X264_PRESET,
         prompts: PromptPair | None = None,
         latent_path: str | Path | None = None,
         progress: ProgressFn | None = None,

@@ -9,6 +9,7 @@ from sana_streaming.video.reader import (
     transform_frames,
 )
 from sana_streaming.video.writer import VideoWriteError, VideoWriter, frames_to_uint8
+from sana_streaming.video.yuv import frames_to_yuv420
 
 __all__ = [
     "VideoInfo",
@@ -17,6 +18,7 @@ __all__ = [
     "VideoWriteError",
     "VideoWriter",
     "frames_to_uint8",
+    "frames_to_yuv420",
     "open_video",
     "resize_crop_geometry",
     "transform_frames",

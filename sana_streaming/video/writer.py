@@ -3,7 +3,9 @@
 Video settings follow the release's writer (meefs/Sana `save_video`: imageio's ffmpeg writer with
 `codec="libx264", quality=5`, i.e. `-vcodec libx264 -pix_fmt yuv420p -crf 25` and x264's default preset,
 `medium`; docs/io.md). Frames are converted to uint8 exactly as the release does (truncating). The
-RGB -> YUV 4:2:0 conversion uses bicubic chroma filtering, the scaler flag the ffmpeg command line uses.
+RGB -> YUV 4:2:0 conversion uses bicubic chroma filtering, the scaler flag the ffmpeg command line uses:
+`write` (and the edit's output path) does it on the frames' device (`video/yuv.py`, within one level of
+swscale's), `write_images` takes uint8 RGB and leaves it to swscale.
 
 The file is written under a hidden temporary name in the output folder and published when `close()`
 succeeds, so an interrupted or failed run leaves nothing at the output path (nor an output folder it
@@ -34,6 +36,7 @@ import contextlib
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -41,10 +44,13 @@ import av
 import numpy as np
 import torch
 
+from sana_streaming.config import DEFAULT_X264_PRESET
 from sana_streaming.files import make_folders, make_temp_beside, publish, remove_folders
 from sana_streaming.video.reader import AudioFeed, FrameTimes
+from sana_streaming.video.yuv import frames_to_yuv420
 
-# Source: meefs/Sana save_video -> imageio ffmpeg writer, quality 5 -> crf int((1 - 5/10) * 51) = 25.
+# Source: meefs/Sana save_video -> imageio ffmpeg writer, quality 5 -> crf int((1 - 5/10) * 51) = 25,
+# and x264's default preset.
 X264_OPTIONS = {"crf": "25", "preset": "medium"}
 # x264's presets, fastest first (`x264 --help`); a faster one trades file size at the same crf for speed.
 X264_PRESETS = (
@@ -160,7 +166,7 @@ class VideoWriter:
         audio_from: AudioFeed | str | Path | None = None,
         audio_span: tuple[float, float] | None = None,
         timestamps: FrameTimes | None = None,
-        preset: str = X264_OPTIONS["preset"],
+        preset: str = DEFAULT_X264_PRESET,
         metadata: dict[str, str] | None = None,
         fragmented: bool = False,
     ) -> None:
@@ -240,22 +246,36 @@ class VideoWriter:
             raise ValueError(
                 f"expected frames [3, F, {self.height}, {self.width}], got {tuple(frames.shape)}"
             )
-        self.write_images(frames_to_uint8(frames))
+        self.write_yuv(frames_to_yuv420(frames).cpu().numpy())
+
+    def write_yuv(self, planes: np.ndarray) -> None:
+        """Append uint8 yuv420p planes `[F, 3H/2, W]` (see `frames_to_yuv420`): no conversion left to do."""
+        if planes.dtype != np.uint8 or planes.shape[1:] != (self.height * 3 // 2, self.width):
+            raise ValueError(
+                f"expected uint8 yuv420p planes [F, {self.height * 3 // 2}, {self.width}], got {planes.shape}"
+            )
+        with self._lock:
+            if not self._open_for_writing:
+                raise VideoWriteError(f"{self.target}: the writer is closed")
+            self._encode(av.VideoFrame.from_ndarray(plane, format=PIXEL_FORMAT) for plane in planes)
 
     def write_images(self, images: np.ndarray) -> None:
-        """Append uint8 RGB images `[F, H, W, 3]` (see `frames_to_uint8`)."""
+        """Append uint8 RGB images `[F, H, W, 3]` (see `frames_to_uint8`), converted by swscale."""
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (self.height, self.width, 3):
             raise ValueError(f"expected uint8 images [F, {self.height}, {self.width}, 3], got {images.shape}")
         with self._lock:
             if not self._open_for_writing:
                 raise VideoWriteError(f"{self.target}: the writer is closed")
-            self._encode_images(images)
+            self._encode(
+                av.VideoFrame.from_ndarray(image, format="rgb24").reformat(
+                    format=PIXEL_FORMAT, interpolation="BICUBIC"
+                )
+                for image in images
+            )
 
-    def _encode_images(self, images: np.ndarray) -> None:
+    def _encode(self, frames: Iterator[av.VideoFrame]) -> None:
         try:
-            for image in images:
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                frame = frame.reformat(format=PIXEL_FORMAT, interpolation="BICUBIC")
+            for frame in frames:
                 self._time(frame)
                 self._container.mux(self._stream.encode(frame))
                 self.frames_written += 1
