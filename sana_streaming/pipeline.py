@@ -305,7 +305,7 @@ class SanaStreamingPipeline:
         if isinstance(source, SourceLatents):
             opened: contextlib.AbstractContextManager = contextlib.nullcontext(source)
         else:
-            opened, options = open_source(source, options)
+            opened, options = open_source(source, options, self.device)
         with opened as reader:
             record = LatentRecord() if latent_path is not None else None
             writer = open_writer(reader, output, options, fps=fps, audio=audio, overwrite=overwrite,

@@ -18,12 +18,15 @@ from sana_streaming.stages import LatentFeed, SourceEncoder, StreamRun
 from sana_streaming.video.reader import VideoReader, VideoSource, open_video
 
 
-def open_source(source: VideoSource, options: EditOptions) -> tuple[VideoReader, EditOptions]:
-    """Open a source video at the edit's size; returns it with the options the edit runs with. With
+def open_source(
+    source: VideoSource, options: EditOptions, device: torch.device
+) -> tuple[VideoReader, EditOptions]:
+    """Open a source video at the edit's size, its chunks made on `device`; returns it with the options
+    the edit runs with. With
     `options.max_frames` / `max_seconds` the reader stops there and `num_frames` becomes an upper
     bound too (the edit ends with the source or the limit, whichever comes first, without an error)."""
     width, height = options.width // 32 * 32, options.height // 32 * 32
-    reader = open_video(source, height, width, chunk_frames=24, max_frames=options.num_frames)
+    reader = open_video(source, height, width, chunk_frames=24, max_frames=options.num_frames, device=device)
     limits = [] if options.max_frames is None else [options.max_frames]
     if options.max_seconds is not None:
         limits.append(max(1, math.ceil(options.max_seconds * (reader.info.fps or RELEASE_FPS))))
@@ -56,7 +59,7 @@ def open_latents(
         return
     with contextlib.ExitStack() as stack:
         if not isinstance(source, VideoReader):
-            reader, options = open_source(source, options)
+            reader, options = open_source(source, options, device)
             source = stack.enter_context(reader)
         encoder = SourceEncoder(vae, device, whole_clip=whole_clip)
         latent_hw = (options.height // stride, options.width // stride)

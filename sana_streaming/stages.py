@@ -176,11 +176,13 @@ class SourceEncoder:
         if isinstance(source, VideoReader):
             opened = contextlib.nullcontext(source)
         else:
-            opened = open_video(source, 32 * h, 32 * w, chunk_frames=24, max_frames=num_frames)
+            opened = open_video(
+                source, 32 * h, 32 * w, chunk_frames=24, max_frames=num_frames, device=self.device
+            )
         with opened as reader:
             dropping = reader.paced if frame_drop == "auto" else frame_drop == "on" and reader.is_live
             drop = reader.drop_chunk if dropping else None
-            decoded = Prefetch(iter(reader), depth=2, drop=drop)  # decode ahead on a thread
+            decoded = Prefetch(reader.raw_chunks(), depth=2, drop=drop)  # decode ahead on a thread
             try:
                 yield self._feed(reader, decoded, None if dropping else num_frames, latent_hw, run)
             finally:
@@ -200,7 +202,8 @@ class SourceEncoder:
         latent_hw: tuple[int, int],
         run: StreamRun,
     ) -> LatentFeed:
-        """The pixel chunks `[3, F, H, W]`, cut to 8k+1 frames when the length is known, as latents."""
+        """The uint8 chunks `[3, F, H_src, W_src]` (`VideoReader.raw_chunks`), cut to 8k+1 frames when
+        the length is known, as latents."""
         total = reader.info.num_frames if num_frames is None else num_frames
         pixels = decoded
         if total is not None:
@@ -208,27 +211,37 @@ class SourceEncoder:
             pixels = limit_frames(pixels, total, asked=num_frames is not None)
         run.total_frames = total
         counted = _counted(pixels, run)
-        chunks = (
-            self._clip(counted, run) if self.whole_clip else self._chunks(counted, total is not None, run)
-        )
+        if self.whole_clip:
+            chunks = self._clip(counted, reader.transform, run)
+        else:
+            chunks = self._chunks(counted, reader.transform, total is not None, run)
         frames = None if total is None else (total - 1) // 8 + 1
         return LatentFeed(chunks, frames, latent_hw)
 
-    def _clip(self, pixels: Iterator[Tensor], run: StreamRun) -> Iterator[SourceChunk]:
-        """The whole clip's latents in one chunk."""
-        clip = torch.cat(list(pixels), dim=1)
+    def _clip(
+        self, pixels: Iterator[Tensor], transform: Callable[[Tensor], Tensor], run: StreamRun
+    ) -> Iterator[SourceChunk]:
+        """The whole clip's latents in one chunk (`transform`: a uint8 chunk as float [3, F, H, W])."""
+        clip = torch.cat([transform(chunk) for chunk in pixels], dim=1)
         clip = clip[:, : floor_8k1(clip.shape[1])]  # [3, 8k+1, H, W]
         with run.stage("encode"):
             latents = self.vae.encode(clip[None].to(self.device))
         yield SourceChunk(latents, 0)
 
-    def _chunks(self, pixels: Iterator[Tensor], known_length: bool, run: StreamRun) -> Iterator[SourceChunk]:
-        """Normalised source latents as soon as the chunked causal encoder makes them final."""
+    def _chunks(
+        self,
+        pixels: Iterator[Tensor],
+        transform: Callable[[Tensor], Tensor],
+        known_length: bool,
+        run: StreamRun,
+    ) -> Iterator[SourceChunk]:
+        """Normalised source latents as soon as the chunked causal encoder makes them final
+        (`transform`: a uint8 chunk as float [3, F, H, W], done in the encode stage)."""
         run.encoder = encoder = self.vae.chunked_encoder()
         start = 0
         for chunk in pixels:
             with run.stage("encode"):
-                z = encoder.push(chunk[None].to(self.device))
+                z = encoder.push(transform(chunk)[None].to(self.device))
             if z.shape[2]:
                 yield SourceChunk(z, start)
                 start += z.shape[2]

@@ -231,6 +231,36 @@ def test_max_frames_stops_early(tmp_path: Path) -> None:
         assert [c.shape[1] for c in reader] == [4, 4, 1]
 
 
+def test_raw_chunks_are_the_uint8_frames_the_chunks_are_made_from(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    make_clip(path, num_frames=20, fps=16, width=80, height=60)
+    with open_video(path, 48, 64, chunk_frames=8) as reader:
+        chunks = list(reader)
+    with open_video(path, 48, 64, chunk_frames=8) as reader:
+        raw = list(reader.raw_chunks())
+        assert [c.shape for c in raw] == [(3, 8, 60, 80), (3, 8, 60, 80), (3, 4, 60, 80)]
+        assert raw[0].dtype == torch.uint8 and raw[0].float().std() > 10
+        for r, c in zip(raw, chunks, strict=True):
+            assert torch.equal(reader.transform(r), c)
+        assert torch.equal(reader.transform(raw[0][:, :3]), chunks[0][:, :3])  # a slice of frames
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_reader_on_the_gpu_makes_the_cpu_chunks(tmp_path: Path) -> None:
+    """`device="cuda"`: the uint8 frames go up through pinned memory and the transform runs there."""
+    path = tmp_path / "clip.mp4"
+    make_clip(path, num_frames=20, fps=16, width=80, height=60)  # resized and cropped to 48x64
+    with open_video(path, 48, 64, chunk_frames=8) as reader:
+        on_cpu = list(reader)
+    with open_video(path, 48, 64, chunk_frames=8, device="cuda") as reader:
+        on_gpu = list(reader)
+    assert [c.shape for c in on_gpu] == [c.shape for c in on_cpu] and on_gpu[0].is_cuda
+    for a, b in zip(on_cpu, on_gpu, strict=True):
+        assert torch.allclose(a, b.cpu(), rtol=0, atol=1e-5)
+        assert a.std() > 0.1
+
+
 def test_limit_caps_the_known_count(tmp_path: Path) -> None:
     path = tmp_path / "clip.mp4"
     make_clip(path, num_frames=20, fps=16)

@@ -190,6 +190,7 @@ class VideoReader:
         *,
         chunk_frames: int = 24,
         max_frames: int | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
         if min(height, width, chunk_frames, 1 if max_frames is None else max_frames) <= 0:
             raise ValueError(
@@ -199,6 +200,7 @@ class VideoReader:
         self.height, self.width = height, width
         self.chunk_frames = chunk_frames
         self.max_frames = max_frames
+        self.device = torch.device(device)
         self.name = _source_name(source)
         self.realtime_source = _realtime(source)
         self.dropped_frames = 0  # source frames read but never edited (`drop_chunk`)
@@ -382,14 +384,33 @@ class VideoReader:
         return np.ascontiguousarray(np.rot90(image, self._turns))
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        """Chunks `[3, F, height, width]` (`transform_frames`) on `device`."""
+        return map(self.transform, self.raw_chunks())
+
+    def raw_chunks(self) -> Iterator[torch.Tensor]:
+        """The decoded frames as uint8 chunks `[3, F, H_src, W_src]` (a channels-first view) on `device`,
+        for `transform`. An edit reads these ahead on a thread: a quarter of the float chunks' memory
+        where they wait, and on a GPU the float work is left to it (on the host it would compete with
+        the writer's x264 for the cores). A GPU gets them through pinned memory without the reading
+        thread waiting (PyTorch's pinned allocator keeps the buffer until the copy is done)."""
         batch: list[np.ndarray] = []
         for frame in self.frames():
             batch.append(frame)
             if len(batch) == self.chunk_frames:
-                yield transform_frames(np.stack(batch), self.height, self.width)
+                yield self._uploaded(batch)
                 batch = []
         if batch:
-            yield transform_frames(np.stack(batch), self.height, self.width)
+            yield self._uploaded(batch)
+
+    def _uploaded(self, batch: list[np.ndarray]) -> torch.Tensor:
+        frames = torch.from_numpy(np.stack(batch))  # (F, H_src, W_src, 3)
+        if self.device.type == "cuda":
+            frames = frames.pin_memory().to(self.device, non_blocking=True)
+        return frames.permute(3, 0, 1, 2)  # (3, F, H_src, W_src), a view
+
+    def transform(self, chunk: torch.Tensor) -> torch.Tensor:
+        """A `raw_chunks` chunk (or a slice of its frames) as the float chunk `[3, F, height, width]`."""
+        return transform_frames(chunk.permute(1, 2, 3, 0), self.height, self.width)  # from (F, H, W, 3)
 
     def close(self) -> None:
         if not self._abandoned:
@@ -408,15 +429,23 @@ class VideoReader:
 
 
 def open_video(
-    source: VideoSource, height: int, width: int, *, chunk_frames: int = 24, max_frames: int | None = None
+    source: VideoSource,
+    height: int,
+    width: int,
+    *,
+    chunk_frames: int = 24,
+    max_frames: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> VideoReader:
-    """Open `source` for reading `[3, F, height, width]` float chunks (F <= `chunk_frames`).
+    """Open `source` for reading `[3, F, height, width]` float chunks (F <= `chunk_frames`) on `device`.
 
     `height`/`width` are the exact output size; the release floors its CLI values to multiples of 32
     (the VAE stride) before calling its reader. Opening runs on a thread so that Ctrl-C reaches a
     caller waiting on a live source that sends nothing."""
     return interruptible(
-        lambda: VideoReader(source, height, width, chunk_frames=chunk_frames, max_frames=max_frames)
+        lambda: VideoReader(
+            source, height, width, chunk_frames=chunk_frames, max_frames=max_frames, device=device
+        )
     )
 
 
