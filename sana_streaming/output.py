@@ -110,7 +110,7 @@ class HostPlanes:
         host = torch.empty(planes.shape, dtype=planes.dtype, pin_memory=True)
         host.copy_(planes, non_blocking=True)
         copied = torch.cuda.Event()
-        copied.record()
+        copied.record(torch.cuda.current_stream(planes.device))  # the copy's stream, on its device
         return cls(host, copied)
 
     def numpy(self) -> np.ndarray:

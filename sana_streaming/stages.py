@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -211,10 +212,11 @@ class SourceEncoder:
             pixels = limit_frames(pixels, total, asked=num_frames is not None)
         run.total_frames = total
         counted = _counted(pixels, run)
+        transform = functools.partial(reader.transform, device=self.device)
         if self.whole_clip:
-            chunks = self._clip(counted, reader.transform, run)
+            chunks = self._clip(counted, transform, run)
         else:
-            chunks = self._chunks(counted, reader.transform, total is not None, run)
+            chunks = self._chunks(counted, transform, total is not None, run)
         frames = None if total is None else (total - 1) // 8 + 1
         return LatentFeed(chunks, frames, latent_hw)
 
@@ -225,7 +227,7 @@ class SourceEncoder:
         clip = torch.cat([transform(chunk) for chunk in pixels], dim=1)
         clip = clip[:, : floor_8k1(clip.shape[1])]  # [3, 8k+1, H, W]
         with run.stage("encode"):
-            latents = self.vae.encode(clip[None].to(self.device))
+            latents = self.vae.encode(clip[None])
         yield SourceChunk(latents, 0)
 
     def _chunks(
@@ -241,7 +243,7 @@ class SourceEncoder:
         start = 0
         for chunk in pixels:
             with run.stage("encode"):
-                z = encoder.push(transform(chunk)[None].to(self.device))
+                z = encoder.push(transform(chunk)[None])
             if z.shape[2]:
                 yield SourceChunk(z, start)
                 start += z.shape[2]

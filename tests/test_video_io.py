@@ -232,16 +232,19 @@ def test_max_frames_stops_early(tmp_path: Path) -> None:
 
 
 def test_raw_chunks_are_the_uint8_frames_the_chunks_are_made_from(tmp_path: Path) -> None:
+    """`transform` of a raw chunk is the chunk; a source larger than the output is transformed a few
+    frames at a time (here one: 120x160 to 48x64) with the values of the whole batch at once."""
     path = tmp_path / "clip.mp4"
-    make_clip(path, num_frames=20, fps=16, width=80, height=60)
+    make_clip(path, num_frames=20, fps=16, width=160, height=120)
     with open_video(path, 48, 64, chunk_frames=8) as reader:
         chunks = list(reader)
     with open_video(path, 48, 64, chunk_frames=8) as reader:
         raw = list(reader.raw_chunks())
-        assert [c.shape for c in raw] == [(3, 8, 60, 80), (3, 8, 60, 80), (3, 4, 60, 80)]
+        assert [c.shape for c in raw] == [(3, 8, 120, 160), (3, 8, 120, 160), (3, 4, 120, 160)]
         assert raw[0].dtype == torch.uint8 and raw[0].float().std() > 10
         for r, c in zip(raw, chunks, strict=True):
             assert torch.equal(reader.transform(r), c)
+            assert torch.equal(transform_frames(r.permute(1, 2, 3, 0), 48, 64), c)  # all frames at once
         assert torch.equal(reader.transform(raw[0][:, :3]), chunks[0][:, :3])  # a slice of frames
 
 
@@ -259,6 +262,9 @@ def test_a_reader_on_the_gpu_makes_the_cpu_chunks(tmp_path: Path) -> None:
     for a, b in zip(on_cpu, on_gpu, strict=True):
         assert torch.allclose(a, b.cpu(), rtol=0, atol=1e-5)
         assert a.std() > 0.1
+    with open_video(path, 48, 64, chunk_frames=8, device="cuda") as reader:
+        raw = next(reader.raw_chunks())
+        assert raw.is_pinned() and not raw.is_cuda  # read ahead on the host, uploaded by `transform`
 
 
 def test_limit_caps_the_known_count(tmp_path: Path) -> None:

@@ -92,16 +92,17 @@ def test_writer_refuses_planes_of_another_size(tmp_path) -> None:
         writer.write_yuv(np.zeros((1, 32, 64), np.uint8))
 
 
-def test_host_planes_on_cpu_are_the_planes() -> None:
-    planes = frames_to_yuv420(torch.rand(3, 2, 16, 32) * 2 - 1)
-    assert np.array_equal(HostPlanes.copy_of(planes).numpy(), planes.numpy())
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_device_conversion_and_pinned_copy_on_the_gpu() -> None:
+    """The copy is still running when `copy_of` returns (the stream is held up first); `numpy()`
+    waits for it and gives the planes the CPU computes."""
     chunk = torch.rand(3, 5, 704, 1280, generator=torch.Generator().manual_seed(9)) * 2 - 1
     on_cpu = frames_to_yuv420(chunk).numpy().astype(int)
-    host = HostPlanes.copy_of(frames_to_yuv420(chunk.cuda().bfloat16().float()))
-    assert host.planes.is_pinned()
+    on_gpu = chunk.cuda()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU cycles ahead of the conversion and the copy
+    host = HostPlanes.copy_of(frames_to_yuv420(on_gpu))
+    assert host.planes.is_pinned() and not host.copied.query()
     assert np.abs(host.numpy().astype(int) - on_cpu).max() <= 1
+    assert host.copied.query()

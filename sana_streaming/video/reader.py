@@ -3,8 +3,9 @@
 Frames come out in presentation order as float32 `[3, F, H, W]` chunks in [-1, 1], transformed exactly as
 the release's `read_video` (meefs/Sana inference_video_scripts/v2v/inference_sana_streaming.py with
 diffusion/data/transforms.py; docs/io.md): `/255`, cover-scale with bilinear interpolation (no
-antialias, Python `round`), floor-centred crop, `(x - 0.5) / 0.5`, all on the CPU in float32. Every step
-is per frame, so chunking gives the same values as the release's whole-clip transform.
+antialias, Python `round`), floor-centred crop, `(x - 0.5) / 0.5`, all in float32 (on the CPU in the
+release; an edit does it on its device, `raw_chunks` and `transform`). Every step is per frame, so
+chunking gives the same values as the release's whole-clip transform.
 
 Frames are first turned upright by the stream's display rotation (the DISPLAYMATRIX side data that
 phones and `-metadata:s:v:0 rotate=...` leave), as FFmpeg's autorotate does; `VideoInfo` gives the upright
@@ -388,29 +389,34 @@ class VideoReader:
         return map(self.transform, self.raw_chunks())
 
     def raw_chunks(self) -> Iterator[torch.Tensor]:
-        """The decoded frames as uint8 chunks `[3, F, H_src, W_src]` (a channels-first view) on `device`,
-        for `transform`. An edit reads these ahead on a thread: a quarter of the float chunks' memory
-        where they wait, and on a GPU the float work is left to it (on the host it would compete with
-        the writer's x264 for the cores). A GPU gets them through pinned memory without the reading
-        thread waiting (PyTorch's pinned allocator keeps the buffer until the copy is done)."""
+        """The decoded frames as uint8 chunks `[3, F, H_src, W_src]` (a channels-first view) in host
+        memory, pinned when `device` is a GPU, for `transform`. An edit reads these ahead on a thread:
+        only the decoding stays on the host, and the float work is left to the edit's device (on the
+        host it would compete with the writer's x264 for the cores)."""
         batch: list[np.ndarray] = []
         for frame in self.frames():
             batch.append(frame)
             if len(batch) == self.chunk_frames:
-                yield self._uploaded(batch)
+                yield self._stacked(batch)
                 batch = []
         if batch:
-            yield self._uploaded(batch)
+            yield self._stacked(batch)
 
-    def _uploaded(self, batch: list[np.ndarray]) -> torch.Tensor:
+    def _stacked(self, batch: list[np.ndarray]) -> torch.Tensor:
         frames = torch.from_numpy(np.stack(batch))  # (F, H_src, W_src, 3)
         if self.device.type == "cuda":
-            frames = frames.pin_memory().to(self.device, non_blocking=True)
+            frames = frames.pin_memory()  # so that `transform` uploads it without waiting
         return frames.permute(3, 0, 1, 2)  # (3, F, H_src, W_src), a view
 
-    def transform(self, chunk: torch.Tensor) -> torch.Tensor:
-        """A `raw_chunks` chunk (or a slice of its frames) as the float chunk `[3, F, height, width]`."""
-        return transform_frames(chunk.permute(1, 2, 3, 0), self.height, self.width)  # from (F, H, W, 3)
+    def transform(self, chunk: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+        """A `raw_chunks` chunk (or a slice of its frames) as the float chunk `[3, F, height, width]` on
+        `device` (default: the reader's). The source-size float intermediate is made a few frames at a
+        time, so it stays about the size of the output chunk however large the source is."""
+        target = self.device if device is None else torch.device(device)
+        frames = chunk.to(target, non_blocking=True).permute(1, 2, 3, 0)  # (F, H_src, W_src, 3)
+        step = max(1, chunk.shape[1] * self.height * self.width // (chunk.shape[2] * chunk.shape[3]))
+        parts = [transform_frames(part, self.height, self.width) for part in frames.split(step)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def close(self) -> None:
         if not self._abandoned:

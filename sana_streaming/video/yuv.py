@@ -46,8 +46,8 @@ CHROMA_TAPS = _chroma_taps()
 
 def frames_to_yuv420(chunk: torch.Tensor) -> torch.Tensor:
     """Decoded frames `[3, F, H, W]` (about [-1, 1]) -> uint8 yuv420p planes `[F, 3H/2, W]` (PyAV's
-    layout for `VideoFrame.from_ndarray(..., format="yuv420p")`: Y rows, then U, then V, each chroma
-    plane `H/2 x W/2` stored as `H/4` rows of `W`). H and W must be even."""
+    layout for `VideoFrame.from_ndarray(..., format="yuv420p")`: the H x W luma plane, then the U and
+    the V plane, `H/2 x W/2` each, flattened one after the other). H and W must be even."""
     if chunk.ndim != 4 or chunk.shape[0] != 3:
         raise ValueError(f"expected frames [3, F, H, W], got {tuple(chunk.shape)}")
     _, frames, height, width = chunk.shape

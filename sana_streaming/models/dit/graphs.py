@@ -157,7 +157,9 @@ class StreamForward:
         offset = torch.zeros((), dtype=torch.long, device=x.device)
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, pool=self.pool):
+            # thread-local: the reader's and writer's threads may use CUDA (pinned memory, events) while
+            # a forward is captured; the global mode would fail the capture for their calls
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
                 out = self._eager(static_x, static_t, static_source, offset, kind.save)
         except RuntimeError as exc:
             self.capture = False
