@@ -61,6 +61,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_X264_PRESET,
         help=f"the writer's x264 preset (default {DEFAULT_X264_PRESET})",
     )
+    add(
+        "--encoder", choices=["auto", "x264", "nvenc"], default="auto", help="the writer's encoder (see edit)"
+    )
     add("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     add("--compile", choices=COMPILE_MODES, help="DiT forwards: none, graph or max (default: the fastest)")
     add("--precision", choices=["bf16", "fp8", "mpq"], default="bf16", help="the DiT's GEMMs (see edit)")
@@ -83,19 +86,20 @@ def run_bench(args: argparse.Namespace) -> int:
     )  # fmt: skip
     options = EditOptions(prompt="Turn the scene into a watercolour painting", height=args.height,
                           width=args.width, compile=args.compile)  # fmt: skip
+    writer = {"preset": args.x264_preset, "encoder": args.encoder}  # pipe.edit's writer arguments
     with tempfile.TemporaryDirectory() as tmp:
         warm = write_synthetic_clip(Path(tmp) / "warm.mp4", args.warmup_frames, args.height, args.width)
         clip = write_synthetic_clip(Path(tmp) / "clip.mp4", frames, args.height, args.width)
-        pipe.edit(warm, Path(tmp) / "warm_out.mp4", options, audio=False, preset=args.x264_preset)
+        pipe.edit(warm, Path(tmp) / "warm_out.mp4", options, audio=False, **writer)
         out = Path(tmp) / "out.mp4"
         serial = args.timing in ("both", "serialised")
         overlap = args.timing in ("both", "overlapped")
         runs, overlapped = [], []
         for _ in range(args.repeats):
             if serial:
-                runs.append(_timed_edit(pipe, clip, out, options, args.x264_preset))
+                runs.append(_timed_edit(pipe, clip, out, options, writer))
             if overlap:
-                overlapped.append(_overlapped_edit(pipe, clip, out, options, args.x264_preset))
+                overlapped.append(_overlapped_edit(pipe, clip, out, options, writer))
     report = _report(args, pipe.device, runs, overlapped)
     _print_report(report)
     Path(args.out).write_text(json.dumps(report, indent=1))
@@ -103,7 +107,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _timed_edit(
-    pipe: SanaStreamingPipeline, clip: Path, output: Path, options: EditOptions, x264_preset: str
+    pipe: SanaStreamingPipeline, clip: Path, output: Path, options: EditOptions, writer: dict[str, str]
 ) -> dict[str, float | int | None]:
     """One measured edit: wall and per-stage seconds, frames written, peak CUDA memory (GiB)."""
     device = pipe.device
@@ -112,7 +116,7 @@ def _timed_edit(
         torch.cuda.reset_peak_memory_stats(device)
     timer = StageTimer(device)
     start = time.perf_counter()
-    result = pipe.edit(clip, output, options, audio=False, overwrite=True, preset=x264_preset, timer=timer)
+    result = pipe.edit(clip, output, options, audio=False, overwrite=True, **writer, timer=timer)
     wall = time.perf_counter() - start
     stages = {name: timer.seconds.get(name, 0.0) for name in STAGES}
     return {
@@ -125,7 +129,7 @@ def _timed_edit(
 
 
 def _overlapped_edit(
-    pipe: SanaStreamingPipeline, clip: Path, output: Path, options: EditOptions, x264_preset: str
+    pipe: SanaStreamingPipeline, clip: Path, output: Path, options: EditOptions, writer: dict[str, str]
 ) -> dict[str, object]:
     """One edit as a user runs it: wall seconds, seconds to the first frame handed to the writer,
     source-to-output latency per written chunk, host and GPU seconds per stage, peak CUDA memory."""
@@ -142,7 +146,7 @@ def _overlapped_edit(
 
     log = LatencyLog(then=on_write)
     start = time.perf_counter()
-    result = pipe.edit(clip, output, options, audio=False, overwrite=True, preset=x264_preset,
+    result = pipe.edit(clip, output, options, audio=False, overwrite=True, **writer,
                        progress=log, timer=timer)  # fmt: skip
     wall = time.perf_counter() - start
     summary = log.summary()
@@ -167,6 +171,7 @@ def _report(
         "mode": args.mode,
         "size": [args.height, args.width],
         "x264_preset": args.x264_preset,
+        "encoder": args.encoder,
         "compile": args.compile,
         "precision": args.precision,
         "repeats": args.repeats,

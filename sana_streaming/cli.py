@@ -282,6 +282,13 @@ def _add_output_arguments(add: AddArgument) -> None:
         "measured to keep the writer ahead of the edit; medium, the release's, writes about 10%% "
         "smaller files at a third of the speed; ultrafast is the fastest)",
     )
+    add(
+        "--encoder",
+        choices=["auto", "x264", "nvenc"],
+        default="auto",
+        help="H.264 encoder: nvenc (the GPU's encoder engine, e.g. on RTX cards; the H100/H200 have none) "
+        "falls back to x264 with a notice where it does not open; auto takes it where it opens",
+    )
     add("--overwrite", action="store_true", help="replace an existing output file")
     add(
         "--fragmented",
@@ -641,7 +648,7 @@ def run_plan(
     """Run one resolved edit with a loaded pipeline; returns its `EditResult`."""
     return pipe.edit(
         inputs.source, plan.output, _edit_options(plan, args), fps=args.fps, audio=not args.no_audio,
-        overwrite=args.overwrite, preset=args.x264_preset, prompts=inputs.prompts,
+        overwrite=args.overwrite, preset=args.x264_preset, encoder=args.encoder, prompts=inputs.prompts,
         latent_path=plan.latent_output, progress=progress, timer=timer, metadata=_provenance(plan),
         fragmented=args.fragmented,
     )  # fmt: skip

@@ -40,6 +40,7 @@ def open_writer(
     preset: str,
     settings: dict[str, str],
     fragmented: bool = False,
+    encoder: str = "x264",
 ) -> VideoWriter:
     """The output writer: the source's frame times and audio when it has them, else `fps` (16 fps for
     latents). The audio is dropped when `fps` differs from the source's rate."""
@@ -59,7 +60,7 @@ def open_writer(
         output, out_fps, width, height, overwrite=overwrite, preset=preset,
         audio_from=reader.audio_feed() if keep_audio else None,  # type: ignore[union-attr]
         timestamps=reader.frame_times() if follow else None,  # type: ignore[union-attr]
-        metadata=settings, fragmented=fragmented,
+        metadata=settings, fragmented=fragmented, encoder=encoder,
     )  # fmt: skip
 
 

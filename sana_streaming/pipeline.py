@@ -48,6 +48,7 @@ from sana_streaming.sources import open_latents, open_source
 from sana_streaming.stages import LatentFeed, ProgressFn, StreamRun
 from sana_streaming.timing import StageTimer
 from sana_streaming.video.reader import VideoReader, VideoSource
+from sana_streaming.video.writer import choose_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -283,6 +284,7 @@ class SanaStreamingPipeline:
         audio: bool = True,
         overwrite: bool = False,
         preset: str = DEFAULT_X264_PRESET,
+        encoder: str = "auto",
         prompts: PromptPair | None = None,
         latent_path: str | Path | None = None,
         progress: ProgressFn | None = None,
@@ -294,7 +296,8 @@ class SanaStreamingPipeline:
         source frame i's presentation time (a variable-rate source keeps its timing; 16 fps for
         latents); an explicit `fps` spaces the frames evenly. The source audio of the edited span is
         copied (from the reader's own demuxer) unless `audio` is off or `fps` differs from the source's.
-        `preset` is x264's (the release's: medium). `fragmented` writes an .mp4/.mov in place as
+        `preset` is x264's (default superfast; the release's is medium); `encoder` is `auto`, `x264` or
+        `nvenc` (`video.writer.choose_encoder`). `fragmented` writes an .mp4/.mov in place as
         fragmented MP4, playable while it grows. `latent_path` also saves the release's debug
         latents. The edit's settings (and `metadata`) are written into the file's `comment` tag.
 
@@ -309,7 +312,8 @@ class SanaStreamingPipeline:
         with opened as reader:
             record = LatentRecord() if latent_path is not None else None
             writer = open_writer(reader, output, options, fps=fps, audio=audio, overwrite=overwrite,
-                                 preset=preset, settings=settings, fragmented=fragmented)  # fmt: skip
+                                 preset=preset, settings=settings, fragmented=fragmented,
+                                 encoder=choose_encoder(encoder, self.device))  # fmt: skip
             live = isinstance(reader, VideoReader) and reader.is_live
             with writer:
                 stream = self.stream(reader, options, prompts=prompts, record=record, progress=progress,

@@ -2,7 +2,9 @@
 
 Video settings follow the release's writer (meefs/Sana `save_video`: imageio's ffmpeg writer with
 `codec="libx264", quality=5`, i.e. `-vcodec libx264 -pix_fmt yuv420p -crf 25` and x264's default preset,
-`medium`; docs/io.md). Frames are converted to uint8 exactly as the release does (truncating). The
+`medium`; docs/io.md), except the preset: ours is `DEFAULT_X264_PRESET` (superfast, chosen by
+measurement), medium is one argument away. `encoder="nvenc"` encodes on the GPU's NVENC engine instead
+(`choose_encoder`). Frames are converted to uint8 exactly as the release does (truncating). The
 RGB -> YUV 4:2:0 conversion uses bicubic chroma filtering, the scaler flag the ffmpeg command line uses:
 `write` (and the edit's output path) does it on the frames' device (`video/yuv.py`, within one level of
 swscale's), `write_images` takes uint8 RGB and leaves it to swscale.
@@ -33,6 +35,8 @@ lock, and writing after `close`/`abort` raises `VideoWriteError`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import sys
 import threading
@@ -49,6 +53,8 @@ from sana_streaming.files import make_folders, make_temp_beside, publish, remove
 from sana_streaming.video.reader import AudioFeed, FrameTimes
 from sana_streaming.video.yuv import frames_to_yuv420
 
+logger = logging.getLogger(__name__)
+
 # Source: meefs/Sana save_video -> imageio ffmpeg writer, quality 5 -> crf int((1 - 5/10) * 51) = 25,
 # and x264's default preset.
 X264_OPTIONS = {"crf": "25", "preset": "medium"}
@@ -56,6 +62,10 @@ X264_OPTIONS = {"crf": "25", "preset": "medium"}
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
 )  # fmt: skip
+# NVENC (cards with NVIDIA's encoder engine, e.g. RTX; the H100 and H200 have none): FFmpeg's h264_nvenc at
+# a constant quality near x264's crf 25 (VBR with target quality 25 and no bitrate cap), preset p4.
+NVENC_OPTIONS = {"rc": "vbr", "cq": "25", "b": "0", "preset": "p4"}
+ENCODERS = ("auto", "x264", "nvenc")  # `--encoder`: auto takes NVENC where it opens, else x264
 PIXEL_FORMAT = "yuv420p"
 CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 STDOUT = "-"  # the output path that streams to standard output
@@ -88,6 +98,37 @@ def streamed_format(target: str) -> str | None:
 
 
 AAC_FRAME_SIZE = 1024
+
+
+@functools.cache
+def nvenc_missing() -> str | None:
+    """None when FFmpeg's h264_nvenc opens on this machine, else why not (one line)."""
+    if "h264_nvenc" not in av.codecs_available:
+        return "this FFmpeg build has no h264_nvenc"
+    try:
+        probe = av.CodecContext.create("h264_nvenc", "w")
+        probe.width, probe.height, probe.pix_fmt = 256, 256, PIXEL_FORMAT
+        probe.time_base = Fraction(1, 24)
+        probe.open()
+    except (av.error.FFmpegError, OSError) as exc:
+        return f"h264_nvenc does not open here ({getattr(exc, 'strerror', None) or exc})"
+    return None
+
+
+def choose_encoder(encoder: str, device: torch.device) -> str:
+    """`x264` or `nvenc` for an `--encoder` choice (`ENCODERS`) of an edit on `device`: `auto` takes
+    NVENC where it opens beside a CUDA device, else x264; `nvenc` falls back to x264 with a notice."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose from {', '.join(ENCODERS)}")
+    if encoder == "x264" or (encoder == "auto" and device.type != "cuda"):
+        return "x264"
+    missing = nvenc_missing()
+    if missing is None:
+        logger.info("encoding with NVENC (h264_nvenc)")
+        return "nvenc"
+    if encoder == "nvenc":
+        logger.warning("--encoder nvenc: %s; encoding with x264", missing)
+    return "x264"
 
 
 class VideoWriteError(RuntimeError):
@@ -153,7 +194,8 @@ class VideoWriter:
     `audio_span`: `(start, end)` seconds of that source, measured from its first video frame (None: from
     0 for as long as the written video). `timestamps`: a reader's `frame_times()` to follow the source's
     frame times instead of the constant `fps`. `metadata`: container tags (e.g. `comment`) written into
-    the file's header. `fragmented`: write an .mp4/.mov in place as fragmented MP4 (see above)."""
+    the file's header. `fragmented`: write an .mp4/.mov in place as fragmented MP4 (see above).
+    `encoder`: `x264` (with `preset`) or `nvenc` (`NVENC_OPTIONS`; see `choose_encoder`)."""
 
     def __init__(
         self,
@@ -169,7 +211,11 @@ class VideoWriter:
         preset: str = DEFAULT_X264_PRESET,
         metadata: dict[str, str] | None = None,
         fragmented: bool = False,
+        encoder: str = "x264",
     ) -> None:
+        if encoder not in ("x264", "nvenc"):
+            raise ValueError(f"encoder must be x264 or nvenc (see choose_encoder), got {encoder!r}")
+        self.encoder = encoder
         streamed = streamed_format(str(path))
         self.streamed = streamed is not None
         self.path = Path(path).expanduser()
@@ -224,13 +270,16 @@ class VideoWriter:
             options = FRAGMENTED_OPTIONS if self.fragmented else {}
             self._container = av.open(str(self._temp), mode="w", format=container_format, options=options)
         self._container.metadata.update(metadata or {})
-        options = {**X264_OPTIONS, "preset": preset}
-        self._stream = self._container.add_stream("libx264", rate=self.fps, options=options)
+        if self.encoder == "nvenc":
+            self._stream = self._container.add_stream("h264_nvenc", rate=self.fps, options=NVENC_OPTIONS)
+        else:
+            options = {**X264_OPTIONS, "preset": preset}
+            self._stream = self._container.add_stream("libx264", rate=self.fps, options=options)
+            # x264's own threads; an explicit count is faster than FFmpeg's 0 ("auto") through PyAV
+            self._stream.codec_context.thread_count = min(16, os.cpu_count() or 1)
         self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, PIXEL_FORMAT
         if self._timestamps is not None:  # frame pts in the source's time base
             self._stream.codec_context.time_base = self._stream.time_base = self._timestamps.time_base
-        # x264's own threads; an explicit count is faster than FFmpeg's 0 ("auto") through PyAV
-        self._stream.codec_context.thread_count = min(16, os.cpu_count() or 1)
 
     def _connect(self) -> None:
         """Open a URL output now (FFmpeg would at the first packet): a receiver that is not there fails
