@@ -24,6 +24,7 @@ import torch
 from sana_streaming.config import (
     COMPILE_MODES,
     DEFAULT_X264_PRESET,
+    ENCODERS,
     MODE_PRESETS,
     RELEASE_HEIGHT,
     RELEASE_WIDTH,
@@ -61,9 +62,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_X264_PRESET,
         help=f"the writer's x264 preset (default {DEFAULT_X264_PRESET})",
     )
-    add(
-        "--encoder", choices=["auto", "x264", "nvenc"], default="auto", help="the writer's encoder (see edit)"
-    )
+    add("--encoder", choices=ENCODERS, default="auto", help="the writer's encoder (see edit)")
     add("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     add("--compile", choices=COMPILE_MODES, help="DiT forwards: none, graph or max (default: the fastest)")
     add("--precision", choices=["bf16", "fp8", "mpq"], default="bf16", help="the DiT's GEMMs (see edit)")

@@ -249,7 +249,7 @@ def _add_sampling_arguments(add: AddArgument) -> None:
 
 def _add_output_arguments(add: AddArgument) -> None:
     """Flags of the output video."""
-    from sana_streaming.config import DEFAULT_X264_PRESET, RELEASE_HEIGHT, RELEASE_WIDTH
+    from sana_streaming.config import DEFAULT_X264_PRESET, ENCODERS, RELEASE_HEIGHT, RELEASE_WIDTH
 
     add("--output_dir", default="outputs", help="folder of the output, created when the output is published")
     add("--output_name", help="file name in --output_dir, .mp4/.mov/.mkv (default: <video stem>_<mode>.mp4)")
@@ -284,7 +284,7 @@ def _add_output_arguments(add: AddArgument) -> None:
     )
     add(
         "--encoder",
-        choices=["auto", "x264", "nvenc"],
+        choices=ENCODERS,
         default="auto",
         help="H.264 encoder: nvenc (the GPU's encoder engine, e.g. on RTX cards; the H100/H200 have none) "
         "falls back to x264 with a notice where it does not open; auto takes it where it opens",

@@ -197,6 +197,7 @@ RELEASE_FPS = Fraction(16)  # the release writes every output at 16 fps
 # twice as fast as the fastest edit even beside the pipeline's threads, for about 10 % larger files at
 # the same crf; `preset="medium"` (`--x264_preset medium`) writes release-like files.
 DEFAULT_X264_PRESET = "superfast"
+ENCODERS = ("auto", "x264", "nvenc")  # `--encoder`: auto takes NVENC where it opens, else x264
 CHUNK_VIDEO_FRAMES = 24  # a streaming chunk: 24 video frames = 24 // vae_stride[0] latent frames
 
 

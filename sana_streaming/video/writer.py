@@ -48,7 +48,7 @@ import av
 import numpy as np
 import torch
 
-from sana_streaming.config import DEFAULT_X264_PRESET
+from sana_streaming.config import DEFAULT_X264_PRESET, ENCODERS
 from sana_streaming.files import make_folders, make_temp_beside, publish, remove_folders
 from sana_streaming.video.reader import AudioFeed, FrameTimes
 from sana_streaming.video.yuv import frames_to_yuv420
@@ -65,7 +65,6 @@ X264_PRESETS = (
 # NVENC (cards with NVIDIA's encoder engine, e.g. RTX; the H100 and H200 have none): FFmpeg's h264_nvenc at
 # a constant quality near x264's crf 25 (VBR with target quality 25 and no bitrate cap), preset p4.
 NVENC_OPTIONS = {"rc": "vbr", "cq": "25", "b": "0", "preset": "p4"}
-ENCODERS = ("auto", "x264", "nvenc")  # `--encoder`: auto takes NVENC where it opens, else x264
 PIXEL_FORMAT = "yuv420p"
 CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 STDOUT = "-"  # the output path that streams to standard output
@@ -303,35 +302,33 @@ class VideoWriter:
             raise ValueError(
                 f"expected uint8 yuv420p planes [F, {self.height * 3 // 2}, {self.width}], got {planes.shape}"
             )
-        with self._lock:
-            if not self._open_for_writing:
-                raise VideoWriteError(f"{self.target}: the writer is closed")
-            self._encode(av.VideoFrame.from_ndarray(plane, format=PIXEL_FORMAT) for plane in planes)
+        self._encode(av.VideoFrame.from_ndarray(plane, format=PIXEL_FORMAT) for plane in planes)
 
     def write_images(self, images: np.ndarray) -> None:
         """Append uint8 RGB images `[F, H, W, 3]` (see `frames_to_uint8`), converted by swscale."""
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (self.height, self.width, 3):
             raise ValueError(f"expected uint8 images [F, {self.height}, {self.width}, 3], got {images.shape}")
+        self._encode(
+            av.VideoFrame.from_ndarray(image, format="rgb24").reformat(
+                format=PIXEL_FORMAT, interpolation="BICUBIC"
+            )
+            for image in images
+        )
+
+    def _encode(self, frames: Iterator[av.VideoFrame]) -> None:
+        """Time, encode and mux `frames` (made as they are taken), then the audio up to them."""
         with self._lock:
             if not self._open_for_writing:
                 raise VideoWriteError(f"{self.target}: the writer is closed")
-            self._encode(
-                av.VideoFrame.from_ndarray(image, format="rgb24").reformat(
-                    format=PIXEL_FORMAT, interpolation="BICUBIC"
-                )
-                for image in images
-            )
-
-    def _encode(self, frames: Iterator[av.VideoFrame]) -> None:
-        try:
-            for frame in frames:
-                self._time(frame)
-                self._container.mux(self._stream.encode(frame))
-                self.frames_written += 1
-            if self._audio is not None:
-                self._audio.encode_until(self._end, final=False)
-        except av.error.FFmpegError as exc:
-            raise VideoWriteError(f"{self.target}: encoding failed ({exc})") from exc
+            try:
+                for frame in frames:
+                    self._time(frame)
+                    self._container.mux(self._stream.encode(frame))
+                    self.frames_written += 1
+                if self._audio is not None:
+                    self._audio.encode_until(self._end, final=False)
+            except av.error.FFmpegError as exc:
+                raise VideoWriteError(f"{self.target}: encoding failed ({exc})") from exc
 
     def _time(self, frame: av.VideoFrame) -> None:
         """Give the next frame its pts: the next source frame's time, or the constant `fps` spacing."""
