@@ -1,7 +1,7 @@
 """Render benchmarks/RESULTS.md from the JSON files in benchmarks/results/ (written by
 `benchmarks/dit_forward.py`, `benchmarks/dit_stream.py`, `benchmarks/mpq_quality.py`,
-`benchmarks/batch_throughput.py`, `benchmarks/x264_presets.py` and `sana-streaming bench`). Run after copying
-new results in:
+`benchmarks/batch_throughput.py`, `benchmarks/x264_presets.py`, `kernels/bench_vae.py` and
+`sana-streaming bench`). Run after copying new results in:
 
     python benchmarks/render_results.py
 """
@@ -98,10 +98,27 @@ def batch_rows(name: str, data: dict) -> list[str]:
     ]
 
 
+def vae_rows(name: str, data: dict) -> list[str]:
+    def cell(value: float | None, digits: int = 1) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    return [
+        f"| {name} | {r['path']} | {r['ms_per_24_frames']:.1f} | {cell(r['ms_steady_per_24_frames'])} | "
+        f"{r['peak_extra_gib']:.2f} |"
+        for r in data["results"]
+    ]
+
+
 def main() -> None:
     dit, stream, bidirectional, bench, presets, quality, batch, overlapped = [], [], [], [], [], [], [], []
+    vae = []
     for path in sorted((HERE / "results").glob("*.json")):
         data = json.loads(path.read_text())
+        if "meta" in data and "results" in data:  # kernels/bench_vae.py
+            vae.extend(
+                vae_rows(f"{path.stem} ({data['meta']['device']}, torch {data['meta']['torch']})", data)
+            )
+            continue
         if "presets" in data:  # benchmarks/x264_presets.py (CPU only)
             presets.extend(preset_rows(path.stem, data))
             continue
@@ -192,6 +209,16 @@ def main() -> None:
         "chunk latency s | peak GiB |",
         "|---|---|---|---|---|---|---|---|",
         *overlapped,
+        "",
+        "## The VAE's paths (`kernels/bench_vae.py`, full size, random weights, bf16, 704x1280)",
+        "",
+        "97 frames encoded, 33 latents decoded in pushes of 3 latents; CUDA-event medians of 3 runs after "
+        "a warm-up, per 24 video frames; steady: one push once the stream is full; peak: memory above the "
+        "weights and inputs.",
+        "",
+        "| run | path | ms / 24 frames | steady ms / 24 frames | peak GiB |",
+        "|---|---|---|---|---|",
+        *vae,
         "",
         "## The writer per x264 preset (`benchmarks/x264_presets.py`, crf 25, synthetic frames)",
         "",

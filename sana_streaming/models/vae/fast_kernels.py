@@ -1,0 +1,149 @@
+"""Faster modules for the memory-bound steps of the LTX-2 VAE, swapped into diffusers' model.
+
+Profiled on an H200 (bf16, 704x1280): PyTorch's `reflection_pad3d` kernel, which every reflect-padded
+`nn.Conv3d` of the decoder runs before its convolution, took 27 % of the GPU time of a 4-latent decoder
+call (the release's tile); the five eager kernels of each channel RMS norm and the SiLU after it took
+about 14 % of an encode. `use_fast_kernels_` swaps
+
+- every reflect-padded `nn.Conv3d` for `CopyReflectConv3d`: the same padding made by copies
+  (`pad_frames`: the interior, then the mirrored edge rows and columns), then the same convolution;
+- every `LTX2VideoCausalConv3d` around such a conv for `OneBufferCausalConv3d`: its repeated edge frames
+  and the mirrored pixels written into one buffer, instead of a concatenation and then a pad;
+- every `PerChannelRMSNorm` that a SiLU follows for `RMSNormSiLU` (`ops.rms_norm_silu`: one Triton
+  kernel on CUDA, the eager ops elsewhere) and that SiLU for an identity.
+
+Padding is data movement, so the convolutions see the same inputs and give the same bits; the fused norm
+differs from the eager ops only in rare roundings (`ops.rms_norm_silu`). The swapped modules hold the
+same parameters under the same names, so the state dict and every caller (diffusers' forwards, the
+streams of `streams.py`) are unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.autoencoders.autoencoder_kl_ltx2 import (
+    AutoencoderKLLTX2Video,
+    LTX2VideoCausalConv3d,
+    LTX2VideoResnetBlock3d,
+    PerChannelRMSNorm,
+)
+from torch import Tensor, nn
+
+from sana_streaming.ops.rms_norm_silu import rms_norm_silu
+
+
+def pad_frames(x: Tensor, left: int, right: int, pad_h: int, pad_w: int) -> Tensor:
+    """`x` `[B, C, T, H, W]` with `left` copies of its first frame and `right` of its last in time and
+    `pad_h` / `pad_w` mirrored rows / columns in space, written into one new buffer: what `torch.cat` of
+    the repeated frames and then `F.pad(..., mode="reflect")` make, in one pass over `x`."""
+    batch, channels, frames, height, width = x.shape
+    if pad_h >= height or pad_w >= width:
+        raise ValueError(f"reflect padding ({pad_h}, {pad_w}) needs a larger frame than {height}x{width}")
+    out = x.new_empty(batch, channels, left + frames + right, height + 2 * pad_h, width + 2 * pad_w)
+    rows, cols = slice(pad_h, pad_h + height), slice(pad_w, pad_w + width)
+    out[:, :, left : left + frames, rows, cols] = x
+    if left:
+        out[:, :, :left, rows, cols] = x[:, :, :1]
+    if right:
+        out[:, :, left + frames :, rows, cols] = x[:, :, -1:]
+    for i in range(1, pad_h + 1):  # mirrored rows (the edge row itself is not repeated)
+        out[..., pad_h - i, cols] = out[..., pad_h + i, cols]
+        out[..., pad_h + height - 1 + i, cols] = out[..., pad_h + height - 1 - i, cols]
+    for j in range(1, pad_w + 1):  # mirrored columns of the row-padded frames: the corners too
+        out[..., pad_w - j] = out[..., pad_w + j]
+        out[..., pad_w + width - 1 + j] = out[..., pad_w + width - 1 - j]
+    return out
+
+
+class CopyReflectConv3d(nn.Conv3d):
+    """An `nn.Conv3d` with `padding_mode="reflect"` whose padding is made by `pad_frames` (no temporal
+    padding: the LTX-2 convs pad time themselves)."""
+
+    @classmethod
+    def sharing(cls, conv: nn.Conv3d) -> CopyReflectConv3d:
+        """A copy of `conv`'s configuration holding the very same weight and bias parameters."""
+        if conv.padding_mode != "reflect" or conv.padding[0] != 0:
+            raise ValueError("only spatially reflect-padded convolutions (no time padding) are swapped")
+        fast = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+            bias=conv.bias is not None, padding_mode="reflect", device="meta",
+        )  # fmt: skip
+        fast.weight = conv.weight
+        fast.bias = conv.bias
+        fast.train(conv.training)
+        return fast
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return self.forward_padded(pad_frames(input, 0, 0, self.padding[1], self.padding[2]))
+
+    def forward_padded(self, padded: Tensor) -> Tensor:
+        """The convolution of an input already padded in space (`pad_frames`)."""
+        return nn.functional.conv3d(
+            padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups
+        )
+
+
+class OneBufferCausalConv3d(LTX2VideoCausalConv3d):
+    """`LTX2VideoCausalConv3d` whose repeated edge frames and reflected edge pixels are written into one
+    buffer (`pad_frames`) instead of a `torch.cat` and then a pad; the same `conv` submodule."""
+
+    def __init__(self, module: LTX2VideoCausalConv3d) -> None:
+        nn.Module.__init__(self)  # the attributes of `module`, not a new convolution
+        self.in_channels, self.out_channels = module.in_channels, module.out_channels
+        self.kernel_size = module.kernel_size
+        self.conv = module.conv
+
+    def forward(self, hidden_states: Tensor, causal: bool = True) -> Tensor:
+        if not isinstance(self.conv, CopyReflectConv3d):  # zero padding: cuDNN pads space itself
+            return super().forward(hidden_states, causal)
+        k = self.kernel_size[0]
+        left, right = (k - 1, 0) if causal else ((k - 1) // 2, (k - 1) // 2)
+        padded = pad_frames(hidden_states, left, right, self.conv.padding[1], self.conv.padding[2])
+        return self.conv.forward_padded(padded)
+
+
+class RMSNormSiLU(nn.Module):
+    """`PerChannelRMSNorm` (channel dim 1) followed by SiLU, as one step (`ops.rms_norm_silu`)."""
+
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm_silu(x, self.eps)
+
+
+def _fusable(norm: nn.Module, activation: nn.Module) -> bool:
+    return type(norm) is PerChannelRMSNorm and norm.channel_dim == 1 and isinstance(activation, nn.SiLU)
+
+
+@torch.no_grad()
+def use_fast_kernels_(model: AutoencoderKLLTX2Video) -> int:
+    """Swap the faster modules into `model` in place; returns how many modules were swapped.
+
+    A norm is fused with its SiLU only where nothing runs between them: in residual blocks without
+    timestep conditioning (`scale_shift_table`), and at the end of an encoder or of a decoder without a
+    time embedder."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Conv3d) and child.padding_mode == "reflect":
+                setattr(parent, name, CopyReflectConv3d.sharing(child))
+                swapped += 1
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is LTX2VideoCausalConv3d and isinstance(child.conv, CopyReflectConv3d):
+                setattr(parent, name, OneBufferCausalConv3d(child))
+                swapped += 1
+    for block in model.modules():
+        if isinstance(block, LTX2VideoResnetBlock3d) and block.scale_shift_table is None:
+            if _fusable(block.norm1, block.nonlinearity) and _fusable(block.norm2, block.nonlinearity):
+                block.norm1, block.norm2 = RMSNormSiLU(block.norm1.eps), RMSNormSiLU(block.norm2.eps)
+                block.nonlinearity = nn.Identity()
+                swapped += 3
+    for coder in (model.encoder, model.decoder):
+        if getattr(coder, "time_embedder", None) is None and _fusable(coder.norm_out, coder.conv_act):
+            coder.norm_out, coder.conv_act = RMSNormSiLU(coder.norm_out.eps), nn.Identity()
+            swapped += 2
+    return swapped
