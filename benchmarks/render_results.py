@@ -51,10 +51,14 @@ def overlapped_rows(name: str, data: dict) -> list[str]:
     if not o:
         return []
     latency = o["chunk_latency_s"]
+    runs = o.get("runs", [])
+    wall = f"{o['wall_s']:.1f}"
+    if len(runs) > 1:  # the median, then each run's
+        wall += " (" + ", ".join(f"{r['wall_s']:.1f}" for r in runs) + ")"
     return [
         f"| {name} | {data['mode']}, x264 {data['x264_preset']}, compile {data.get('compile') or 'default'}, "
         f"{data.get('precision', 'bf16')} | {data['frames']} @ {data['size'][0]}x{data['size'][1]} | "
-        f"{o['wall_s']:.1f} | {o['fps_end_to_end']:.1f} | {o['first_frame_s']:.2f} | "
+        f"{wall} | {o['fps_end_to_end']:.1f} | {o['first_frame_s']:.2f} | "
         f"{latency['median']:.2f} / {latency['p95']:.2f} | {o['peak_gib'] or 0:.1f} |"
     ]
 
@@ -202,8 +206,9 @@ def main() -> None:
         *bench,
         "",
         "The same edits run as a user's edit runs (stages overlapping, `--timing overlapped`): wall "
-        "seconds, seconds from the edit's start (models loaded) to the first frame handed to the "
-        "writer, and each written chunk's source-to-output latency (median / p95).",
+        "seconds (the median; each run's in brackets where there were several), seconds from the edit's "
+        "start (models loaded) to the first frame handed to the writer, and each written chunk's "
+        "source-to-output latency (median / p95).",
         "",
         "| run | mode, writer, precision | frames @ HxW | wall s | end-to-end FPS | first frame s | "
         "chunk latency s | peak GiB |",

@@ -6,9 +6,7 @@ call (the release's tile); the five eager kernels of each channel RMS norm and t
 about 14 % of an encode. `use_fast_kernels_` swaps
 
 - every reflect-padded `nn.Conv3d` for `CopyReflectConv3d`: the same padding made by copies
-  (`pad_frames`: the interior, then the mirrored edge rows and columns), then the same convolution;
-- every `LTX2VideoCausalConv3d` around such a conv for `OneBufferCausalConv3d`: its repeated edge frames
-  and the mirrored pixels written into one buffer, instead of a concatenation and then a pad;
+  (`reflect_pad_hw`: the interior, then the mirrored edge rows and columns), then the same convolution;
 - every `PerChannelRMSNorm` that a SiLU follows for `RMSNormSiLU` (`ops.rms_norm_silu`: one Triton
   kernel on CUDA, the eager ops elsewhere) and that SiLU for an identity.
 
@@ -23,7 +21,6 @@ from __future__ import annotations
 import torch
 from diffusers.models.autoencoders.autoencoder_kl_ltx2 import (
     AutoencoderKLLTX2Video,
-    LTX2VideoCausalConv3d,
     LTX2VideoResnetBlock3d,
     PerChannelRMSNorm,
 )
@@ -32,20 +29,15 @@ from torch import Tensor, nn
 from sana_streaming.ops.rms_norm_silu import rms_norm_silu
 
 
-def pad_frames(x: Tensor, left: int, right: int, pad_h: int, pad_w: int) -> Tensor:
-    """`x` `[B, C, T, H, W]` with `left` copies of its first frame and `right` of its last in time and
-    `pad_h` / `pad_w` mirrored rows / columns in space, written into one new buffer: what `torch.cat` of
-    the repeated frames and then `F.pad(..., mode="reflect")` make, in one pass over `x`."""
-    batch, channels, frames, height, width = x.shape
+def reflect_pad_hw(x: Tensor, pad_h: int, pad_w: int) -> Tensor:
+    """`F.pad(x, (pad_w, pad_w, pad_h, pad_h, 0, 0), mode="reflect")` of `x` `[B, C, T, H, W]`, by copies
+    into one new buffer: the interior, then the mirrored edge rows and columns."""
+    *lead, height, width = x.shape
     if pad_h >= height or pad_w >= width:
         raise ValueError(f"reflect padding ({pad_h}, {pad_w}) needs a larger frame than {height}x{width}")
-    out = x.new_empty(batch, channels, left + frames + right, height + 2 * pad_h, width + 2 * pad_w)
-    rows, cols = slice(pad_h, pad_h + height), slice(pad_w, pad_w + width)
-    out[:, :, left : left + frames, rows, cols] = x
-    if left:
-        out[:, :, :left, rows, cols] = x[:, :, :1]
-    if right:
-        out[:, :, left + frames :, rows, cols] = x[:, :, -1:]
+    out = x.new_empty(*lead, height + 2 * pad_h, width + 2 * pad_w)
+    cols = slice(pad_w, pad_w + width)
+    out[..., pad_h : pad_h + height, cols] = x
     for i in range(1, pad_h + 1):  # mirrored rows (the edge row itself is not repeated)
         out[..., pad_h - i, cols] = out[..., pad_h + i, cols]
         out[..., pad_h + height - 1 + i, cols] = out[..., pad_h + height - 1 - i, cols]
@@ -56,8 +48,8 @@ def pad_frames(x: Tensor, left: int, right: int, pad_h: int, pad_w: int) -> Tens
 
 
 class CopyReflectConv3d(nn.Conv3d):
-    """An `nn.Conv3d` with `padding_mode="reflect"` whose padding is made by `pad_frames` (no temporal
-    padding: the LTX-2 convs pad time themselves)."""
+    """An `nn.Conv3d` with `padding_mode="reflect"` whose padding is made by `reflect_pad_hw` (no
+    temporal padding: the LTX-2 convs pad time themselves)."""
 
     @classmethod
     def sharing(cls, conv: nn.Conv3d) -> CopyReflectConv3d:
@@ -75,32 +67,8 @@ class CopyReflectConv3d(nn.Conv3d):
         return fast
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        return self.forward_padded(pad_frames(input, 0, 0, self.padding[1], self.padding[2]))
-
-    def forward_padded(self, padded: Tensor) -> Tensor:
-        """The convolution of an input already padded in space (`pad_frames`)."""
-        return nn.functional.conv3d(
-            padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups
-        )
-
-
-class OneBufferCausalConv3d(LTX2VideoCausalConv3d):
-    """`LTX2VideoCausalConv3d` whose repeated edge frames and reflected edge pixels are written into one
-    buffer (`pad_frames`) instead of a `torch.cat` and then a pad; the same `conv` submodule."""
-
-    def __init__(self, module: LTX2VideoCausalConv3d) -> None:
-        nn.Module.__init__(self)  # the attributes of `module`, not a new convolution
-        self.in_channels, self.out_channels = module.in_channels, module.out_channels
-        self.kernel_size = module.kernel_size
-        self.conv = module.conv
-
-    def forward(self, hidden_states: Tensor, causal: bool = True) -> Tensor:
-        if not isinstance(self.conv, CopyReflectConv3d):  # zero padding: cuDNN pads space itself
-            return super().forward(hidden_states, causal)
-        k = self.kernel_size[0]
-        left, right = (k - 1, 0) if causal else ((k - 1) // 2, (k - 1) // 2)
-        padded = pad_frames(hidden_states, left, right, self.conv.padding[1], self.conv.padding[2])
-        return self.conv.forward_padded(padded)
+        padded = reflect_pad_hw(input, self.padding[1], self.padding[2])
+        return nn.functional.conv3d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
 
 
 class RMSNormSiLU(nn.Module):
@@ -130,11 +98,6 @@ def use_fast_kernels_(model: AutoencoderKLLTX2Video) -> int:
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Conv3d) and child.padding_mode == "reflect":
                 setattr(parent, name, CopyReflectConv3d.sharing(child))
-                swapped += 1
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is LTX2VideoCausalConv3d and isinstance(child.conv, CopyReflectConv3d):
-                setattr(parent, name, OneBufferCausalConv3d(child))
                 swapped += 1
     for block in model.modules():
         if isinstance(block, LTX2VideoResnetBlock3d) and block.scale_shift_table is None:
