@@ -103,8 +103,8 @@ def batch_rows(name: str, data: dict) -> list[str]:
 
 
 def vae_rows(name: str, data: dict) -> list[str]:
-    def cell(value: float | None, digits: int = 1) -> str:
-        return "–" if value is None else f"{value:.{digits}f}"
+    def cell(value: float | None) -> str:
+        return "–" if value is None else f"{value:.1f}"
 
     return [
         f"| {name} | {r['path']} | {r['ms_per_24_frames']:.1f} | {cell(r['ms_steady_per_24_frames'])} | "

@@ -100,8 +100,10 @@ def test_device_conversion_and_pinned_copy_on_the_gpu() -> None:
     chunk = torch.rand(3, 5, 704, 1280, generator=torch.Generator().manual_seed(9)) * 2 - 1
     on_cpu = frames_to_yuv420(chunk).numpy().astype(int)
     on_gpu = chunk.cuda()
-    HostPlanes.copy_of(frames_to_yuv420(on_gpu)).numpy()  # loads the kernels and leaves a pinned block
-    torch.cuda.synchronize()  # in PyTorch's cache, so nothing below has to wait for the device
+    # a first conversion and copy load the kernels (a first launch waits for the device) and leave a
+    # pinned block in PyTorch's cache, so nothing below has to wait for the device
+    HostPlanes.copy_of(frames_to_yuv420(on_gpu)).numpy()
+    torch.cuda.synchronize()
     torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU cycles ahead of the conversion and the copy
     host = HostPlanes.copy_of(frames_to_yuv420(on_gpu))
     assert host.planes.is_pinned() and not host.copied.query()

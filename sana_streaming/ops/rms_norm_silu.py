@@ -1,12 +1,10 @@
 """SiLU(x / sqrt(mean(x², channels) + eps)): the LTX-2 VAE's `PerChannelRMSNorm` and the SiLU after it.
 
-Eagerly (diffusers' modules) that is five kernels over a `[B, C, T, H, W]` activation: the square, the
-channel mean, the root, the division and the SiLU, four full reads and three full writes; on an H200
-they took ~14 % of a streamed 24-frame encode. On CUDA one Triton kernel (`rms_norm_silu_triton`) reads
-the input twice and writes the output once, rounding every intermediate to the input dtype as the eager
-ops store them, so results differ from eager only where the fp32 sum's order moves the rounding of a
-mean (rare: one unit of the normalised value, which the SiLU can widen), within bf16's tolerance.
-Elsewhere the eager ops run.
+Eagerly that is six kernels over a `[B, C, T, H, W]` activation (square, mean, + eps, root, division,
+SiLU). On CUDA one Triton kernel (`rms_norm_silu_triton`) reads the input twice and writes once,
+rounding each intermediate to the input dtype as the eager ops store them; it differs from them in rare
+roundings only (the fp32 sum's order, Triton's approximate exp), within bf16's tolerance (docs/vae.md).
+Elsewhere, and where autograd needs a graph, the eager ops run.
 """
 
 from __future__ import annotations
@@ -35,8 +33,9 @@ def _triton_available() -> bool:
 
 def rms_norm_silu(x: Tensor, eps: float) -> Tensor:
     """`rms_norm_silu_reference(x, eps)` of a `[B, C, T, H, W]` tensor, in one kernel on CUDA."""
+    needs_graph = torch.is_grad_enabled() and x.requires_grad  # the kernel has no backward
     if x.is_cuda and x.ndim == 5 and x.dtype in (torch.bfloat16, torch.float16, torch.float32):
-        if _triton_available():
+        if _triton_available() and not needs_graph:
             from sana_streaming.ops.rms_norm_silu_triton import rms_norm_silu_5d
 
             return rms_norm_silu_5d(x, eps)

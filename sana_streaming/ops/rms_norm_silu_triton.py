@@ -3,7 +3,8 @@
 One program takes BLOCK_S positions of one frame and walks the channels twice: the first walk sums the
 squares (each square rounded to the input dtype, as `x**2` stores it; the sum in fp32), the second
 divides and applies the SiLU. The mean, the root and the quotient are rounded to the input dtype as the
-eager ops store them; root and quotient are IEEE-rounded, as CUDA computes them.
+eager ops store them (for bf16 and fp16; in fp32 Triton may fuse a multiply-add); root and quotient are
+IEEE-rounded, as CUDA computes them, the SiLU's exp is Triton's (approximate) one.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ def _round(x, dtype):
     return x.to(dtype).to(tl.float32)
 
 
-# One compiled kernel per dtype and block size: the sizes and strides differ in every layer, and
-# specialising on them (Triton's default) compiled a dozen variants during an edit's first chunks.
+# One compiled kernel per dtype and block size: the sizes and strides differ from layer to layer and
+# with the frames per call, and specialising on them (Triton's default: divisibility by 16) would
+# compile a variant for each pattern while an edit runs.
 @triton.jit(do_not_specialize=["C", "HW", "sxb", "sxc", "sxt", "syb", "syc", "syt"])
 def _rms_norm_silu_kernel(
     x_ptr, y_ptr, C, HW, sxb, sxc, sxt, syb, syc, syt, eps, inv_c,

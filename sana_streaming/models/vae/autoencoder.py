@@ -27,7 +27,7 @@ from sana_streaming.hub import resolve
 from sana_streaming.models.random_init import redraw_
 from sana_streaming.models.vae.decoder import DecodeMode, IncrementalDecoder
 from sana_streaming.models.vae.encoder import ChunkedEncoder
-from sana_streaming.models.vae.fast_kernels import use_fast_kernels_
+from sana_streaming.models.vae.fast_modules import swap_fast_modules_
 from sana_streaming.models.vae.normalise import LatentStatistics
 
 VAEMode = Literal["streaming", "bidirectional"]
@@ -235,7 +235,7 @@ def load_vae(
     `config.architecture`, else the released architecture (`LTX2_RELEASE_ARCHITECTURE`), drawn from a
     private generator with a fixed seed (`random_init.redraw_`) so runs repeat. In bidirectional mode
     the release's tiling settings are applied. The reflect pads and norm-SiLU pairs are swapped for
-    faster modules holding the same parameters (`fast_kernels.use_fast_kernels_`).
+    faster modules holding the same parameters (`fast_modules.swap_fast_modules_`).
     """
     if dtype is None:
         if config.weight_dtype not in _DTYPES:
@@ -261,7 +261,7 @@ def load_vae(
             f"VAE has {model.config.latent_channels} latent channels, "
             f"but vae_latent_dim is {config.vae_latent_dim}"
         )
-    use_fast_kernels_(model)
+    swap_fast_modules_(model)
     vae = LTX2VAE(model, config.vae_type, decode=config.decode)
     if vae.mode == "bidirectional":
         vae.configure_bidirectional(config)

@@ -1,19 +1,10 @@
-"""Faster modules for the memory-bound steps of the LTX-2 VAE, swapped into diffusers' model.
+"""Faster modules for memory-bound steps of the LTX-2 VAE, swapped into diffusers' model (docs/vae.md).
 
-Profiled on an H200 (bf16, 704x1280): PyTorch's `reflection_pad3d` kernel, which every reflect-padded
-`nn.Conv3d` of the decoder runs before its convolution, took 27 % of the GPU time of a 4-latent decoder
-call (the release's tile); the five eager kernels of each channel RMS norm and the SiLU after it took
-about 14 % of an encode. `use_fast_kernels_` swaps
-
-- every reflect-padded `nn.Conv3d` for `CopyReflectConv3d`: the same padding made by copies
-  (`reflect_pad_hw`: the interior, then the mirrored edge rows and columns), then the same convolution;
-- every `PerChannelRMSNorm` that a SiLU follows for `RMSNormSiLU` (`ops.rms_norm_silu`: one Triton
-  kernel on CUDA, the eager ops elsewhere) and that SiLU for an identity.
-
-Padding is data movement, so the convolutions see the same inputs and give the same bits; the fused norm
-differs from the eager ops only in rare roundings (`ops.rms_norm_silu`). The swapped modules hold the
-same parameters under the same names, so the state dict and every caller (diffusers' forwards, the
-streams of `streams.py`) are unchanged.
+`swap_fast_modules_` replaces every reflect-padded `nn.Conv3d` with `CopyReflectConv3d` (the same pad
+made by copies instead of PyTorch's slow `reflection_pad3d` kernel, then the same convolution call: the
+same bits) and every `PerChannelRMSNorm` that a SiLU follows with `RMSNormSiLU` (`ops.rms_norm_silu`),
+the SiLU with an identity. The new modules hold the same parameters under the same names, so the state
+dict and every caller (diffusers' forwards, the streams of `streams.py`) are unchanged.
 """
 
 from __future__ import annotations
@@ -83,11 +74,12 @@ class RMSNormSiLU(nn.Module):
 
 
 def _fusable(norm: nn.Module, activation: nn.Module) -> bool:
+    """A channel RMS norm (diffusers' own class, channel dim 1) and a SiLU."""
     return type(norm) is PerChannelRMSNorm and norm.channel_dim == 1 and isinstance(activation, nn.SiLU)
 
 
 @torch.no_grad()
-def use_fast_kernels_(model: AutoencoderKLLTX2Video) -> int:
+def swap_fast_modules_(model: AutoencoderKLLTX2Video) -> int:
     """Swap the faster modules into `model` in place; returns how many modules were swapped.
 
     A norm is fused with its SiLU only where nothing runs between them: in residual blocks without

@@ -1,6 +1,7 @@
-"""The VAE's swapped-in modules (`models/vae/fast_kernels.py`, `ops/rms_norm_silu*.py`) against the
+"""The VAE's swapped-in modules (`models/vae/fast_modules.py`, `ops/rms_norm_silu*.py`) against the
 modules they replace: the copy-made reflect pad and the norm-SiLU reference bit for bit on the CPU, the
-Triton kernel in Triton's interpreter (fp32) and on CUDA (bf16: within one unit in the last place)."""
+Triton kernel in Triton's interpreter (fp32, fp16) and on CUDA (fp32, bf16), within the dtype's
+tolerance and with under 1 % of elements rounded differently."""
 
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ from diffusers.models.autoencoders.autoencoder_kl_ltx2 import LTX2VideoResnetBlo
 
 from sana_streaming.models.random_init import redraw_
 from sana_streaming.models.vae import LTX2_RELEASE_ARCHITECTURE
-from sana_streaming.models.vae.fast_kernels import (
+from sana_streaming.models.vae.fast_modules import (
     CopyReflectConv3d,
     RMSNormSiLU,
     reflect_pad_hw,
-    use_fast_kernels_,
+    swap_fast_modules_,
 )
 from sana_streaming.models.vae.graph import decoder_chain
 from sana_streaming.models.vae.streams import cat_frames
@@ -32,7 +33,7 @@ from sana_streaming.ops.rms_norm_silu import rms_norm_silu, rms_norm_silu_refere
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
-NARROW = {  # the released structure with narrow channels
+NARROW_VAE = {  # the released structure with narrow channels
     **LTX2_RELEASE_ARCHITECTURE,
     "latent_channels": 16,
     "block_out_channels": [8, 16, 32, 32],
@@ -46,19 +47,19 @@ def _randn(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.
 
 @pytest.mark.parametrize("pads", [(1, 1), (2, 1), (1, 3)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_reflect_pad_equals_torch_reflect_padding(pads, dtype):
+def test_reflect_pad_equals_torch_reflect_padding(pads, dtype) -> None:
     x = _randn(2, 3, 4, 7, 9, seed=1, dtype=dtype)[:, :, 1:]  # a time slice: not contiguous
     pad_h, pad_w = pads
     want = F.pad(x, (pad_w, pad_w, pad_h, pad_h, 0, 0), mode="reflect")
     assert torch.equal(reflect_pad_hw(x, pad_h, pad_w), want)
 
 
-def test_reflect_pad_refuses_a_frame_too_small_to_mirror():
+def test_reflect_pad_refuses_a_frame_too_small_to_mirror() -> None:
     with pytest.raises(ValueError, match="larger frame"):
         reflect_pad_hw(_randn(1, 1, 1, 2, 5, seed=0), 2, 1)
 
 
-def test_copy_reflect_conv_shares_the_parameters_and_equals_the_conv():
+def test_copy_reflect_conv_shares_the_parameters_and_equals_the_conv() -> None:
     conv = torch.nn.Conv3d(6, 5, 3, padding=(0, 1, 1), padding_mode="reflect")
     with torch.no_grad():
         conv.weight.copy_(_randn(*conv.weight.shape, seed=2))
@@ -74,7 +75,7 @@ def test_copy_reflect_conv_shares_the_parameters_and_equals_the_conv():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_norm_silu_reference_equals_diffusers_norm_then_silu(dtype):
+def test_norm_silu_reference_equals_diffusers_norm_then_silu(dtype) -> None:
     x = 3 * _randn(2, 12, 3, 5, 6, seed=5, dtype=dtype)
     want = F.silu(PerChannelRMSNorm()(x))
     assert torch.equal(RMSNormSiLU(1e-8)(x), want)
@@ -87,14 +88,14 @@ def _vae(architecture: dict, seed: int) -> AutoencoderKLLTX2Video:
     return redraw_(AutoencoderKLLTX2Video(**architecture), seed=seed).eval()
 
 
-def test_swapping_keeps_the_state_dict_and_every_output_bit_for_bit():
-    model = _vae(NARROW, seed=6)
+def test_swapping_keeps_the_state_dict_and_every_output_bit_for_bit() -> None:
+    model = _vae(NARROW_VAE, seed=6)
     fast = copy.deepcopy(model)
-    swapped = use_fast_kernels_(fast)
-    # decoder: every 3x3x3 conv reflect-pads (conv_in, 4x5 resnets x2, 3 upsamplers, 3 up-block
-    # conv_in resnets x2, conv_out); norms: 3 per fused resnet, 2 per coder end
-    assert swapped > 50
-    assert any(isinstance(m, CopyReflectConv3d) for m in fast.decoder.modules())
+    reflect = sum(isinstance(m, torch.nn.Conv3d) and m.padding_mode == "reflect" for m in model.modules())
+    resnets = sum(isinstance(m, LTX2VideoResnetBlock3d) for m in model.modules())
+    # every reflect conv (the decoder's), two norms and the SiLU of every resnet, norm and SiLU at both ends
+    assert swap_fast_modules_(fast) == reflect + 3 * resnets + 4 and reflect > 0
+    assert all(type(m) is not torch.nn.Conv3d or m.padding_mode != "reflect" for m in fast.modules())
     assert not any(isinstance(m, CopyReflectConv3d) for m in fast.encoder.modules())  # zero padding
     assert not any(type(m) is PerChannelRMSNorm for m in fast.modules())
     assert fast.state_dict().keys() == model.state_dict().keys()
@@ -110,10 +111,10 @@ def test_swapping_keeps_the_state_dict_and_every_output_bit_for_bit():
     torch.testing.assert_close(streamed, model.decoder(latents, None), rtol=1e-5, atol=1e-5)
 
 
-def test_norms_with_timestep_conditioning_between_them_are_not_fused():
-    conditioned = {**NARROW, "timestep_conditioning": True, "decoder_inject_noise": [True] * 4}
+def test_norms_with_timestep_conditioning_between_them_are_not_fused() -> None:
+    conditioned = {**NARROW_VAE, "timestep_conditioning": True, "decoder_inject_noise": [True] * 4}
     model = _vae(conditioned, seed=9)
-    use_fast_kernels_(model)
+    swap_fast_modules_(model)
     assert all(type(m) is PerChannelRMSNorm for m in (model.decoder.norm_out, *_resnet_norms(model.decoder)))
     assert not any(type(m) is PerChannelRMSNorm for m in model.encoder.modules())  # unconditioned
 
@@ -123,26 +124,30 @@ def _resnet_norms(module: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 @pytest.mark.skipif(not HAS_TRITON or torch.cuda.is_available(), reason="Triton's interpreter, without CUDA")
-@pytest.mark.parametrize("shape", [(1, 40, 3, 5, 7), (2, 7, 2, 9, 31)])
-def test_triton_kernel_interpreted_equals_the_reference(shape):
+@pytest.mark.parametrize("shape", [(1, 40, 3, 5, 7), (2, 7, 2, 9, 31), (1, 64, 2, 6, 40)])
+def test_triton_kernel_interpreted_equals_the_reference(shape) -> None:
+    """fp32, and fp16, whose roundings the interpreter makes as the GPU does (its bf16 truncates)."""
     from sana_streaming.ops.rms_norm_silu_triton import rms_norm_silu_5d
 
     x = 2 * _randn(shape[0], shape[1], shape[2] + 1, *shape[3:], seed=10)[:, :, 1:]  # strided in time
     want = rms_norm_silu_reference(x, 1e-8)
     torch.testing.assert_close(rms_norm_silu_5d(x, 1e-8), want, rtol=1e-6, atol=1e-6)
+    half = x.half()
+    got, want = rms_norm_silu_5d(half, 1e-8).float(), rms_norm_silu_reference(half, 1e-8).float()
+    torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-3)
+    assert (got != want).float().mean().item() < 1e-2
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("shape", [(1, 256, 5, 176, 320), (1, 1024, 4, 22, 40), (2, 130, 3, 17, 33)])
-def test_triton_kernel_on_cuda_within_one_ulp_of_the_eager_ops(shape):
+def test_triton_kernel_on_cuda_matches_the_eager_ops_within_bf16_tolerance(shape) -> None:
     x = (3 * _randn(shape[0], shape[1], shape[2] + 1, *shape[3:], seed=11)).cuda()[:, :, 1:]
     got, want = rms_norm_silu(x, 1e-8), rms_norm_silu_reference(x, 1e-8)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)  # fp32: only the sum's order differs
     xb = x.bfloat16()
     got, want = rms_norm_silu(xb, 1e-8).float(), rms_norm_silu_reference(xb, 1e-8).float()
-    # bf16: every rounding as the eager ops store it, so the two differ only where the fp32 sum's order
-    # moved the rounding of a mean (one unit in the last place of the normalised value, which the
-    # SiLU's steep tail can widen), and within bf16's tolerance everywhere
+    # bf16: the roundings of the eager ops, so only rare elements differ (a mean rounded the other way,
+    # Triton's exp), by up to a few units in the last place where the SiLU's tail is steep
     torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-3)
     assert (got != want).float().mean().item() < 1e-2
