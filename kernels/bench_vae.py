@@ -8,6 +8,7 @@ includes the path's own outputs (the concatenated video or latents). "state" is 
 held between two pushes.
 
     python kernels/bench_vae.py --out bench_vae.json            # H100: 704x1280, 97 frames / 33 latents
+    python kernels/bench_vae.py --modules both --out vae.json   # diffusers' modules, then the fast ones
     python kernels/bench_vae.py --tiny --device cpu             # smoke run of the script itself
 """
 
@@ -112,37 +113,17 @@ def bench_path(
     return result, out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--height", type=int, default=704)
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--frames", type=int, default=97, help="video frames to encode (8k+1)")
-    parser.add_argument("--latents", type=int, default=33, help="latent frames to decode")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument(
-        "--tiny", action="store_true", help="tiny_random's VAE, 64x64, float32 (script check)"
-    )
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    args = parser.parse_args()
-
-    device = torch.device(args.device)
-    if args.tiny:
-        config = load_config("tiny_random").vae
-        dtype = torch.float32
-        args.height = args.width = 64
-    else:
-        config = VAEConfig(weight_dtype="bfloat16")
-        dtype = torch.bfloat16
-    vae: LTX2VAE = load_vae(config, device=device, dtype=dtype, random_weights=True)
+def bench_all_paths(
+    vae: LTX2VAE,
+    video: torch.Tensor,
+    latents: torch.Tensor,
+    args: argparse.Namespace,
+    timer: Timer,
+    device: torch.device,
+    label: str,
+) -> list[Result]:
+    """Every encode and decode path of `vae`, each result's path prefixed with `label`."""
     model = vae.model
-    timer = Timer(device)
-    gen = torch.Generator(device=device).manual_seed(0)
-    video = (torch.rand(1, 3, args.frames, args.height, args.width, generator=gen, device=device) * 2 - 1).to(
-        dtype
-    )
-    h, w = args.height // vae.spatial_ratio, args.width // vae.spatial_ratio
-    latents = torch.randn(1, vae.latent_channels, args.latents, h, w, generator=gen, device=device).to(dtype)
     results: list[Result] = []
 
     # ---- encode ---------------------------------------------------------------------------------------
@@ -217,6 +198,56 @@ def main() -> None:
         )
         results.append(res)
     del whole_x
+    for r in results:
+        r.path = f"{label}{r.path}"
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--height", type=int, default=704)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--frames", type=int, default=97, help="video frames to encode (8k+1)")
+    parser.add_argument("--latents", type=int, default=33, help="latent frames to decode")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny_random's VAE, 64x64, float32 (script check)"
+    )
+    parser.add_argument(
+        "--modules",
+        choices=("fast", "eager", "both"),
+        default="fast",
+        help="the VAE as load_vae builds it (fast), with diffusers' own modules (eager), or both in turn",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    if args.tiny:
+        config = load_config("tiny_random").vae
+        dtype = torch.float32
+        args.height = args.width = 64
+    else:
+        config = VAEConfig(weight_dtype="bfloat16")
+        dtype = torch.bfloat16
+    timer = Timer(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    video = (torch.rand(1, 3, args.frames, args.height, args.width, generator=gen, device=device) * 2 - 1).to(
+        dtype
+    )
+    results: list[Result] = []
+    latents = None
+    for fast in {"fast": [True], "eager": [False], "both": [False, True]}[args.modules]:
+        # the same random weights each time (a fixed seed); only the modules differ
+        vae: LTX2VAE = load_vae(config, device=device, dtype=dtype, random_weights=True, fast_modules=fast)
+        h, w = args.height // vae.spatial_ratio, args.width // vae.spatial_ratio
+        if latents is None:
+            latents = torch.randn(1, vae.latent_channels, args.latents, h, w, generator=gen, device=device)
+            latents = latents.to(dtype)
+        label = ("fast: " if fast else "eager: ") if args.modules == "both" else ""
+        results += bench_all_paths(vae, video, latents, args, timer, device, label)
+    model = vae.model
 
     meta = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -229,7 +260,7 @@ def main() -> None:
     }
     print(json.dumps(meta))
     header = (
-        f"{'path':28s} {'frames':>6s} {'ms total':>9s} {'ms/24f':>8s} {'steady/24f':>10s} {'peak GiB':>9s} "
+        f"{'path':30s} {'frames':>6s} {'ms total':>9s} {'ms/24f':>8s} {'steady/24f':>10s} {'peak GiB':>9s} "
     )
     print(header + f"{'state MiB':>9s} {'rel vs whole':>12s}")
     for r in results:
@@ -237,7 +268,7 @@ def main() -> None:
         state = "-" if r.state_mib is None else f"{r.state_mib:.1f}"
         rel = "-" if r.rel_diff_vs_whole is None else f"{r.rel_diff_vs_whole:.3g}"
         print(
-            f"{r.path:28s} {r.frames:6d} {r.ms_total:9.1f} {r.ms_per_24_frames:8.1f} {steady:>10s} "
+            f"{r.path:30s} {r.frames:6d} {r.ms_total:9.1f} {r.ms_per_24_frames:8.1f} {steady:>10s} "
             f"{r.peak_extra_gib:9.2f} {state:>9s} {rel:>12s}"
         )
     if args.out is not None:

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLLTX2Video
 from diffusers.models.autoencoders.autoencoder_kl_ltx2 import LTX2VideoResnetBlock3d, PerChannelRMSNorm
 
+from sana_streaming.config import load_config
 from sana_streaming.models.random_init import redraw_
-from sana_streaming.models.vae import LTX2_RELEASE_ARCHITECTURE
+from sana_streaming.models.vae import LTX2_RELEASE_ARCHITECTURE, load_vae
 from sana_streaming.models.vae.fast_modules import (
     CopyReflectConv3d,
     RMSNormSiLU,
@@ -151,3 +152,12 @@ def test_triton_kernel_on_cuda_matches_the_eager_ops_within_bf16_tolerance(shape
     # Triton's exp), by up to a few units in the last place where the SiLU's tail is steep
     torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-3)
     assert (got != want).float().mean().item() < 1e-2
+
+
+def test_load_vae_swaps_unless_told_not_to() -> None:
+    config = load_config("tiny_random").vae
+    swapped = load_vae(config, random_weights=True).model
+    plain = load_vae(config, random_weights=True, fast_modules=False).model
+    assert not any(type(m) is PerChannelRMSNorm for m in swapped.modules())
+    assert any(type(m) is PerChannelRMSNorm for m in plain.modules())
+    assert all(torch.equal(swapped.state_dict()[k], v) for k, v in plain.state_dict().items())

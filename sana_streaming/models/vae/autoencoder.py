@@ -228,14 +228,16 @@ def load_vae(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
     random_weights: bool = False,
+    fast_modules: bool = True,
 ) -> LTX2VAE:
     """Load the VAE of `config` (weights from `vae_pretrained`), or build one with random weights.
 
     `dtype` defaults to `config.weight_dtype` (bf16 in the release configs). Random weights use
     `config.architecture`, else the released architecture (`LTX2_RELEASE_ARCHITECTURE`), drawn from a
     private generator with a fixed seed (`random_init.redraw_`) so runs repeat. In bidirectional mode
-    the release's tiling settings are applied. The reflect pads and norm-SiLU pairs are swapped for
-    faster modules holding the same parameters (`fast_modules.swap_fast_modules_`).
+    the release's tiling settings are applied. Unless `fast_modules` is False (benchmarks compare
+    both), the reflect pads and norm-SiLU pairs are swapped for faster modules holding the same
+    parameters (`fast_modules.swap_fast_modules_`).
     """
     if dtype is None:
         if config.weight_dtype not in _DTYPES:
@@ -261,7 +263,8 @@ def load_vae(
             f"VAE has {model.config.latent_channels} latent channels, "
             f"but vae_latent_dim is {config.vae_latent_dim}"
         )
-    swap_fast_modules_(model)
+    if fast_modules:
+        swap_fast_modules_(model)
     vae = LTX2VAE(model, config.vae_type, decode=config.decode)
     if vae.mode == "bidirectional":
         vae.configure_bidirectional(config)
