@@ -22,9 +22,9 @@ def open_source(
     source: VideoSource, options: EditOptions, device: torch.device
 ) -> tuple[VideoReader, EditOptions]:
     """Open a source video at the edit's size, its chunks made on `device`; returns it with the options
-    the edit runs with. With
-    `options.max_frames` / `max_seconds` the reader stops there and `num_frames` becomes an upper
-    bound too (the edit ends with the source or the limit, whichever comes first, without an error)."""
+    the edit runs with. With `options.max_frames` / `max_seconds` the reader stops there and
+    `num_frames` becomes an upper bound too (the edit ends with the source or the limit, whichever
+    comes first, without an error)."""
     width, height = options.width // 32 * 32, options.height // 32 * 32
     reader = open_video(source, height, width, chunk_frames=24, max_frames=options.num_frames, device=device)
     limits = [] if options.max_frames is None else [options.max_frames]

@@ -1,8 +1,6 @@
 """The fused kernel set's functions against the op-by-op ones: the FFN's Triton depthwise-conv GLU
 (interpreted on CPU, compiled on CUDA), the temporal conv on a cached permuted weight, and the cache."""
 
-import os
-
 import pytest
 import torch
 
@@ -15,9 +13,6 @@ from sana_streaming.models.dit.kernels import (
     temporal_conv_taps,
 )
 from sana_streaming.models.dit.layers import TapLinear, derived_weight
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first import of triton
 
 
 def depthwise(channels: int, gen: torch.Generator, dtype=torch.float32, device="cpu") -> torch.nn.Conv2d:

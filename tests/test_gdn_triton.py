@@ -1,21 +1,17 @@
 """The fused Triton GDN core against the float64 oracle (docs/kernels.md).
 
-Without CUDA the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set here before Triton is
-imported) at tiny shapes in the fp32 modes ("ieee", "tf32": the interpreter cannot run bf16 dots).
+Without CUDA the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set by conftest.py before
+Triton is imported) at tiny shapes in the fp32 modes ("ieee", "tf32": the interpreter cannot run bf16 dots).
 With CUDA the `gpu` tests run real shapes in every precision, through `gdn_core(backend="triton")`.
 Everything skips where Triton is not installed (CI installs only the test extra).
 """
 
 import importlib.util
 import math
-import os
 from dataclasses import replace
 
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first import of triton
 
 from sana_streaming.ops import GDNInputs, GDNState, KernelUnavailableError, gdn_core
 from sana_streaming.ops.gdn_reference import (

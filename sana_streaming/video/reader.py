@@ -403,9 +403,12 @@ class VideoReader:
             yield self._stacked(batch)
 
     def _stacked(self, batch: list[np.ndarray]) -> torch.Tensor:
-        frames = torch.from_numpy(np.stack(batch))  # (F, H_src, W_src, 3)
-        if self.device.type == "cuda":
-            frames = frames.pin_memory()  # so that `transform` uploads it without waiting
+        # (F, H_src, W_src, 3), stacked straight into pinned memory when `device` is a GPU, so that
+        # `transform` uploads it without waiting (and without a second host copy)
+        frames = torch.empty(
+            (len(batch), *batch[0].shape), dtype=torch.uint8, pin_memory=self.device.type == "cuda"
+        )
+        np.stack(batch, out=frames.numpy())
         return frames.permute(3, 0, 1, 2)  # (3, F, H_src, W_src), a view
 
     def transform(self, chunk: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:

@@ -51,7 +51,7 @@ import torch
 from sana_streaming.config import DEFAULT_X264_PRESET, ENCODERS
 from sana_streaming.files import make_folders, make_temp_beside, publish, remove_folders
 from sana_streaming.video.reader import AudioFeed, FrameTimes
-from sana_streaming.video.yuv import frames_to_yuv420
+from sana_streaming.video.yuv import frames_to_yuv420, release_levels
 
 logger = logging.getLogger(__name__)
 
@@ -137,12 +137,9 @@ class VideoWriteError(RuntimeError):
 def frames_to_uint8(chunk: torch.Tensor) -> np.ndarray:
     """Decoded frames `[3, F, H, W]` (about [-1, 1], any float dtype/device) -> uint8 `[F, H, W, 3]`.
 
-    As the release: float32, `clamp(127.5 x + 127.5, 0, 255)`, then a truncating cast. Computed where
-    the frames are (the same float32 operations on a GPU), so only uint8 crosses to the host."""
-    if chunk.ndim != 4 or chunk.shape[0] != 3:
-        raise ValueError(f"expected frames [3, F, H, W], got {tuple(chunk.shape)}")
-    values = torch.clamp(127.5 * chunk.detach().float() + 127.5, 0, 255).to(torch.uint8)
-    return values.permute(1, 2, 3, 0).contiguous().cpu().numpy()  # (F, H, W, 3)
+    As the release (`release_levels`), computed where the frames are, so only uint8 crosses to the
+    host."""
+    return release_levels(chunk).permute(1, 2, 3, 0).contiguous().cpu().numpy()  # (F, H, W, 3)
 
 
 def _check_output(

@@ -3,7 +3,7 @@ the host and the writer's thread has no colour conversion to do.
 
 It computes what the writer's CPU path (FFmpeg's swscale, rgb24 -> yuv420p with the bicubic flag the
 release's ffmpeg command line uses) computes, in floating point instead of swscale's fixed point:
-- the uint8 RGB frames of the release (`frames_to_uint8`: clamp(127.5 x + 127.5), truncated);
+- the uint8 RGB frames of the release (`release_levels`: clamp(127.5 x + 127.5), truncated);
 - BT.601 limited-range coefficients (swscale's default for yuv420p);
 - chroma from the mean of two horizontal neighbours (swscale's "half" RGB input, used for even widths),
   filtered vertically 2:1 by the bicubic kernel (B = 0, C = 0.6, swscale's default parameters) at
@@ -44,16 +44,23 @@ def _chroma_taps() -> tuple[float, ...]:
 CHROMA_TAPS = _chroma_taps()
 
 
+def release_levels(chunk: torch.Tensor) -> torch.Tensor:
+    """Decoded frames `[3, F, H, W]` (about [-1, 1], any float dtype/device) -> their uint8 RGB levels
+    `[3, F, H, W]`, where they are, as the release makes them: float32, `clamp(127.5 x + 127.5, 0,
+    255)`, then a truncating cast."""
+    if chunk.ndim != 4 or chunk.shape[0] != 3:
+        raise ValueError(f"expected frames [3, F, H, W], got {tuple(chunk.shape)}")
+    return torch.clamp(127.5 * chunk.detach().float() + 127.5, 0, 255).to(torch.uint8)
+
+
 def frames_to_yuv420(chunk: torch.Tensor) -> torch.Tensor:
     """Decoded frames `[3, F, H, W]` (about [-1, 1]) -> uint8 yuv420p planes `[F, 3H/2, W]` (PyAV's
     layout for `VideoFrame.from_ndarray(..., format="yuv420p")`: the H x W luma plane, then the U and
     the V plane, `H/2 x W/2` each, flattened one after the other). H and W must be even."""
-    if chunk.ndim != 4 or chunk.shape[0] != 3:
-        raise ValueError(f"expected frames [3, F, H, W], got {tuple(chunk.shape)}")
+    rgb = release_levels(chunk).float()
     _, frames, height, width = chunk.shape
     if height % 2 or width % 2:
         raise ValueError(f"yuv420p needs an even height and width, got {height}x{width}")
-    rgb = torch.clamp(127.5 * chunk.detach().float() + 127.5, 0, 255).to(torch.uint8).float()
     luma = 16 + _mix(rgb, LUMA)  # (F, H, W)
     pairs = 0.5 * (rgb[..., 0::2] + rgb[..., 1::2])  # (3, F, H, W/2): two horizontal neighbours
     chroma = torch.stack([128 + _mix(pairs, CHROMA_U), 128 + _mix(pairs, CHROMA_V)])  # (2, F, H, W/2)
