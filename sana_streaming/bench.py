@@ -28,6 +28,7 @@ from sana_streaming.config import (
     MODE_PRESETS,
     RELEASE_HEIGHT,
     RELEASE_WIDTH,
+    VAE_DECODES,
 )
 from sana_streaming.options import EditOptions
 from sana_streaming.pipeline import SanaStreamingPipeline
@@ -56,7 +57,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="serialised: per-stage times, the device synchronised between stages; overlapped: as an "
         "edit runs, with time to first frame and chunk latency (default: both)",
     )
-    add("--decode", choices=["release_tiles", "exact"], help="streaming VAE decode (default: release_tiles)")
+    add("--decode", choices=VAE_DECODES, help="streaming VAE decode (see edit) (default: release_tiles)")
     add(
         "--x264_preset",
         default=DEFAULT_X264_PRESET,

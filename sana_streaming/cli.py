@@ -128,7 +128,7 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_arguments(add: AddArgument) -> None:
     """Flags of the model."""
-    from sana_streaming.config import MODE_PRESETS
+    from sana_streaming.config import MODE_PRESETS, VAE_DECODES
 
     add(
         "--mode",
@@ -149,9 +149,12 @@ def _add_model_arguments(add: AddArgument) -> None:
     add("--strict", action="store_true", help="unexpected checkpoint keys are an error")
     add(
         "--decode",
-        choices=["release_tiles", "exact"],
+        choices=VAE_DECODES,
         default="release_tiles",
-        help="streaming VAE decode: the release's temporal tiles (low latency) or the exact untiled decode",
+        help="streaming VAE decode: release_tiles (the release's temporal tiles, 3 latent frames of lag, "
+        "about 4 decoder passes a frame), exact (the untiled decode, 173 frames held back) or causal "
+        "(the decoder of the release's causal-decoder VAE ltx2_causal_vae_0516, one pass a frame and no "
+        "look-ahead; the V2V release does not use it)",
     )
     add(
         "--precision",
@@ -484,11 +487,16 @@ _FLAGS = {"steps": "--step", "max_seconds": "--duration"}
 
 def _validate(plan: EditPlan, args: argparse.Namespace, vae: VAEConfig) -> None:
     """The API's own check of the edit's options, as usage errors naming the flags."""
+    from sana_streaming.config import MODE_PRESETS
     from sana_streaming.errors import OptionError
     from sana_streaming.options import validate_options
 
     if args.fps is not None and args.fps <= 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
+    if plan.decode == "causal" and not MODE_PRESETS[plan.mode].chunked:
+        raise UsageError(
+            f"--decode causal needs long_streaming; {plan.mode} decodes the clip whole, as the release does"
+        )
     if args.video_format is not None:
         import av
 
@@ -598,8 +606,9 @@ def _plan_needs(plan: EditPlan) -> list[Need]:
     from sana_streaming.downloads import edit_needs
 
     return edit_needs(
-        load_config(plan.config), model_path=plan.model_path, video_path=plan.video_path,
-        input_latent_path=plan.input_latent_path, input_text_embed_path=plan.input_text_embed_path,
+        load_config(plan.config).with_decode(plan.decode), model_path=plan.model_path,
+        video_path=plan.video_path, input_latent_path=plan.input_latent_path,
+        input_text_embed_path=plan.input_text_embed_path,
     )  # fmt: skip
 
 

@@ -101,6 +101,10 @@ class ModelConfig:
     patch_size: tuple[int, int, int] | None = None
 
 
+VAEDecode = Literal["release_tiles", "exact", "causal"]
+VAE_DECODES: tuple[str, ...] = get_args(VAEDecode)
+
+
 @dataclass(frozen=True)
 class VAEConfig:
     """The YAML `vae:` section (release keys), plus `architecture` for random-weight test VAEs."""
@@ -117,14 +121,20 @@ class VAEConfig:
     tile_sample_min_num_frames: int = 96
     # diffusers `AutoencoderKLLTX2Video` constructor kwargs for a random-weight VAE (tiny configs).
     architecture: dict[str, Any] | None = None
-    # Streaming decode (ours, not a release key): "release_tiles" reproduces the release's temporal-tile
-    # decode (default, ~3 latent frames of lag); "exact" equals the untiled whole-clip decode with a
-    # look-ahead of 22 latent frames at the released depth, about a third of the tile mode's decoder time.
-    decode: Literal["release_tiles", "exact"] = "release_tiles"
+    # Streaming decode (ours, not a release key; docs/vae.md): "release_tiles" reproduces the release's
+    # temporal-tile decode (default, ~3 latent frames of lag); "exact" equals the untiled whole-clip decode
+    # with a look-ahead of 22 latent frames at the released depth, about a third of the tile mode's decoder
+    # time; "causal" streams the decoder of `causal_vae_pretrained`, one pass per frame and no look-ahead.
+    decode: VAEDecode = "release_tiles"
+    # The causal-decoder VAE of `decode: causal` (ours, not a release key): the folder ltx2_causal_vae_0516/
+    # of the SANA-Streaming hub repo, which the release's V2V script never loads. Such a folder holds
+    # config.json and diffusion_pytorch_model.safetensors with no `vae` subfolder (the release's
+    # `LTX2VAE_diffusers_causal` branch of `get_vae`, meefs/Sana @ 5498e5b, diffusion/model/builder.py).
+    causal_vae_pretrained: str = "hf://Efficient-Large-Model/SANA-Streaming/ltx2_causal_vae_0516"
 
     def __post_init__(self) -> None:
-        if self.decode not in ("release_tiles", "exact"):
-            raise ConfigError(f"vae.decode must be 'release_tiles' or 'exact', got {self.decode!r}")
+        if self.decode not in VAE_DECODES:
+            raise ConfigError(f"vae.decode must be one of {', '.join(VAE_DECODES)}, got {self.decode!r}")
 
 
 @dataclass(frozen=True)
@@ -348,6 +358,12 @@ class SanaStreamingConfig:
     @property
     def dit(self) -> DiTConfig:
         return resolve_dit_config(self)
+
+    def with_decode(self, decode: str | None) -> SanaStreamingConfig:
+        """This config with the streaming VAE decode `decode` (None: unchanged)."""
+        if decode is None:
+            return self
+        return dataclasses.replace(self, vae=dataclasses.replace(self.vae, decode=decode))
 
 
 def _model_dims(m: ModelConfig) -> dict[str, Any]:

@@ -89,8 +89,11 @@ def text_encoder_source(config: TextEncoderConfig, source: str | Path | None = N
 
 
 def model_needs(config: SanaStreamingConfig, model_path: str, *, text_encoder: bool = True) -> list[Need]:
-    """The released weights a pipeline loads: DiT checkpoint, VAE and (unless not wanted) text encoder."""
+    """The released weights a pipeline loads: DiT checkpoint, VAE, the causal-decoder VAE of
+    `vae.decode: causal`, and (unless not wanted) the text encoder."""
     needs = [Need("model_path", Source(model_path)), Need("vae", vae_source(config.vae.vae_pretrained))]
+    if config.vae.decode == "causal":
+        needs.append(Need("causal_vae", vae_source(config.vae.causal_vae_pretrained)))
     if text_encoder:
         needs.append(Need("text_encoder", text_encoder_source(config.text_encoder)))
     return needs

@@ -61,6 +61,8 @@ def load_models(
         # fp32 DiT is built
         local = resolve_needs(model_needs(config, model_path, text_encoder=load_text_encoder))
         vae_config = replace(config.vae, vae_pretrained=str(local["vae"]))
+        if "causal_vae" in local:
+            vae_config = replace(vae_config, causal_vae_pretrained=str(local["causal_vae"]))
         dit = build_dit(config, device="cpu", dtype=torch.float32)
         load_dit_checkpoint(dit, local["model_path"], strict)
         dit = dit.to(device=device, dtype=dtype)  # the release loads in fp32, then casts to bf16

@@ -100,8 +100,7 @@ class SanaStreamingPipeline:
         with `precision_plan`, see `models.dit.quantize.resolve_precision`) the DiT's GEMMs."""
         if isinstance(config, str):
             config = load_config(config)
-        if decode is not None:
-            config = replace(config, vae=replace(config.vae, decode=decode))
+        config = config.with_decode(decode)
         plan = resolve_precision(precision, config.dit.depth, precision_plan)
         models = load_models(
             config, model_path=model_path, random_weights=random_weights, device=device, strict=strict,

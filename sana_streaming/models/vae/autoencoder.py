@@ -21,11 +21,11 @@ from diffusers import AutoencoderKLLTX2Video
 from diffusers.utils import is_accelerate_available
 from torch import Tensor
 
-from sana_streaming.config import VAEConfig
+from sana_streaming.config import VAEConfig, VAEDecode
 from sana_streaming.downloads import vae_source
 from sana_streaming.hub import resolve
 from sana_streaming.models.random_init import redraw_
-from sana_streaming.models.vae.decoder import DecodeMode, IncrementalDecoder
+from sana_streaming.models.vae.decoder import IncrementalDecoder
 from sana_streaming.models.vae.encoder import ChunkedEncoder
 from sana_streaming.models.vae.fast_modules import swap_fast_modules_
 from sana_streaming.models.vae.normalise import LatentStatistics
@@ -122,6 +122,12 @@ def bidirectional_tiling(config: VAEConfig) -> DiffusersTiling:
     )
 
 
+def _statistics(model: AutoencoderKLLTX2Video) -> LatentStatistics:
+    """The latent statistics buffers of a loaded VAE (docs/vae.md, "Latent normalisation")."""
+    scaling = float(model.config.scaling_factor)
+    return LatentStatistics(mean=model.latents_mean, std=model.latents_std, scaling_factor=scaling)
+
+
 def release_encode_chunks(num_frames: int, temporal_ratio: int = 8) -> list[int]:
     """Chunk sizes of the release's causal encode: `F mod 8` (8 if that is 0), then 8s (docs/vae.md)."""
     first = num_frames % temporal_ratio or temporal_ratio
@@ -137,14 +143,20 @@ class LTX2VAE:
     """
 
     def __init__(
-        self, model: AutoencoderKLLTX2Video, vae_type: str, decode: DecodeMode = "release_tiles"
+        self,
+        model: AutoencoderKLLTX2Video,
+        vae_type: str,
+        decode: VAEDecode = "release_tiles",
+        causal_decoder: AutoencoderKLLTX2Video | None = None,
     ) -> None:
         self.model = model.eval()
         self.mode: VAEMode = vae_mode(vae_type)
-        self.decode_mode: DecodeMode = decode
-        self.stats = LatentStatistics(
-            mean=model.latents_mean, std=model.latents_std, scaling_factor=float(model.config.scaling_factor)
-        )
+        if decode == "causal" and causal_decoder is None and self.mode == "streaming":
+            raise VAELoadError("decode 'causal' needs the causal-decoder VAE (vae.causal_vae_pretrained)")
+        self.decode_mode: VAEDecode = decode
+        self.stats = _statistics(model)
+        # `decode: causal`: a second VAE whose decoder is causal (its encoder is dropped at load)
+        self.causal_decoder = causal_decoder.eval() if causal_decoder is not None else None
 
     def configure_bidirectional(self, config: VAEConfig) -> None:
         """Apply the bidirectional release's tiling to diffusers' model (used by `encode`/`decode`)."""
@@ -182,12 +194,18 @@ class LTX2VAE:
         return ChunkedEncoder(self.model, self.stats, normalise=normalise)
 
     def incremental_decoder(
-        self, decode: DecodeMode | None = None, normalise: bool = True
+        self, decode: VAEDecode | None = None, normalise: bool = True
     ) -> IncrementalDecoder:
-        """An incremental decoder; `decode` defaults to this VAE's `decode_mode`."""
-        return IncrementalDecoder(
-            self.model, self.stats, decode=decode or self.decode_mode, normalise=normalise
-        )
+        """An incremental decoder; `decode` defaults to this VAE's `decode_mode`. `causal` streams the
+        causal-decoder VAE's decoder exactly (`exact` on a causal decoder: no look-ahead), with that
+        VAE's own latent statistics."""
+        decode = decode or self.decode_mode
+        if decode != "causal":
+            return IncrementalDecoder(self.model, self.stats, decode=decode, normalise=normalise)
+        if self.causal_decoder is None:
+            raise ValueError("decode 'causal' needs the causal-decoder VAE (load_vae with vae.decode causal)")
+        model = self.causal_decoder
+        return IncrementalDecoder(model, _statistics(model), decode="exact", normalise=normalise)
 
     @torch.no_grad()
     def encode(self, video: Tensor) -> Tensor:
@@ -243,29 +261,56 @@ def load_vae(
         if config.weight_dtype not in _DTYPES:
             raise VAELoadError(f"unknown vae weight_dtype {config.weight_dtype!r}; known: {sorted(_DTYPES)}")
         dtype = _DTYPES[config.weight_dtype]
+    architecture = config.architecture or LTX2_RELEASE_ARCHITECTURE
     if random_weights:
-        architecture = config.architecture or LTX2_RELEASE_ARCHITECTURE
-        target = torch.device(device)
-        cuda_devices = [target.index or 0] if target.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices), target:  # leaves the caller's RNGs untouched
-            model = redraw_(AutoencoderKLLTX2Video(**architecture), seed=0)
-        if dtype != model.dtype:
-            model = model.to(dtype=dtype)
+        model = _random_vae(architecture, device, dtype, seed=0)
     else:
-        folder = _local_vae_folder(config.vae_pretrained)
-        # low_cpu_mem_usage needs accelerate (not a dependency): asking for it only where it is installed
-        # keeps diffusers from warning that it is missing on every load
-        model = AutoencoderKLLTX2Video.from_pretrained(
-            folder, torch_dtype=dtype, low_cpu_mem_usage=is_accelerate_available()
-        ).to(device)
+        model = _pretrained_vae(config.vae_pretrained, device, dtype)
+    _check_latent_channels(model, config)
+    causal = None
+    if config.decode == "causal" and vae_mode(config.vae_type) == "streaming":
+        if random_weights:  # the released architecture with a causal decoder (the real one's is read)
+            causal = _random_vae({**architecture, "decoder_causal": True}, device, dtype, seed=1)
+        else:
+            causal = _pretrained_vae(config.causal_vae_pretrained, device, dtype)
+        _check_latent_channels(causal, config)
+        if not causal.config.decoder_causal:
+            raise VAELoadError(f"{config.causal_vae_pretrained}: its decoder is not causal (decoder_causal)")
+    for loaded in (model, causal):
+        if fast_modules and loaded is not None:
+            swap_fast_modules_(loaded)
+    if causal is not None:
+        causal.encoder = None  # only its decoder is used: the source is encoded by the LTX-2 VAE
+    vae = LTX2VAE(model, config.vae_type, decode=config.decode, causal_decoder=causal)
+    if vae.mode == "bidirectional":
+        vae.configure_bidirectional(config)
+    return vae
+
+
+def _random_vae(
+    architecture: dict[str, Any], device: torch.device | str, dtype: torch.dtype, seed: int
+) -> AutoencoderKLLTX2Video:
+    """A VAE of `architecture` with weights drawn from a private generator (`random_init.redraw_`)."""
+    target = torch.device(device)
+    cuda_devices = [target.index or 0] if target.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices), target:  # leaves the caller's RNGs untouched
+        model = redraw_(AutoencoderKLLTX2Video(**architecture), seed=seed)
+    return model.to(dtype=dtype) if dtype != model.dtype else model
+
+
+def _pretrained_vae(path: str, device: torch.device | str, dtype: torch.dtype) -> AutoencoderKLLTX2Video:
+    """diffusers' VAE from a folder, hub URI or repo id (`_local_vae_folder`)."""
+    folder = _local_vae_folder(path)
+    # low_cpu_mem_usage needs accelerate (not a dependency): asking for it only where it is installed
+    # keeps diffusers from warning that it is missing on every load
+    return AutoencoderKLLTX2Video.from_pretrained(
+        folder, torch_dtype=dtype, low_cpu_mem_usage=is_accelerate_available()
+    ).to(device)
+
+
+def _check_latent_channels(model: AutoencoderKLLTX2Video, config: VAEConfig) -> None:
     if model.config.latent_channels != config.vae_latent_dim:
         raise VAELoadError(
             f"VAE has {model.config.latent_channels} latent channels, "
             f"but vae_latent_dim is {config.vae_latent_dim}"
         )
-    if fast_modules:
-        swap_fast_modules_(model)
-    vae = LTX2VAE(model, config.vae_type, decode=config.decode)
-    if vae.mode == "bidirectional":
-        vae.configure_bidirectional(config)
-    return vae

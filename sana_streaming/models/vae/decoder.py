@@ -10,7 +10,8 @@ Two modes behind one interface (`IncrementalDecoder(decode=...)`):
 - `exact`: equals the untiled whole-clip decode. The decoder is non-causal, so every temporal conv holds
   back one frame of its input until the next arrives; stacked, that is a fixed look-ahead computed from the
   layer structure (`lookahead_latents`: 22 latent frames for the released depth, 173 pixel frames). One
-  decoder pass per frame.
+  decoder pass per frame. On a causal decoder (`decoder_causal: true`, the release's causal-decoder VAE)
+  the look-ahead is 0: `LTX2VAE`'s `causal` decode is this mode on that VAE.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ class IncrementalDecoder:
         else:
             self._impl = _TileDecode(model, TemporalTiling(temporal_ratio=self.temporal_ratio))
         self.lookahead_latents: int = lookahead_latents(self._impl, self.temporal_ratio)
-        if decode == "exact":
+        if decode == "exact" and self.lookahead_latents > 0:
             logger.info(
                 "exact VAE decode: %d latent frames of look-ahead (%d video frames held back)",
                 self.lookahead_latents,
