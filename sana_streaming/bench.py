@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from sana_streaming.config import (
+    CHUNK_VIDEO_FRAMES,
     COMPILE_MODES,
     DEFAULT_X264_PRESET,
     ENCODERS,
@@ -32,6 +33,7 @@ from sana_streaming.config import (
 )
 from sana_streaming.options import EditOptions
 from sana_streaming.pipeline import SanaStreamingPipeline
+from sana_streaming.sampling.streaming import chunk_sizes
 from sana_streaming.stages import ProgressEvent
 from sana_streaming.telemetry import LatencyLog
 from sana_streaming.timing import EventStageTimer, StageTimer
@@ -48,7 +50,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add("--num_frames", type=int, help="frames of the synthetic clip (default: 969 / 81 by mode)")
     add("--height", type=int, default=RELEASE_HEIGHT, help="frame height in pixels")
     add("--width", type=int, default=RELEASE_WIDTH, help="frame width in pixels")
-    add("--warmup_frames", type=int, default=49, help="frames of the untimed warm-up edit")
+    add(
+        "--warmup_frames",
+        type=int,
+        help="frames of the untimed warm-up edit (default: the timed clip's first chunk and one more, "
+        "57 frames for 969; the whole clip in bidirectional_short)",
+    )
     add("--repeats", type=int, default=1, help="timed edits of each kind; the table shows their medians")
     add(
         "--timing",
@@ -88,7 +95,8 @@ def run_bench(args: argparse.Namespace) -> int:
                           width=args.width, compile=args.compile)  # fmt: skip
     writer = {"preset": args.x264_preset, "encoder": args.encoder}  # pipe.edit's writer arguments
     with tempfile.TemporaryDirectory() as tmp:
-        warm = write_synthetic_clip(Path(tmp) / "warm.mp4", args.warmup_frames, args.height, args.width)
+        warm_frames = args.warmup_frames or warmup_frames(frames, preset.chunked)
+        warm = write_synthetic_clip(Path(tmp) / "warm.mp4", warm_frames, args.height, args.width)
         clip = write_synthetic_clip(Path(tmp) / "clip.mp4", frames, args.height, args.width)
         pipe.edit(warm, Path(tmp) / "warm_out.mp4", options, audio=False, **writer)
         out = Path(tmp) / "out.mp4"
@@ -100,10 +108,22 @@ def run_bench(args: argparse.Namespace) -> int:
                 runs.append(_timed_edit(pipe, clip, out, options, writer))
             if overlap:
                 overlapped.append(_overlapped_edit(pipe, clip, out, options, writer))
-    report = _report(args, pipe.device, runs, overlapped)
+    setting = {"decode": pipe.vae.decode_mode, "warmup_frames": warm_frames}
+    report = _report(args, pipe.device, setting, runs, overlapped)
     _print_report(report)
     Path(args.out).write_text(json.dumps(report, indent=1))
     return 0
+
+
+def warmup_frames(frames: int, chunked: bool, temporal_ratio: int = 8) -> int:
+    """Frames of a warm-up edit with every chunk shape of a timed edit of `frames`: its first chunk and
+    one of the steady size (the whole clip when not `chunked`). The first forward of each shape compiles
+    kernels and captures graphs (seconds with `--compile max`), which the timed edit should not include."""
+    if not chunked:
+        return frames
+    steady = CHUNK_VIDEO_FRAMES // temporal_ratio
+    first = chunk_sizes((frames - 1) // temporal_ratio + 1, steady)[0]
+    return temporal_ratio * (first + steady - 1) + 1
 
 
 def _timed_edit(
@@ -162,7 +182,11 @@ def _overlapped_edit(
 
 
 def _report(
-    args: argparse.Namespace, device: torch.device, runs: list[dict], overlapped: list[dict]
+    args: argparse.Namespace,
+    device: torch.device,
+    setting: dict[str, object],
+    runs: list[dict],
+    overlapped: list[dict],
 ) -> dict[str, object]:
     """The JSON report: the setting, the medians of every timed stage, the rates and each run."""
     report = {
@@ -175,6 +199,7 @@ def _report(
         "compile": args.compile,
         "precision": args.precision,
         "repeats": args.repeats,
+        **setting,
     }
     if runs:
         median = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k.endswith("_s")}

@@ -11,7 +11,9 @@ import pytest
 from helpers_hub import fake_hub_cache, stub_model_folders, use_cache
 from helpers_video import decoded_frames, make_clip, probe
 
+from sana_streaming.bench import warmup_frames
 from sana_streaming.cli import main
+from sana_streaming.sampling.streaming import chunk_sizes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -433,7 +435,7 @@ def test_bench_reports_serialised_stages_and_an_overlapped_edit_with_first_frame
     assert main(["bench", "--config", "tiny_random", "--device", "cpu", "--height", "64", "--width", "96",
                  "--num_frames", "49", "--warmup_frames", "25", "--out", str(out)]) == 0  # fmt: skip
     report = json.loads(out.read_text())
-    assert report["frames"] == 49
+    assert report["frames"] == 49 and (report["warmup_frames"], report["decode"]) == (25, "release_tiles")
     median = report["median"]
     stages = sum(median[k] for k in ("text_s", "encode_s", "dit_s", "decode_s", "write_s", "other_s"))
     assert stages == pytest.approx(median["wall_s"]) and median["dit_s"] > 0
@@ -445,6 +447,16 @@ def test_bench_reports_serialised_stages_and_an_overlapped_edit_with_first_frame
     assert 0 < latency["median"] <= latency["p95"] <= latency["max"] < overlapped["wall_s"]
     assert run["host_stage_s"]["dit"] > 0 and run["gpu_stage_s"] == {}  # no CUDA events on a CPU
     assert "first frame after" in capsys.readouterr().out
+
+
+def test_bench_warms_up_every_chunk_shape_of_the_timed_edit():
+    """The default warm-up has the timed clip's first chunk and one steady chunk (a 969-frame edit starts
+    with 5 latent frames; the former default of 49 frames started with 4)."""
+    for frames in (25, 49, 57, 65, 969, 3873):
+        timed = chunk_sizes((frames - 1) // 8 + 1)
+        warm = chunk_sizes((warmup_frames(frames, chunked=True) - 1) // 8 + 1)
+        assert warm == [timed[0], 3]
+    assert warmup_frames(969, chunked=True) == 57 and warmup_frames(81, chunked=False) == 81
 
 
 def test_fragmented_output_is_a_finished_playable_mp4_and_is_refused_for_streams(workdir, capsys):
