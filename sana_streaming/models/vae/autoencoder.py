@@ -253,9 +253,10 @@ def load_vae(
     `dtype` defaults to `config.weight_dtype` (bf16 in the release configs). Random weights use
     `config.architecture`, else the released architecture (`LTX2_RELEASE_ARCHITECTURE`), drawn from a
     private generator with a fixed seed (`random_init.redraw_`) so runs repeat. In bidirectional mode
-    the release's tiling settings are applied. Unless `fast_modules` is False (benchmarks compare
-    both), the reflect pads and norm-SiLU pairs are swapped for faster modules holding the same
-    parameters (`fast_modules.swap_fast_modules_`).
+    the release's tiling settings are applied. `decode: causal` (streaming) also loads the decoder of
+    `causal_vae_pretrained` (random weights: the same architecture with `decoder_causal: true`, another
+    seed). Unless `fast_modules` is False (benchmarks compare both), the reflect pads and norm-SiLU pairs
+    are swapped for faster modules holding the same parameters (`fast_modules.swap_fast_modules_`).
     """
     if dtype is None:
         if config.weight_dtype not in _DTYPES:
