@@ -55,9 +55,10 @@ def overlapped_rows(name: str, data: dict) -> list[str]:
     wall = f"{o['wall_s']:.1f}"
     if len(runs) > 1:  # the median, then each run's
         wall += " (" + ", ".join(f"{r['wall_s']:.1f}" for r in runs) + ")"
+    decode = f", decode {data['decode']}" if "decode" in data else ""  # recorded since 12-07
     return [
         f"| {name} | {data['mode']}, x264 {data['x264_preset']}, compile {data.get('compile') or 'default'}, "
-        f"{data.get('precision', 'bf16')} | {data['frames']} @ {data['size'][0]}x{data['size'][1]} | "
+        f"{data.get('precision', 'bf16')}{decode} | {data['frames']} @ {data['size'][0]}x{data['size'][1]} | "
         f"{wall} | {o['fps_end_to_end']:.1f} | {o['first_frame_s']:.2f} | "
         f"{latency['median']:.2f} / {latency['p95']:.2f} | {o['peak_gib'] or 0:.1f} |"
     ]
