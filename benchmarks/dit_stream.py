@@ -8,9 +8,10 @@ forwards), the steady chunk time (median over the chunks after every forward kin
 DiT FPS, achieved TFLOP/s against the measured bf16 GEMM rate of the model's own GEMM shapes, kernel
 launches per forward and peak memory. The graph stream's latents are compared with the eager stream's,
 chunk by chunk. `--bidirectional` also times one 81-frame, 50-step, CFG 6 sample of the bidirectional
-model, op by op and with the fused kernels. A mode `MODE:PRECISION` (`max:fp8`, `max:mpq` with
-`--plan`) streams a copy of the model with its GEMMs quantised (`models.dit.quantize`), compared with
-the eager bf16 stream like the others; its peak memory includes the bf16 model kept beside it.
+model, op by op, with the fused kernels and with them in FP8. A mode `MODE:PRECISION` (`max:fp8`,
+`max:mpq` with `--plan`) streams a copy of the model with its GEMMs quantised (`models.dit.quantize`),
+compared with the eager bf16 stream like the others; its peak memory includes the bf16 model kept
+beside it.
 Prints tables and writes JSON for `render_results.py`.
 
     PYTHONPATH=. python benchmarks/dit_stream.py --out benchmarks/results/dit_stream_h200.json
@@ -141,13 +142,16 @@ def relative_errors(got: list[torch.Tensor], want: list[torch.Tensor]) -> list[f
 
 
 def bidirectional_sample_s(gen: torch.Generator) -> dict:
-    """Seconds of one 81-frame (21 latent frames) 50-step CFG sample of the bidirectional model, op by
-    op and with the fused kernels."""
+    """Seconds of one 81-frame (11 latent frames) 50-step CFG sample of the bidirectional model: op by
+    op, with the fused kernels, and fused with every large GEMM in FP8; and the sample's FLOPs (one
+    counted forward times the model calls)."""
     preset = MODE_PRESETS["bidirectional_short"]
     config = load_config(preset.config)
     model = build_dit(config, device="cuda", dtype=torch.bfloat16)
     randomize_dit_(model, seed=0)
-    T = 21
+    fp8 = copy.deepcopy(model)
+    quantize_dit_(fp8, resolve_precision("fp8", config.dit.depth))
+    T = (preset.num_frames - 1) // config.vae.vae_stride[0] + 1  # 81 frames: 11
     source = torch.randn(1, 128, T, H, W, device="cuda", generator=gen, dtype=torch.bfloat16)
     noise = torch.randn(1, 128, T, H, W, device="cuda", generator=gen)
     prompt = random_prompt(config.dit.caption_channels, gen)
@@ -159,20 +163,32 @@ def bidirectional_sample_s(gen: torch.Generator) -> dict:
 
     sched = config.scheduler
     shift = sched.inference_flow_shift if sched.inference_flow_shift is not None else sched.flow_shift
+    calls: list[int] = []
 
-    def sample(steps: int, fused: bool):
-        return sample_flow_dpm_solver(
-            lambda x, t: model(x, t, text, None, pair, fused=fused), noise, steps=steps, shift=shift,
-            cfg_scale=preset.cfg_scale,
-        )  # fmt: skip
+    def sample(net, steps: int, fused: bool):
+        def velocity(x, t):
+            calls.append(x.shape[0])
+            return net(x, t, text, None, pair[: x.shape[0]], fused=fused)
+
+        return sample_flow_dpm_solver(velocity, noise, steps=steps, shift=shift, cfg_scale=preset.cfg_scale)
 
     seconds = {}
     with torch.inference_mode():
-        for fused in (False, True):
-            cuda_ms(lambda: sample(2, fused))  # noqa: B023
-            ms = cuda_ms(lambda: sample(preset.steps, fused))[0]  # noqa: B023
-            seconds["fused_s" if fused else "eager_s"] = ms / 1e3
-    return {"steps": preset.steps, "cfg_scale": preset.cfg_scale, "latent_frames": T, **seconds}
+        variants = (("eager_s", model, False), ("fused_s", model, True), ("fp8_fused_s", fp8, True))
+        for key, net, fused in variants:
+            cuda_ms(lambda: sample(net, 2, fused))  # noqa: B023
+            calls.clear()
+            ms = cuda_ms(lambda: sample(net, preset.steps, fused))[0]  # noqa: B023
+            seconds[key] = ms / 1e3
+        counter = FlopCounterMode(display=False)
+        timestep = torch.full((2,), 500.0, device="cuda")
+        with counter:
+            model(torch.cat([noise, noise]).to(torch.bfloat16), timestep, text, None, pair)
+    if set(calls) != {2}:
+        raise RuntimeError(f"expected only guided model calls, got batch sizes {sorted(set(calls))}")
+    flops = len(calls) * counter.get_total_flops()
+    return {"steps": preset.steps, "cfg_scale": preset.cfg_scale, "latent_frames": T,
+            "model_calls": len(calls), "flops": flops, **seconds}  # fmt: skip
 
 
 def main() -> None:
@@ -275,8 +291,10 @@ def print_tables(results: dict) -> None:
             print(f"  {ms:7.2f}  {name}")
     if results["bidirectional"]:
         b = results["bidirectional"]
-        print(f"bidirectional {b['latent_frames']} latent frames, {b['steps']} steps, CFG {b['cfg_scale']}: "
-              f"{b['eager_s']:.2f} s op by op, {b['fused_s']:.2f} s fused")  # fmt: skip
+        rate = b["flops"] / b["fused_s"] / 1e12
+        print(f"bidirectional {b['latent_frames']} latent frames, {b['steps']} steps, CFG {b['cfg_scale']} "
+              f"({b['flops'] / 1e15:.2f} PFLOP counted): {b['eager_s']:.2f} s op by op, {b['fused_s']:.2f} "
+              f"s fused ({rate:.0f} TFLOP/s), {b['fp8_fused_s']:.2f} s fused in FP8")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Render benchmarks/RESULTS.md from the JSON files in benchmarks/results/ (written by
 `benchmarks/dit_forward.py`, `benchmarks/dit_stream.py`, `benchmarks/mpq_quality.py`,
-`benchmarks/batch_throughput.py`, `benchmarks/x264_presets.py`, `kernels/bench_vae.py` and
-`sana-streaming bench`). Run after copying new results in:
+`benchmarks/batch_throughput.py`, `benchmarks/x264_presets.py`, `benchmarks/flop_budget.py`,
+`kernels/bench_vae.py` and `sana-streaming bench`). Run after copying new results in:
 
     python benchmarks/render_results.py
 """
@@ -42,8 +42,34 @@ def bidirectional_rows(name: str, data: dict) -> list[str]:
     b = data.get("bidirectional")
     if not b:
         return []
-    return [f"| {name} | {b['latent_frames']} | {b['steps']} | {b['cfg_scale']:g} | {b['eager_s']:.2f} | "
-            f"{b['fused_s']:.2f} |"]  # fmt: skip
+    frames = 8 * (b["latent_frames"] - 1) + 1
+    fp8 = f"{b['fp8_fused_s']:.2f}" if "fp8_fused_s" in b else "–"  # timed since 12-07
+    rate = f"{b['flops'] / b['fused_s'] / 1e12:.0f}" if "flops" in b else "–"
+    return [f"| {name} | {frames} ({b['latent_frames']}) | {b['steps']} | {b['cfg_scale']:g} | "
+            f"{b['eager_s']:.2f} | {b['fused_s']:.2f} | {rate} | {fp8} |"]  # fmt: skip
+
+
+def flop_rows(name: str, data: dict) -> list[str]:
+    """Per stage and per edit (encode + DiT + each decode): TFLOP per chunk and the bound at the peak."""
+    peak = data["peak_tflops"] * 1e12
+    per = data["frames_per_chunk"]
+    stages = data["stage_flops"]
+    named = dict(stages)
+    for decode in (key.removeprefix("decode ") for key in stages if key.startswith("decode ")):
+        named[f"edit with decode {decode}"] = stages["encode"] + stages["dit"] + stages[f"decode {decode}"]
+    rows = [
+        f"| {name} | {stage} | {flops / 1e12:.1f} | {flops / peak * 1e3:.1f} | {per * peak / flops:.0f} |"
+        for stage, flops in named.items()
+    ]
+    return rows
+
+
+def flop_sample_rows(name: str, data: dict) -> list[str]:
+    b = data["bidirectional"]
+    peak = data["peak_tflops"] * 1e12
+    calls = f"{b['model_calls']} ({b['guided_calls']} guided)"
+    return [f"| {name} | {b['frames']} ({b['latent_frames']}) | {calls} | {b['flops'] / 1e15:.2f} | "
+            f"{b['flops'] / peak:.1f} |"]  # fmt: skip
 
 
 def overlapped_rows(name: str, data: dict) -> list[str]:
@@ -116,9 +142,13 @@ def vae_rows(name: str, data: dict) -> list[str]:
 
 def main() -> None:
     dit, stream, bidirectional, bench, presets, quality, batch, overlapped = [], [], [], [], [], [], [], []
-    vae = []
+    vae, flops, flop_samples = [], [], []
     for path in sorted((HERE / "results").glob("*.json")):
         data = json.loads(path.read_text())
+        if data.get("kind") == "flop_budget":  # benchmarks/flop_budget.py (counted on the meta device)
+            flops.extend(flop_rows(f"{path.stem} (torch {data['torch']})", data))
+            flop_samples.extend(flop_sample_rows(f"{path.stem} (torch {data['torch']})", data))
+            continue
         if "meta" in data and "results" in data:  # kernels/bench_vae.py
             vae.extend(
                 vae_rows(f"{path.stem} ({data['meta']['device']}, torch {data['meta']['torch']})", data)
@@ -170,10 +200,12 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
         *stream,
         "",
-        "One bidirectional sample (81 frames, flow DPM-Solver, CFG), op by op and with the fused kernels:",
+        "One bidirectional sample (flow DPM-Solver, CFG), op by op, with the fused kernels and with "
+        "them in FP8; TFLOP/s of the fused run from the sample's counted FLOPs. Runs before 12-07 timed "
+        "21 latent frames (161 video frames) by mistake; the release's 81 frames are 11 latent frames.",
         "",
-        "| run | latent frames | steps | CFG | op by op s | fused s |",
-        "|---|---|---|---|---|---|",
+        "| run | video (latent) frames | steps | CFG | op by op s | fused s | fused TFLOP/s | fused FP8 s |",
+        "|---|---|---|---|---|---|---|---|",
         *bidirectional,
         "",
         "MODE:fp8 quantises every large GEMM to FP8 (W8A8 e4m3), MODE:mpq the groups of the run's "
@@ -225,6 +257,24 @@ def main() -> None:
         "| run | path | ms / 24 frames | steady ms / 24 frames | peak GiB |",
         "|---|---|---|---|---|",
         *vae,
+        "",
+        "## The work of each stage (`benchmarks/flop_budget.py`, counted, not timed)",
+        "",
+        "FLOPs that PyTorch counts per 24 video frames at 1280x704 in each stage's steady state (the "
+        "full-size models on the meta device), the milliseconds they take at the bf16 peak the run names "
+        "(the H200's dense 989.5 TFLOP/s by default) and the frame rate that allows: ceilings, not "
+        "expectations. An edit is the sum of its encode, DiT and decode.",
+        "",
+        "| run | stage | TFLOP / 24 frames | ms at peak | FPS at most |",
+        "|---|---|---|---|---|",
+        *flops,
+        "",
+        "One bidirectional sample (the release's 50 steps at CFG 6, each guided call a forward of the "
+        "[uncond, cond] pair), whole:",
+        "",
+        "| run | video (latent) frames | model calls | PFLOP | s at peak |",
+        "|---|---|---|---|---|",
+        *flop_samples,
         "",
         "## The writer per x264 preset (`benchmarks/x264_presets.py`, crf 25, synthetic frames)",
         "",
