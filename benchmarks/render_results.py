@@ -135,7 +135,7 @@ def vae_rows(name: str, data: dict) -> list[str]:
 
     return [
         f"| {name} | {r['path']} | {r['ms_per_24_frames']:.1f} | {cell(r['ms_steady_per_24_frames'])} | "
-        f"{r['peak_extra_gib']:.2f} |"
+        f"{cell(r.get('tflops'))} | {r['peak_extra_gib']:.2f} |"  # TFLOP/s: counted since 12-07
         for r in data["results"]
     ]
 
@@ -251,11 +251,11 @@ def main() -> None:
         "## The VAE's paths (`kernels/bench_vae.py`, full size, random weights, bf16, 704x1280)",
         "",
         "97 frames encoded, 33 latents decoded in pushes of 3 latents; CUDA-event medians of 3 runs after "
-        "a warm-up, per 24 video frames; steady: one push once the stream is full; peak: memory above the "
-        "weights and inputs.",
+        "a warm-up, per 24 video frames; steady: one push once the stream is full; TFLOP/s: the FLOPs "
+        "PyTorch counts in the path over its median time; peak: memory above the weights and inputs.",
         "",
-        "| run | path | ms / 24 frames | steady ms / 24 frames | peak GiB |",
-        "|---|---|---|---|---|",
+        "| run | path | ms / 24 frames | steady ms / 24 frames | TFLOP/s | peak GiB |",
+        "|---|---|---|---|---|---|",
         *vae,
         "",
         "## The work of each stage (`benchmarks/flop_budget.py`, counted, not timed)",

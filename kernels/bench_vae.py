@@ -2,19 +2,24 @@
 
 Full-size VAE (the released architecture, `LTX2_RELEASE_ARCHITECTURE`) with random weights, bf16, on one
 GPU. Times are CUDA-event medians over `--repeats` runs after one warm-up, reported per 24 video frames;
-"steady" is the median time of one push of 3 latents (24 frames) once the stream is full. Peak memory is
-`max_memory_allocated` during the path minus what was allocated before it (weights, inputs); it
-includes the path's own outputs (the concatenated video or latents). "state" is the most bytes a stream
-held between two pushes.
+"steady" is the median time of one push of 3 latents (24 frames) once the stream is full. TFLOP/s is
+the FLOPs PyTorch counts in one run of the path (`FlopCounterMode`, an extra run before the warm-up)
+over its median time. Peak memory is `max_memory_allocated` during the path minus what was allocated
+before it (weights, inputs); it includes the path's own outputs (the concatenated video or latents).
+"state" is the most bytes a stream held between two pushes. `--cudnn_benchmark both` runs every path
+with cuDNN's heuristic algorithm choice and then with its autotuner (`torch.backends.cudnn.benchmark`),
+which times the algorithms of each new convolution shape on first use.
 
     python kernels/bench_vae.py --out bench_vae.json            # H100: 704x1280, 97 frames / 33 latents
     python kernels/bench_vae.py --modules both --out vae.json   # diffusers' modules, then the fast ones
+    python kernels/bench_vae.py --cudnn_benchmark both          # cuDNN's heuristics, then its autotuner
     python kernels/bench_vae.py --tiny --device cpu             # smoke run of the script itself
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -23,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from sana_streaming.config import VAEConfig, load_config
 from sana_streaming.models.vae import LTX2VAE, load_vae
@@ -35,6 +41,7 @@ class Result:
     ms_total: float
     ms_per_24_frames: float
     ms_steady_per_24_frames: float | None
+    tflops: float  # counted FLOPs over the median time
     peak_extra_gib: float
     state_mib: float | None
     rel_diff_vs_whole: float | None
@@ -87,6 +94,9 @@ def bench_path(
     reference: torch.Tensor | None,
 ) -> tuple[Result, torch.Tensor]:
     """`run()` returns (output, per-push steady times in ms, most state bytes held between pushes)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run()
     run()  # warm-up
     totals: list[float] = []
     steady: list[float] = []
@@ -106,6 +116,7 @@ def bench_path(
         ms_total=round(total, 2),
         ms_per_24_frames=round(total * 24 / frames, 2),
         ms_steady_per_24_frames=round(statistics.median(steady), 2) if steady else None,
+        tflops=round(counter.get_total_flops() / total / 1e9, 1),
         peak_extra_gib=round(peak, 3),
         state_mib=None if state is None else round(state / 2**20, 1),
         rel_diff_vs_whole=None if reference is None else float(f"{_rel(out, reference):.3g}"),
@@ -222,6 +233,12 @@ def main() -> None:
         default="fast",
         help="the VAE as load_vae builds it (fast), with diffusers' own modules (eager), or both in turn",
     )
+    parser.add_argument(
+        "--cudnn_benchmark",
+        choices=("off", "on", "both"),
+        default="off",
+        help="cuDNN's autotuner off (PyTorch's default), on, or off and then on",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
 
@@ -240,7 +257,9 @@ def main() -> None:
     )
     results: list[Result] = []
     latents = None
-    for fast in {"fast": [True], "eager": [False], "both": [False, True]}[args.modules]:
+    module_choices = {"fast": [True], "eager": [False], "both": [False, True]}[args.modules]
+    cudnn_choices = {"off": [False], "on": [True], "both": [False, True]}[args.cudnn_benchmark]
+    for fast, autotune in itertools.product(module_choices, cudnn_choices):
         # the same random weights each time (a fixed seed); only the modules differ
         vae: LTX2VAE = load_vae(config, device=device, dtype=dtype, random_weights=True, fast_modules=fast)
         h, w = args.height // vae.spatial_ratio, args.width // vae.spatial_ratio
@@ -248,7 +267,11 @@ def main() -> None:
             latents = torch.randn(1, vae.latent_channels, args.latents, h, w, generator=gen, device=device)
             latents = latents.to(dtype)
         label = ("fast: " if fast else "eager: ") if args.modules == "both" else ""
+        if args.cudnn_benchmark == "both":
+            label += "cudnn autotuned: " if autotune else "cudnn heuristic: "
+        torch.backends.cudnn.benchmark = autotune
         results += bench_all_paths(vae, video, latents, args, timer, device, label)
+    torch.backends.cudnn.benchmark = False
     model = vae.model
 
     meta = {
@@ -259,10 +282,12 @@ def main() -> None:
         "latents": [1, vae.latent_channels, args.latents, h, w],
         "parameters": sum(p.numel() for p in model.parameters()),
         "exact_lookahead_latents": vae.incremental_decoder("exact").lookahead_latents,
+        "cudnn_benchmark": args.cudnn_benchmark,
     }
     print(json.dumps(meta))
     header = (
-        f"{'path':30s} {'frames':>6s} {'ms total':>9s} {'ms/24f':>8s} {'steady/24f':>10s} {'peak GiB':>9s} "
+        f"{'path':46s} {'frames':>6s} {'ms total':>9s} {'ms/24f':>8s} {'steady/24f':>10s} {'TFLOP/s':>8s} "
+        f"{'peak GiB':>9s} "
     )
     print(header + f"{'state MiB':>9s} {'rel vs whole':>12s}")
     for r in results:
@@ -270,8 +295,8 @@ def main() -> None:
         state = "-" if r.state_mib is None else f"{r.state_mib:.1f}"
         rel = "-" if r.rel_diff_vs_whole is None else f"{r.rel_diff_vs_whole:.3g}"
         print(
-            f"{r.path:30s} {r.frames:6d} {r.ms_total:9.1f} {r.ms_per_24_frames:8.1f} {steady:>10s} "
-            f"{r.peak_extra_gib:9.2f} {state:>9s} {rel:>12s}"
+            f"{r.path:46s} {r.frames:6d} {r.ms_total:9.1f} {r.ms_per_24_frames:8.1f} {steady:>10s} "
+            f"{r.tflops:8.1f} {r.peak_extra_gib:9.2f} {state:>9s} {rel:>12s}"
         )
     if args.out is not None:
         tmp = args.out.with_suffix(".tmp")
