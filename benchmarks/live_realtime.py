@@ -1,7 +1,7 @@
 """A live edit of a real-time source: a synthetic clip served over TCP (MPEG-TS) at its own frame rate,
 edited by `sana-streaming edit` as it arrives. Prints and writes (JSON) the frames sent, edited and
-dropped, and the source-to-output latency of each written batch (`--stats_json`: from when the editor
-read a chunk to when its edit went to the writer).
+dropped, and the source-to-output latency of each written batch (`--stats_json`: from when the editor's
+reading thread decoded a chunk to when its edit went to the writer).
 
 The sender accepts the editor's connection (the editor builds its models first), then sends each packet
 at its time stamp, as a camera or a live encoder would; the editor reads a `tcp://` source as live, so

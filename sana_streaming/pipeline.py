@@ -232,7 +232,7 @@ class SanaStreamingPipeline:
         with run.stage("decode"):
             tail = decoder.flush()
         if tail.shape[2]:
-            run.count_frames("decode", tail.shape[2], tail[0])
+            run.count_frames("decode", tail.shape[2], tensor=tail[0])
             yield tail[0]
 
     def _decode(
@@ -244,7 +244,7 @@ class SanaStreamingPipeline:
             with run.stage("decode"):
                 frames = decoder.push(chunk.latents.to(self.dtype))
             if frames.shape[2]:
-                run.count_frames("decode", frames.shape[2], frames[0])
+                run.count_frames("decode", frames.shape[2], tensor=frames[0])
                 yield frames[0]
 
     def _bidirectional(
@@ -268,7 +268,7 @@ class SanaStreamingPipeline:
             run.record.keep(noise, source, latents)
         with run.stage("decode"):
             frames = self.vae.decode(latents.to(self.dtype))[0]
-        run.count_frames("decode", frames.shape[1], frames)
+        run.count_frames("decode", frames.shape[1], tensor=frames)
         return frames
 
     # ---- files --------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import collections
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -41,7 +42,9 @@ class ProgressEvent:
     the source, in order), chunks for streaming denoise, sampler steps for bidirectional denoise,
     prompts for text; `total` is None while the source's length is unknown. `tensor` is the chunk's
     denoised latents `(1, C, T, h, w)` (streaming denoise, `start` its first latent frame) or its
-    decoded frames `[3, F, H, W]` (decode)."""
+    decoded frames `[3, F, H, W]` (decode). `read_at` (read events) is the `time.perf_counter()` at
+    which the chunk came off the source, on the reading thread: the event itself is sent when the edit
+    takes the chunk, which can be two chunks later when the edit runs behind the source."""
 
     stage: Stage
     done: int
@@ -49,6 +52,7 @@ class ProgressEvent:
     unit: str
     tensor: Tensor | None = None
     start: int | None = None
+    read_at: float | None = None
 
 
 ProgressFn = Callable[[ProgressEvent], None]
@@ -123,10 +127,26 @@ class StreamRun:
         if self.progress is not None:
             self.progress(ProgressEvent(stage, done, total, unit, **extra))  # type: ignore[arg-type]
 
-    def count_frames(self, stage: Stage, frames: int, tensor: Tensor | None = None) -> None:
-        """Report `frames` more video frames through `stage` (encode, decode, write)."""
+    def count_frames(self, stage: Stage, frames: int, **extra: object) -> None:
+        """Report `frames` more video frames through `stage` (read, encode, decode, write); `extra`:
+        the event's `tensor` or `read_at`."""
         done = self._counts[stage] = self._counts.get(stage, 0) + frames
-        self.report(stage, done, self.total_frames, "frame", tensor=tensor)
+        self.report(stage, done, self.total_frames, "frame", **extra)
+
+
+@dataclass(frozen=True)
+class ReadChunk:
+    """Decoded source frames `[3, F, H_src, W_src]` (uint8, `VideoReader.raw_chunks`) and the
+    `time.perf_counter()` at which they came off the source."""
+
+    frames: Tensor
+    read_at: float
+
+
+def stamped(chunks: Iterator[Tensor]) -> Iterator[ReadChunk]:
+    """Each chunk with the time it was produced (run it on the reading thread)."""
+    for chunk in chunks:
+        yield ReadChunk(chunk, time.perf_counter())
 
 
 @dataclass
@@ -182,8 +202,9 @@ class SourceEncoder:
             )
         with opened as reader:
             dropping = reader.paced if frame_drop == "auto" else frame_drop == "on" and reader.is_live
-            drop = reader.drop_chunk if dropping else None
-            decoded = Prefetch(reader.raw_chunks(), depth=2, drop=drop)  # decode ahead on a thread
+            drop = (lambda chunk: reader.drop_chunk(chunk.frames)) if dropping else None
+            # decode ahead on a thread, each chunk stamped there as it comes off the source
+            decoded = Prefetch(stamped(reader.raw_chunks()), depth=2, drop=drop)
             try:
                 yield self._feed(reader, decoded, None if dropping else num_frames, latent_hw, run)
             finally:
@@ -198,13 +219,12 @@ class SourceEncoder:
     def _feed(
         self,
         reader: VideoReader,
-        decoded: Iterator[Tensor],
+        decoded: Iterator[ReadChunk],
         num_frames: int | None,
         latent_hw: tuple[int, int],
         run: StreamRun,
     ) -> LatentFeed:
-        """The uint8 chunks `[3, F, H_src, W_src]` (`VideoReader.raw_chunks`), cut to 8k+1 frames when
-        the length is known, as latents."""
+        """The decoded chunks, cut to 8k+1 frames when the length is known, as latents."""
         total = reader.info.num_frames if num_frames is None else num_frames
         pixels = decoded
         if total is not None:
@@ -251,13 +271,14 @@ class SourceEncoder:
             yield SourceChunk(encoder.flush(), start)
 
 
-def _counted(pixels: Iterator[Tensor], run: StreamRun) -> Iterator[Tensor]:
-    """Pass pixel chunks `[3, F, H, W]` through, reporting them as read when they arrive and as
-    encoded once the next is asked for."""
+def _counted(pixels: Iterator[ReadChunk], run: StreamRun) -> Iterator[Tensor]:
+    """The chunks' frames `[3, F, H, W]`, each reported as read when the edit takes it (with the time
+    it came off the source) and as encoded once the next is asked for."""
     for chunk in pixels:
-        run.count_frames("read", chunk.shape[1])
-        yield chunk
-        run.count_frames("encode", chunk.shape[1])
+        frames = chunk.frames.shape[1]
+        run.count_frames("read", frames, read_at=chunk.read_at)
+        yield chunk.frames
+        run.count_frames("encode", frames)
 
 
 def floor_8k1(frames: int) -> int:
@@ -265,14 +286,14 @@ def floor_8k1(frames: int) -> int:
     return (frames - 1) // 8 * 8 + 1
 
 
-def limit_frames(chunks: Iterator[Tensor], frames: int, asked: bool) -> Iterator[Tensor]:
-    """Pass pixel chunks `[3, F, H, W]` through until `frames` frames were given; `asked`: the count
-    came from the user (not from the container)."""
+def limit_frames(chunks: Iterator[ReadChunk], frames: int, asked: bool) -> Iterator[ReadChunk]:
+    """Pass chunks through until `frames` frames were given; `asked`: the count came from the user
+    (not from the container)."""
     given = 0
     for chunk in chunks:
-        take = min(chunk.shape[1], frames - given)
+        take = min(chunk.frames.shape[1], frames - given)
         if take > 0:
-            yield chunk[:, :take]
+            yield ReadChunk(chunk.frames[:, :take], chunk.read_at)
             given += take
         if given >= frames:
             return

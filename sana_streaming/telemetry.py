@@ -2,10 +2,11 @@
 frame was handed to the writer, from the run's progress events.
 
 Output frame i is the edit of source frame i, so frame i's latency is the time its batch was handed
-to the writer (x264 encodes it beside, on a thread) minus the time the source chunk holding it was
-read. Per written batch, the oldest frame (its first)
-has waited longest and the newest (its last) least; a live viewer sees the newest frame's latency plus
-the encoder's and the player's own delay.
+to the writer (x264 encodes it beside, on a thread) minus the time the source chunk holding it came off
+the source (the read event's `read_at`, stamped on the reading thread, so the wait in the decode-ahead
+queue counts). Per written batch, the oldest frame (its first) has waited longest and the newest (its
+last) least; a live viewer sees the newest frame's latency plus the encoder's and the player's own
+delay.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class LatencyLog:
         now = self.clock()
         if event.stage == "read":
             self._read_counts.append(event.done)
-            self._read_times.append(now)
+            self._read_times.append(now if event.read_at is None else event.read_at)
         elif event.stage == "write" and event.done > self._written:
             first, end = self._written, event.done
             self.batches.append(

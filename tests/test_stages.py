@@ -285,3 +285,22 @@ def test_an_unknown_frame_drop_policy_is_an_option_error(pipe):
 
     with pytest.raises(OptionError, match="live_frame_drop"):
         list(pipe.stream(io.BytesIO(b""), replace(OPTIONS, live_frame_drop="sometimes")))
+
+
+def test_read_events_carry_when_the_reading_thread_decoded_the_chunk(tmp_path, pipe):
+    """The decode-ahead thread stamps each chunk as it comes off the source; the read event is sent when
+    the edit takes the chunk. With an edit that spends 0.3 s on each read event, every later chunk
+    waited in the queue, and its stamp says so (the latency of `--stats` counts that wait)."""
+    import time
+
+    data = lossless_mkv(clip_frames(24 * 4 + 1, 70, 100, seed=3))
+    reads = []
+
+    def slow(event):
+        if event.stage == "read":
+            reads.append((event.read_at, time.perf_counter()))
+            time.sleep(0.3)
+
+    pipe.edit(io.BytesIO(data), tmp_path / "out.mp4", OPTIONS, audio=False, progress=slow)
+    assert len(reads) == 5 and all(at is not None and at <= taken for at, taken in reads)
+    assert all(taken - at >= 0.2 for at, taken in reads[1:])
