@@ -5,13 +5,14 @@ For each compile mode: a stream of `--chunks` chunks (the first of 5 latent fram
 frames each) through `ChunkStreamer` with random weights (seed 0), random source, noise and prompt; the
 time of every push (CUDA events; a steady push is the previous chunk's clean pass plus 4 denoise
 forwards), the steady chunk time (median over the chunks after every forward kind has been captured),
-DiT FPS, achieved TFLOP/s against the measured bf16 GEMM rate of the model's own GEMM shapes, kernel
-launches per forward and peak memory. The graph stream's latents are compared with the eager stream's,
-chunk by chunk. `--bidirectional` also times one 81-frame, 50-step, CFG 6 sample of the bidirectional
-model, op by op, with the fused kernels and with them in FP8. A mode `MODE:PRECISION` (`max:fp8`,
-`max:mpq` with `--plan`) streams a copy of the model with its GEMMs quantised (`models.dit.quantize`),
-compared with the eager bf16 stream like the others; its peak memory includes the bf16 model kept
-beside it.
+DiT FPS, achieved TFLOP/s against the measured bf16 GEMM rate of the model's own GEMM shapes, the
+kernels of one steady forward (profiled as launched one by one: in the graph modes, the kernels a replay
+runs) and peak memory. The graph stream's latents are compared with the eager stream's, chunk by chunk.
+`--bidirectional` also times one 81-frame, 50-step, CFG 6 sample of the bidirectional model, op by op,
+with the fused kernels and with them in FP8. A mode `MODE:PRECISION` (`max:fp8`, `max:mpq` with
+`--plan`) streams a copy of the model with its GEMMs quantised (`models.dit.quantize`), compared with
+the eager bf16 stream like the others. The modes run one after another, each stream freed before the
+next, so a mode's peak memory is the bf16 model, the mode's quantised copy (if any) and its own stream.
 Prints tables and writes JSON for `render_results.py`.
 
     PYTHONPATH=. python benchmarks/dit_stream.py --out benchmarks/results/dit_stream_h200.json
@@ -213,6 +214,7 @@ def main() -> None:
     t0 = time.perf_counter()
     model = build_dit(config, device="cuda", dtype=torch.bfloat16)
     randomize_dit_(model, seed=0)
+    torch.cuda.synchronize()
     build_s = time.perf_counter() - t0
     frames = FIRST + STEADY * (args.chunks - 1)
     source = torch.randn(1, 128, frames, H, W, device="cuda", generator=gen, dtype=torch.bfloat16)
@@ -230,24 +232,33 @@ def main() -> None:
         ),
         "modes": {},
     }
+    precisions = [spec.partition(":")[2] or "bf16" for spec in args.modes]
     variants = {"bf16": model}
-    for precision in {spec.partition(":")[2] or "bf16" for spec in args.modes} - {"bf16"}:
-        plan = resolve_precision(precision, config.dit.depth, args.plan if precision == "mpq" else None)
-        variants[precision] = copy.deepcopy(model)
-        results[f"{precision}_groups"] = len(quantize_dit_(variants[precision], plan))
     with torch.inference_mode():
-        streams = {}
-        for spec in args.modes:
-            mode, _, precision = spec.partition(":")
-            streams[spec] = run_stream(variants[precision or "bf16"], config, prompt, source, noise, mode)
-        eager = streams[args.modes[0]]
+        eager = None
         steady_x = torch.randn(1, 128, STEADY, H, W, device="cuda", generator=gen, dtype=torch.bfloat16)
-        results["forward"] = {"flops": forward_flops(eager["forward"], steady_x, source[:, :, :STEADY])}
-        for mode, stream in streams.items():
-            results["modes"][mode] = summarise(stream, eager, 5 * results["forward"]["flops"])
-            profiled = steady_forward_profile(stream["forward"], steady_x, source[:, :, :STEADY])
-            results["modes"][mode]["forward_profile"] = profiled
-        del streams, eager, model, variants
+        steady_source = source[:, :, :STEADY]
+        for i, (spec, precision) in enumerate(zip(args.modes, precisions, strict=True)):
+            if precision not in variants:  # built just before its first mode, so no other mode holds it
+                plan_path = args.plan if precision == "mpq" else None
+                plan = resolve_precision(precision, config.dit.depth, plan_path)
+                variants[precision] = copy.deepcopy(model)
+                results[f"{precision}_groups"] = len(quantize_dit_(variants[precision], plan))
+            stream = run_stream(variants[precision], config, prompt, source, noise, spec.partition(":")[0])
+            if eager is None:  # the first mode, eager bf16: the reference of the others
+                eager = stream
+                results["forward"] = {"flops": forward_flops(stream["forward"], steady_x, steady_source)}
+            results["modes"][spec] = summarise(stream, eager, 5 * results["forward"]["flops"])
+            profiled = steady_forward_profile(stream["forward"], steady_x, steady_source)
+            results["modes"][spec]["forward_profile"] = profiled
+            # free the stream's state and graphs (and a quantised copy no later mode uses) before the
+            # next mode, so that each mode's peak holds the bf16 model, its own copy and its own stream
+            stream["forward"] = None
+            if precision != "bf16" and precision not in precisions[i + 1 :]:
+                del variants[precision]
+            del stream
+            torch.cuda.empty_cache()
+        del eager, model, variants
         torch.cuda.empty_cache()
     results["bidirectional"] = bidirectional_sample_s(gen) if args.bidirectional else None
     print_tables(results)
@@ -278,7 +289,7 @@ def print_tables(results: dict) -> None:
     print(f"bf16 GEMM TFLOP/s ({rates}); one steady forward: {results['forward']['flops'] / 1e12:.2f} "
           "TFLOP counted")  # fmt: skip
     print(f"{'compile':<10} {'steady chunk ms':>16} {'DiT FPS':>8} {'TFLOP/s':>8} {'peak GiB':>9} "
-          f"{'rel err':>9} {'launches':>9} {'kernel ms':>10}")  # fmt: skip
+          f"{'rel err':>9} {'kernels':>9} {'kernel ms':>10}")  # fmt: skip
     for mode, r in results["modes"].items():
         err = max(r["relative_error_vs_eager"])
         prof = r["forward_profile"]

@@ -94,7 +94,9 @@ def bench_rows(name: str, data: dict) -> list[str]:
     if "median" not in data:
         return []
     m = data["median"]
-    stages = " / ".join(f"{m[k]:.1f}" for k in ("encode_s", "dit_s", "decode_s", "write_s", "other_s"))
+    stages = " / ".join(
+        f"{m.get(k, 0.0):.1f}" for k in ("text_s", "encode_s", "dit_s", "decode_s", "write_s", "other_s")
+    )
     return [
         f"| {name} | {data['mode']}, x264 {data.get('x264_preset', 'medium')}, "  # medium before the flag
         f"compile {data.get('compile') or 'default'} | "
@@ -183,7 +185,8 @@ def main() -> None:
         "",
         "Eager forwards: the times include Python's kernel launches, which vary with the host's CPU "
         "(the `_gdn_v3` run's host ran the same PyTorch path 15% slower), so compare backends within one "
-        "run; kernel-level times are in `kernels/RESULTS.md`.",
+        "run; kernel-level times are in `kernels/RESULTS.md`. Runs before 12-07 held a 3-frame sink and "
+        "one 3-frame chunk in the window (6 cached frames); the script now holds a 969-frame edit's 5 + 3.",
         "",
         "| run | GDN backend | median ms | min ms | peak GiB |",
         "|---|---|---|---|---|",
@@ -193,10 +196,13 @@ def main() -> None:
         "",
         "Steady chunk: the median push of 3 latent frames (24 video frames: 4 denoise forwards and the "
         "previous chunk's clean pass) after every forward kind has been captured; compile modes in one "
-        "process. TFLOP/s counts PyTorch's FLOPs of 5 forwards; launches and kernel ms are one steady "
-        "forward's; the error is the largest relative difference of a chunk's latents from eager.",
+        "process. TFLOP/s counts PyTorch's FLOPs of 5 forwards; kernels and kernel ms are one steady "
+        "forward's (in the graph modes, what one replay runs); the error is the largest relative "
+        "difference of a chunk's latents from eager. Peak memory: runs before 12-07 kept every mode's "
+        "stream and every quantised copy until the end, so a later mode's peak includes the earlier ones'; "
+        "now a mode holds the bf16 model, its own quantised copy and its own stream.",
         "",
-        "| run | compile | steady chunk ms | DiT FPS | TFLOP/s | launches | kernel ms | peak GiB | rel err |",
+        "| run | compile | steady chunk ms | DiT FPS | TFLOP/s | kernels | kernel ms | peak GiB | rel err |",
         "|---|---|---|---|---|---|---|---|---|",
         *stream,
         "",
@@ -232,7 +238,8 @@ def main() -> None:
         "",
         "## Whole edits (`sana-streaming bench`, random weights, synthetic clip)",
         "",
-        "Stage seconds: VAE encode / DiT / VAE decode / waiting for the writer / other (reading, glue).",
+        "Stage seconds: text encoder / VAE encode / DiT / VAE decode / waiting for the writer / other "
+        "(reading, glue); they add up to the wall time.",
         "",
         "| run | mode, writer | frames @ HxW | wall s | stages s | end-to-end FPS | DiT FPS | peak GiB |",
         "|---|---|---|---|---|---|---|---|",
@@ -252,7 +259,9 @@ def main() -> None:
         "",
         "97 frames encoded, 33 latents decoded in pushes of 3 latents; CUDA-event medians of 3 runs after "
         "a warm-up, per 24 video frames; steady: one push once the stream is full; TFLOP/s: the FLOPs "
-        "PyTorch counts in the path over its median time; peak: memory above the weights and inputs.",
+        "PyTorch counts in the path over its median time; peak: memory above the weights and inputs. "
+        "Runs before 12-07 divided by 96 and 256 frames instead of the 97 encoded and 257 decoded (their "
+        "per-24-frame times are 1 % and 0.4 % high), and their peaks include the previous repeat's output.",
         "",
         "| run | path | ms / 24 frames | steady ms / 24 frames | TFLOP/s | peak GiB |",
         "|---|---|---|---|---|---|",

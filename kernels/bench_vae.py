@@ -104,6 +104,7 @@ def bench_path(
     state = None
     out = None
     for _ in range(repeats):
+        out = None  # the previous repeat's output is not counted in the next one's peak
         ms, (out, pushes, state) = timer(run)  # type: ignore[misc]
         totals.append(ms)
         steady += pushes
@@ -151,14 +152,14 @@ def bench_all_paths(
                 ms, part = timer(lambda chunk=chunk: encoder.push(chunk))
                 parts.append(part)
                 held = max(held, encoder.state_bytes())
-                if i > 0:
+                if i > 1:  # after the first frame's push and the push that fills the causal context
                     pushes.append(ms * 24 / step)
             parts.append(encoder.flush())
             return torch.cat(parts, dim=2), pushes, held
 
         return run
 
-    enc_frames = args.frames - 1
+    enc_frames = args.frames
     whole_res, whole_z = bench_path(
         "encode whole (untiled)", encode_whole, enc_frames, args.repeats, timer, device, None
     )
@@ -177,7 +178,7 @@ def bench_all_paths(
     del whole_z
 
     # ---- decode ---------------------------------------------------------------------------------------
-    dec_frames = 8 * (args.latents - 1)
+    dec_frames = 8 * (args.latents - 1) + 1
 
     def decode_whole() -> tuple[torch.Tensor, list[float], int | None]:
         with torch.no_grad():

@@ -20,8 +20,8 @@ def bench_section(bench: dict) -> list[str]:
         "",
         f"GPU **{bench['gpu']}**, PyTorch {bench['torch']}, Triton {bench['triton']}, CUDA {bench['cuda']}, "
         f"measured {bench['date']}. CUDA events, warm-up, median of repeats, {bench['sets']} input sets "
-        "rotated. *Graph* = CUDA-graph replay (the launch cost a captured DiT step would have; the DiT "
-        "runs eagerly today), *eager* = Python launches; the PyTorch path (`gdn_core_torch`, fp32 "
+        "rotated. *Graph* = CUDA-graph replay (the launch cost of the DiT's captured forwards, "
+        "`--compile graph` and `max`), *eager* = Python launches; the PyTorch path (`gdn_core_torch`, fp32 "
         "einsums) is eager. Triton runs its default precision for bf16 "
         "inputs (bf16 operands, fp32 accumulation, TF32 scan, fp32 state). GB/s = fewest bytes "
         "(inputs read once, output written once) over the graph time.",

@@ -450,13 +450,14 @@ def test_bench_reports_serialised_stages_and_an_overlapped_edit_with_first_frame
 
 
 def test_bench_warms_up_every_chunk_shape_of_the_timed_edit():
-    """The default warm-up has the timed clip's first chunk and one steady chunk (a 969-frame edit starts
-    with 5 latent frames; the former default of 49 frames started with 4)."""
+    """The default warm-up has the timed clip's first chunk and two steady chunks, the second of which
+    sees a full window and makes the first steady clean pass (a 969-frame edit starts with 5 latent
+    frames; the former default of 49 frames started with 4)."""
     for frames in (25, 49, 57, 65, 969, 3873):
         timed = chunk_sizes((frames - 1) // 8 + 1)
         warm = chunk_sizes((warmup_frames(frames, chunked=True) - 1) // 8 + 1)
-        assert warm == [timed[0], 3]
-    assert warmup_frames(969, chunked=True) == 57 and warmup_frames(81, chunked=False) == 81
+        assert warm == [timed[0], 3, 3]
+    assert warmup_frames(969, chunked=True) == 81 and warmup_frames(81, chunked=False) == 81
 
 
 def test_fragmented_output_is_a_finished_playable_mp4_and_is_refused_for_streams(workdir, capsys):
