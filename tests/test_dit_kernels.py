@@ -3,6 +3,7 @@
 
 import pytest
 import torch
+from helpers_triton import interpreted
 
 from sana_streaming.models.dit.kernels import (
     STACK_ROWS,
@@ -90,21 +91,21 @@ def test_tap_linear_uses_the_centre_tap_only():
     assert torch.count_nonzero(layer(x)) == 0  # the cached copy followed the change
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter runs only without CUDA")
+@interpreted
 @pytest.mark.parametrize("shape", [(2, 3, 5, 12), (1, 11, 11, 260), (1, 1, 3, 4)])  # ragged tiles, one row
-@pytest.mark.parametrize("rows", [32, 4])  # one program per frame column strip, or row groups
-def test_glu_conv_kernel_interpreted_matches_the_eager_ops(shape, rows, monkeypatch):
+@pytest.mark.parametrize(
+    "tiles", [(4, 64, 32), (4, 64, 4), (2, 4, 1), (8, 2, 3)]
+)  # (columns, channels, rows) per program: a frame column strip, row groups, single rows, ragged
+def test_glu_conv_kernel_interpreted_matches_the_eager_ops(shape, tiles):
     pytest.importorskip("triton")
-    from sana_streaming.ops import glu_conv_triton as module
-    from sana_streaming.ops.glu_conv_triton import glu_conv_triton
+    from sana_streaming.ops.glu_conv_triton import GluConvLaunch, glu_conv_triton
 
-    monkeypatch.setattr(module, "ROWS", rows)
-
+    launch = GluConvLaunch(*tiles)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(shape, generator=gen)
     conv = depthwise(shape[-1], gen)
     with torch.no_grad():
-        got = glu_conv_triton(x, conv.weight, conv.bias)
+        got = glu_conv_triton(x, conv.weight, conv.bias, launch)
         want = silu_glu_conv_eager(x.clone(), conv)
     assert got.shape == (*shape[:-1], shape[-1] // 2)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers_triton import interpreter_skip_reason
 
 from sana_streaming.ops import GDNInputs, GDNState, KernelUnavailableError, gdn_core
 from sana_streaming.ops.gdn_reference import (
@@ -28,16 +29,11 @@ if HAS_TRITON:
 
 
 def _interpreter_ready() -> tuple[bool, str]:
-    if not HAS_TRITON:
-        return False, "triton is not installed"
+    why = interpreter_skip_reason()
+    if why is not None:
+        return False, why
     if type(gdn_triton._emit_kernel).__name__ != "InterpretedFunction":
         return False, "kernels were compiled for a device, not interpreted"
-    import numpy
-    import triton
-
-    old_triton = tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 7)
-    if old_triton and tuple(int(x) for x in numpy.__version__.split(".")[:2]) >= (2, 4):
-        return False, "Triton < 3.7's interpreter breaks with numpy >= 2.4 (triton-lang/triton#9171)"
     return True, ""
 
 

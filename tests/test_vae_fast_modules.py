@@ -6,13 +6,13 @@ tolerance and with under 1 % of elements rounded differently."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 
 import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLLTX2Video
 from diffusers.models.autoencoders.autoencoder_kl_ltx2 import LTX2VideoResnetBlock3d, PerChannelRMSNorm
+from helpers_triton import interpreted
 
 from sana_streaming.config import load_config
 from sana_streaming.models.random_init import redraw_
@@ -26,8 +26,6 @@ from sana_streaming.models.vae.fast_modules import (
 from sana_streaming.models.vae.graph import decoder_chain
 from sana_streaming.models.vae.streams import cat_frames
 from sana_streaming.ops.rms_norm_silu import rms_norm_silu, rms_norm_silu_reference
-
-HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 NARROW_VAE = {  # the released structure with narrow channels
     **LTX2_RELEASE_ARCHITECTURE,
@@ -119,7 +117,7 @@ def _resnet_norms(module: torch.nn.Module) -> list[torch.nn.Module]:
     return [m.norm1 for m in module.modules() if isinstance(m, LTX2VideoResnetBlock3d)]
 
 
-@pytest.mark.skipif(not HAS_TRITON or torch.cuda.is_available(), reason="Triton's interpreter, without CUDA")
+@interpreted
 @pytest.mark.parametrize("shape", [(1, 40, 3, 5, 7), (2, 7, 2, 9, 31), (1, 64, 2, 6, 40)])
 def test_triton_kernel_interpreted_equals_the_reference(shape) -> None:
     """fp32, and fp16, whose roundings the interpreter makes as the GPU does (its bf16 truncates)."""

@@ -9,15 +9,37 @@ input dtype as the release stores it; accumulation and the GLU are fp32, the out
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-BLOCK_W = 4  # columns per program (a 1280-wide frame has 40 latent columns)
-BLOCK_C = 64  # channels per program: 128 contiguous bytes of bf16 per row
-ROWS = 32  # output rows per program (a 704-high frame has 22: one program per column strip); splitting
-# a frame's rows over more programs measured slower on an H200 (halo rows read twice)
+
+@dataclass(frozen=True)
+class GluConvLaunch:
+    """How the kernel tiles its work: each program computes `rows` output rows (walking them once, with
+    one halo row each side) of `block_w` columns and `block_c` channels of one frame, with `num_warps`
+    warps. Every launch computes the same values in the same order; only the speed differs
+    (`kernels/bench_glu_conv.py` times the choices)."""
+
+    block_w: int = 4  # columns (a 1280-wide frame has 40 latent columns)
+    block_c: int = 64  # channels: 128 contiguous bytes of bf16 per pixel
+    rows: int = 32  # a 704-high frame has 22: one program per column strip; splitting a frame's rows
+    # over more programs measured slower on an H200 (halo rows read twice)
+    num_warps: int = 4
+
+    def grid(self, frames: int, height: int, width: int, channels: int) -> tuple[int, int, int]:
+        """Programs for `frames` frames of `height`×`width` and `channels` output channels."""
+        return (
+            frames * triton.cdiv(height, self.rows),
+            triton.cdiv(width, self.block_w),
+            triton.cdiv(channels, self.block_c),
+        )
+
+
+DEFAULT_LAUNCH = GluConvLaunch()
 
 
 @triton.jit
@@ -101,7 +123,9 @@ def _glu_conv_kernel(
         cur_g = xg0 * g00 + xg1 * g01 + xg2 * g02
 
 
-def glu_conv_triton(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+def glu_conv_triton(
+    x: Tensor, weight: Tensor, bias: Tensor, launch: GluConvLaunch = DEFAULT_LAUNCH
+) -> Tensor:
     """x: (R, H, W, 2F) contiguous, channels last (R = B·T frames), before its SiLU; weight (2F, 1, 3, 3)
     and bias (2F,) of the depthwise convolution. Returns a · SiLU(g) of the convolved halves of
     SiLU(x), (R, H, W, F)."""
@@ -113,8 +137,8 @@ def glu_conv_triton(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         )
     F = C2 // 2
     y = torch.empty((R, H, W, F), device=x.device, dtype=x.dtype)
-    grid = (R * triton.cdiv(H, ROWS), triton.cdiv(W, BLOCK_W), triton.cdiv(F, BLOCK_C))
-    _glu_conv_kernel[grid](
-        x, weight.contiguous(), bias.contiguous(), y, H, W, F, BLOCK_W=BLOCK_W, BLOCK_C=BLOCK_C, ROWS=ROWS
-    )
+    _glu_conv_kernel[launch.grid(R, H, W, F)](
+        x, weight.contiguous(), bias.contiguous(), y, H, W, F,
+        BLOCK_W=launch.block_w, BLOCK_C=launch.block_c, ROWS=launch.rows, num_warps=launch.num_warps,
+    )  # fmt: skip
     return y
