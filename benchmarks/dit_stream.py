@@ -162,8 +162,7 @@ def bidirectional_sample_s(gen: torch.Generator) -> dict:
     text = model.prepare_text(conditioning)
     pair = torch.cat([source, source])
 
-    sched = config.scheduler
-    shift = sched.inference_flow_shift if sched.inference_flow_shift is not None else sched.flow_shift
+    shift = config.scheduler.sampling_shift
     calls: list[int] = []
 
     def sample(net, steps: int, fused: bool):

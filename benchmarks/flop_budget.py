@@ -120,8 +120,7 @@ def bidirectional_flops(height: int, width: int, frames: int = 81) -> dict[str, 
     velocity) times the FLOPs of one forward at each batch size it calls with."""
     preset = MODE_PRESETS["bidirectional_short"]
     config = load_config(preset.config)
-    sched = config.scheduler
-    shift = sched.inference_flow_shift if sched.inference_flow_shift is not None else sched.flow_shift
+    shift = config.scheduler.sampling_shift
     batches: list[int] = []
 
     def stand_in(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

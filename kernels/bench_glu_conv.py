@@ -20,10 +20,10 @@ import argparse
 import dataclasses
 import itertools
 import json
-import statistics
 from pathlib import Path
 
 import torch
+from gdn_bench import graph_ms
 
 from sana_streaming.models.dit.kernels import silu_glu_conv_eager
 from sana_streaming.ops.glu_conv_triton import DEFAULT_LAUNCH, GluConvLaunch, glu_conv_triton
@@ -50,31 +50,6 @@ def launches() -> list[GluConvLaunch]:
     return grid
 
 
-def graph_us(calls: list, repeats: int) -> float:
-    """Median microseconds per call of a CUDA graph that makes `calls` once each."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for call in calls:  # compiles and warms up outside the capture
-            call()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for call in calls:
-            call()
-    graph.replay()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / len(calls))
-    del graph
-    return statistics.median(times)
-
-
 def bench_shape(shape: tuple[int, int, int, int], grid: list[GluConvLaunch], repeats: int) -> dict:
     """Every launch of `grid` and the eager ops at `shape`, timed; the launches sorted fastest first."""
     R, H, W, C2 = shape
@@ -95,12 +70,11 @@ def bench_shape(shape: tuple[int, int, int, int], grid: list[GluConvLaunch], rep
         for launch in grid:
             if not torch.equal(glu_conv_triton(xs[0], weight, bias, launch), reference):
                 raise RuntimeError(f"{launch} differs from the default launch's output")
-            us = graph_us(
-                [lambda x=x, launch=launch: glu_conv_triton(x, weight, bias, launch) for x in xs], repeats
-            )
+            calls = [lambda x=x, launch=launch: glu_conv_triton(x, weight, bias, launch) for x in xs]
+            us = graph_ms(calls, repeats) * 1e3
             rows.append({"launch": dataclasses.asdict(launch), "us": us, "gb_per_s": moved / us / 1e3})
         # last: the eager ops apply their SiLU in place (as in the model), which changes the inputs
-        eager_us = graph_us([lambda x=x: silu_glu_conv_eager(x, conv) for x in xs], repeats)
+        eager_us = graph_ms([lambda x=x: silu_glu_conv_eager(x, conv) for x in xs], repeats) * 1e3
     rows.sort(key=lambda r: r["us"])
     default = next(r for r in rows if GluConvLaunch(**r["launch"]) == DEFAULT_LAUNCH)
     return {

@@ -174,6 +174,11 @@ class SchedulerConfig:
     inference_flow_shift: float | None = 8.0
     vis_sampler: str = "sana_streaming_sampler"
 
+    @property
+    def sampling_shift(self) -> float:
+        """The flow shift the samplers use: `inference_flow_shift`, else `flow_shift`."""
+        return self.flow_shift if self.inference_flow_shift is None else self.inference_flow_shift
+
 
 Mode = Literal["bidirectional_short", "long_streaming"]
 

@@ -116,8 +116,7 @@ def sampler_settings(options: EditOptions, mode: str, config: SanaStreamingConfi
     base = MODE_PRESETS[mode].sampler(config.vae)
     shift = options.flow_shift
     if shift is None:
-        sched = config.scheduler
-        shift = sched.inference_flow_shift if sched.inference_flow_shift is not None else sched.flow_shift
+        shift = config.scheduler.sampling_shift
     return replace(
         base,
         steps=options.steps or base.steps,
