@@ -7,9 +7,10 @@ about five times that floor. This script times every `GluConvLaunch` of a grid (
 rows per program, warps) at the DiT's shapes: a steady streaming chunk (3 frames), the first chunk (5)
 and the bidirectional CFG pair (2 x 11), each rotating over input sets larger than L2, CUDA-event
 medians of replays of a CUDA graph of the calls (the launch cost the DiT's captured forwards have).
-Every launch must give the default launch's output bit for bit (the same sums in the same order); the
-eager ops (`silu_glu_conv_eager`) are timed beside them. Prints the fastest launches per shape with
-their GB/s and writes JSON.
+Every launch should give the default launch's output bit for bit (the same sums in the same order): one
+that does not is marked and listed last (a fault to fix, never a choice); the eager ops
+(`silu_glu_conv_eager`) are timed beside them. Prints the fastest launches per shape with their GB/s and
+writes JSON after each shape.
 
     PYTHONPATH=. python kernels/bench_glu_conv.py --out kernels/results/glu_conv_h200.json
 """
@@ -68,14 +69,15 @@ def bench_shape(shape: tuple[int, int, int, int], grid: list[GluConvLaunch], rep
         del eager
         rows = []
         for launch in grid:
-            if not torch.equal(glu_conv_triton(xs[0], weight, bias, launch), reference):
-                raise RuntimeError(f"{launch} differs from the default launch's output")
+            equal = torch.equal(glu_conv_triton(xs[0], weight, bias, launch), reference)
             calls = [lambda x=x, launch=launch: glu_conv_triton(x, weight, bias, launch) for x in xs]
             us = graph_ms(calls, repeats) * 1e3
-            rows.append({"launch": dataclasses.asdict(launch), "us": us, "gb_per_s": moved / us / 1e3})
+            rows.append(
+                {"launch": dataclasses.asdict(launch), "us": us, "gb_per_s": moved / us / 1e3, "equal": equal}
+            )
         # last: the eager ops apply their SiLU in place (as in the model), which changes the inputs
         eager_us = graph_ms([lambda x=x: silu_glu_conv_eager(x, conv) for x in xs], repeats) * 1e3
-    rows.sort(key=lambda r: r["us"])
+    rows.sort(key=lambda r: (not r["equal"], r["us"]))  # a launch that differs is a fault, listed last
     default = next(r for r in rows if GluConvLaunch(**r["launch"]) == DEFAULT_LAUNCH)
     return {
         "shape": list(shape),
@@ -104,7 +106,9 @@ def main() -> None:
             launch = row["launch"]
             tiles = f"block_w {launch['block_w']} block_c {launch['block_c']:>3} rows {launch['rows']:>2}"
             print(f"  {tiles} warps {launch['num_warps']}: {row['us']:7.1f} µs  {row['gb_per_s']:5.0f} GB/s")
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+        if faults := [row["launch"] for row in r["launches"] if not row["equal"]]:
+            print(f"  {len(faults)} launches differ from the default's output: {faults}")
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -781,6 +781,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("sana-streaming: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except ModuleNotFoundError as exc:  # before runtime_errors(), which needs torch itself
+            print(f"sana-streaming: error: {missing_package_line(exc)}", file=sys.stderr)
+            return EXIT_FAILED
         except Exception as exc:  # one line per failure found while running, no traceback
             return _report_failure(exc, show_traceback="--traceback" in argv)
 
@@ -794,6 +797,12 @@ def _report_failure(exc: Exception, show_traceback: bool) -> int:
     hint = "" if known else " (rerun with --traceback for details)"
     print(f"sana-streaming: error: {failure_line(exc)}{hint}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def missing_package_line(exc: ModuleNotFoundError) -> str:
+    """A package missing from the environment as one line, with how to install the project's."""
+    name = (exc.name or "").partition(".")[0] or "a Python package"
+    return f"{name!r} is not installed; install sana-streaming's dependencies with `pip install -e .`"
 
 
 def failure_line(exc: BaseException) -> str:

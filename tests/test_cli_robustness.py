@@ -237,6 +237,20 @@ def test_unexpected_errors_are_one_line_unless_traceback_is_asked(workdir, capsy
     assert leftovers(workdir / "outputs") == []
 
 
+def test_a_missing_package_is_one_line_naming_it(monkeypatch, capsys):
+    """An environment without torch (or another dependency) fails with one line, not a traceback from
+    the error report, which itself imports torch."""
+    import sana_streaming.cli as cli
+
+    def missing():
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr(cli, "build_parser", missing)
+    assert main(["edit", "--prompt", "x"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "'torch' is not installed" in line and "pip install -e ." in line
+
+
 def test_smallest_frame_edits(workdir):
     """64x64 is the smallest size the VAE decodes; it runs end to end."""
     src = workdir / "clip.mp4"
