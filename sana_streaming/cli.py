@@ -782,6 +782,8 @@ def main(argv: list[str] | None = None) -> int:
             print("sana-streaming: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
         except ModuleNotFoundError as exc:  # before runtime_errors(), which needs torch itself
+            if "--traceback" in argv:
+                raise
             print(f"sana-streaming: error: {missing_package_line(exc)}", file=sys.stderr)
             return EXIT_FAILED
         except Exception as exc:  # one line per failure found while running, no traceback
@@ -801,8 +803,8 @@ def _report_failure(exc: Exception, show_traceback: bool) -> int:
 
 def missing_package_line(exc: ModuleNotFoundError) -> str:
     """A package missing from the environment as one line, with how to install the project's."""
-    name = (exc.name or "").partition(".")[0] or "a Python package"
-    return f"{name!r} is not installed; install sana-streaming's dependencies with `pip install -e .`"
+    name = f"'{exc.name.partition('.')[0]}'" if exc.name else "a Python package"
+    return f"{name} is not installed; install sana-streaming's dependencies with `pip install -e .`"
 
 
 def failure_line(exc: BaseException) -> str:

@@ -249,6 +249,8 @@ def test_a_missing_package_is_one_line_naming_it(monkeypatch, capsys):
     assert main(["edit", "--prompt", "x"]) == 1
     line = one_error_line(capsys.readouterr().err)
     assert "'torch' is not installed" in line and "pip install -e ." in line
+    with pytest.raises(ModuleNotFoundError, match="torch"):
+        main(["edit", "--prompt", "x", "--traceback"])
 
 
 def test_smallest_frame_edits(workdir):
